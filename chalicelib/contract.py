@@ -1,0 +1,131 @@
+"""Pydantic models of the MooVitamix resources and of the stream envelope.
+
+The models validate but never rewrite: timestamps stay the exact strings the API served
+(so the stores hold what was served, to the character), and are parsed only to compare
+versions (`version_of`). One place knows each resource's key, so the producer's partition
+key, the sinks' primary keys and the dumps all agree.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+SCHEMA_VERSION: Final = 1
+"""Version of the envelope format; bump it when the envelope changes shape."""
+
+_DURATION = re.compile(r"^\d{1,3}:[0-5]\d$")
+
+
+def parse_timestamp(value: str) -> datetime:
+    """Parse an API timestamp to a naive UTC datetime, for comparisons only.
+
+    The contract says timestamps are naive ISO 8601 with or without a fraction; a server that
+    adds a zone is tolerated by converting to UTC, so versions stay comparable.
+    """
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    return parsed
+
+
+def _check_timestamp(value: str) -> str:
+    parse_timestamp(value)  # raises ValueError, which pydantic reports with the field name
+    return value
+
+
+def _check_duration(value: str) -> str:
+    if not _DURATION.match(value):
+        raise ValueError(f"duration must look like MM:SS, got {value[:40]!r}")
+    return value
+
+
+Timestamp = Annotated[StrictStr, AfterValidator(_check_timestamp)]
+Duration = Annotated[StrictStr, AfterValidator(_check_duration)]
+EntityId = Annotated[StrictInt, Field(ge=0)]
+
+
+class _Resource(BaseModel):
+    """Common settings: unknown fields are ignored, known ones are type-checked strictly."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class Track(_Resource):
+    id: EntityId
+    name: StrictStr
+    artist: StrictStr
+    songwriters: StrictStr
+    duration: Duration
+    genres: StrictStr
+    album: StrictStr
+
+
+class User(_Resource):
+    id: EntityId
+    first_name: StrictStr
+    last_name: StrictStr
+    email: StrictStr
+    gender: StrictStr
+    favorite_genres: StrictStr
+
+
+class ListenHistory(_Resource):
+    user_id: EntityId
+    items: list[EntityId]
+
+
+Resource = Track | User | ListenHistory
+EntityName = Literal["users", "tracks", "listen_history"]
+
+ENTITIES: Final[tuple[EntityName, ...]] = ("users", "tracks", "listen_history")
+MODELS: Final[dict[str, type[Resource]]] = {
+    "users": User,
+    "tracks": Track,
+    "listen_history": ListenHistory,
+}
+
+
+def entity_key(entity: str, item: dict[str, Any]) -> tuple[int] | tuple[int, str]:
+    """The primary key of an item: `(id,)`, or `(user_id, created_at)` for listen history."""
+    if entity == "listen_history":
+        return (item["user_id"], item["created_at"])
+    return (item["id"],)
+
+
+def partition_key(entity: str, item: dict[str, Any]) -> str:
+    """Kinesis partition key `<entity>:<key>`: all versions of one entity share a shard."""
+    return ":".join([entity, *(str(part) for part in entity_key(entity, item))])
+
+
+def version_of(item: dict[str, Any]) -> datetime:
+    """The version used by newest-wins: the parsed `updated_at`."""
+    return parse_timestamp(item["updated_at"])
+
+
+def validate_item(entity: str, item: Any) -> dict[str, Any]:
+    """Validate one API item; return it as a plain dict of the contract's fields.
+
+    Raises `pydantic.ValidationError` (a `ValueError`) when the item breaks the contract, and
+    `KeyError` for an unknown entity.
+    """
+    model = MODELS[entity].model_validate(item)
+    return model.model_dump()
+
+
+class Envelope(BaseModel):
+    """One stream record: what it holds, where it comes from, and when it was fetched."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    entity: EntityName
+    run_id: StrictStr
+    fetched_at: StrictStr
+    item: dict[str, Any]

@@ -1,0 +1,57 @@
+"""Typed settings, read from environment variables in one place.
+
+Stages in `.chalice/config.json` set these variables for Lambda; the local cloud sets them for
+its in-process handlers. AWS endpoints are not settings: boto3 and PynamoDB read the standard
+`AWS_ENDPOINT_URL` themselves.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, HttpUrl
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the pipeline, with the production default."""
+
+    model_config = SettingsConfigDict(env_prefix="PIPELINE_", frozen=True)
+
+    api_url: HttpUrl = Field(
+        default=HttpUrl("http://127.0.0.1:8000"), description="Base URL of the MooVitamix API"
+    )
+    page_size: int = Field(default=100, ge=1, le=100, description="Items per API page")
+    fetch_concurrency: int = Field(default=4, ge=1, le=32, description="Pages fetched at once")
+    request_timeout_s: float = Field(default=10.0, gt=0, description="Per-request timeout")
+    max_retries: int = Field(default=5, ge=0, description="Retries per API request")
+    backoff_factor_s: float = Field(default=0.5, ge=0, description="Base of the API backoff")
+    max_backoff_s: float = Field(default=20.0, gt=0, description="Longest single API backoff")
+    max_pages: int = Field(
+        default=100_000, ge=1, description="Guard against pagination that never ends"
+    )
+    resources: str = Field(
+        default="users,tracks,listen_history", description="Comma list of resources to ingest"
+    )
+
+    stream_name: str = Field(default="moovitamix-dev-events", description="Kinesis stream")
+    put_records_max_attempts: int = Field(default=8, ge=1, description="PutRecords attempts")
+    put_records_backoff_s: float = Field(default=0.1, ge=0, description="PutRecords backoff")
+
+    table_prefix: str = Field(default="moovitamix-dev", description="Prefix of DynamoDB tables")
+    quarantine_queue_url: str = Field(
+        default="", description="SQS queue that keeps records that cannot be stored"
+    )
+
+    @property
+    def resource_list(self) -> list[str]:
+        return [name.strip() for name in self.resources.split(",") if name.strip()]
+
+    def table_name(self, suffix: str) -> str:
+        return f"{self.table_prefix}-{suffix}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings of this process; cached because Lambda reuses the process across invocations."""
+    return Settings()
