@@ -12,7 +12,15 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 
 SCHEMA_VERSION: Final = 1
 """Version of the envelope format; bump it when the envelope changes shape."""
@@ -32,6 +40,12 @@ def parse_timestamp(value: str) -> datetime:
     return parsed
 
 
+def _check_text(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("text contains a NUL character, which PostgreSQL text cannot store")
+    return value
+
+
 def _check_timestamp(value: str) -> str:
     parse_timestamp(value)  # raises ValueError, which pydantic reports with the field name
     return value
@@ -43,9 +57,11 @@ def _check_duration(value: str) -> str:
     return value
 
 
+Text = Annotated[StrictStr, AfterValidator(_check_text)]
 Timestamp = Annotated[StrictStr, AfterValidator(_check_timestamp)]
 Duration = Annotated[StrictStr, AfterValidator(_check_duration)]
-EntityId = Annotated[StrictInt, Field(ge=0)]
+EntityId = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]
+"""Ids fit a signed 64-bit integer: PostgreSQL bigint, DynamoDB numbers, orjson."""
 
 
 class _Resource(BaseModel):
@@ -59,21 +75,21 @@ class _Resource(BaseModel):
 
 class Track(_Resource):
     id: EntityId
-    name: StrictStr
-    artist: StrictStr
-    songwriters: StrictStr
+    name: Text
+    artist: Text
+    songwriters: Text
     duration: Duration
-    genres: StrictStr
-    album: StrictStr
+    genres: Text
+    album: Text
 
 
 class User(_Resource):
     id: EntityId
-    first_name: StrictStr
-    last_name: StrictStr
-    email: StrictStr
-    gender: StrictStr
-    favorite_genres: StrictStr
+    first_name: Text
+    last_name: Text
+    email: Text
+    gender: Text
+    favorite_genres: Text
 
 
 class ListenHistory(_Resource):
@@ -107,6 +123,15 @@ def partition_key(entity: str, item: dict[str, Any]) -> str:
 def version_of(item: dict[str, Any]) -> datetime:
     """The version used by newest-wins: the parsed `updated_at`."""
     return parse_timestamp(item["updated_at"])
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """A one-line quarantine reason naming the first few offending fields."""
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in problem['loc']) or '<root>'}: {problem['msg']}"
+        for problem in error.errors()[:5]
+    )
+    return f"breaks the contract: {problems}"
 
 
 def validate_item(entity: str, item: Any) -> dict[str, Any]:

@@ -34,18 +34,33 @@ class Settings(BaseSettings):
         default="users,tracks,listen_history", description="Comma list of resources to ingest"
     )
 
+    schedule: str = Field(
+        default="rate(1 day)", description="EventBridge schedule expression of the ingestion"
+    )
     stream_name: str = Field(default="moovitamix-dev-events", description="Kinesis stream")
+    batch_size: int = Field(
+        default=100, ge=1, le=10_000, description="Kinesis records per load invocation"
+    )
+    batching_window_s: int = Field(
+        default=5, ge=0, le=300, description="Seconds the trigger waits to fill a batch"
+    )
     put_records_max_attempts: int = Field(default=8, ge=1, description="PutRecords attempts")
     put_records_backoff_s: float = Field(default=0.1, ge=0, description="PutRecords backoff")
 
     table_prefix: str = Field(default="moovitamix-dev", description="Prefix of DynamoDB tables")
-    quarantine_queue_url: str = Field(
-        default="", description="SQS queue that keeps records that cannot be stored"
+    quarantine_bucket: str = Field(
+        default="moovitamix-dev-quarantine",
+        description="S3 bucket keeping every record that cannot be stored, with its reason",
     )
+    sinks: str = Field(default="dynamodb", description="Comma list of sinks the load writes")
 
     @property
     def resource_list(self) -> list[str]:
         return [name.strip() for name in self.resources.split(",") if name.strip()]
+
+    @property
+    def sink_list(self) -> list[str]:
+        return [name.strip() for name in self.sinks.split(",") if name.strip()]
 
     def table_name(self, suffix: str) -> str:
         return f"{self.table_prefix}-{suffix}"

@@ -1,0 +1,34 @@
+"""Chalice entry point: the two Lambda functions of the pipeline, each a few lines.
+
+The schedule, stream and batch settings are read from the environment when Chalice loads the
+app (at deploy time), the same variables the functions read at run time.
+"""
+
+from typing import Any
+
+from chalice import Chalice
+from chalice.app import CloudWatchEvent, KinesisEvent
+
+from chalicelib import handlers
+from chalicelib.settings import get_settings
+
+app = Chalice(app_name="moovitamix-pipeline")
+settings = get_settings()
+
+
+@app.schedule(settings.schedule, name="ingest")
+def ingest(event: CloudWatchEvent) -> dict[str, Any]:
+    """Fetch every resource from the API and publish it to the stream."""
+    return handlers.handle_schedule(event.to_dict(), event.context)
+
+
+@app.on_kinesis_record(
+    stream=settings.stream_name,
+    batch_size=settings.batch_size,
+    starting_position="TRIM_HORIZON",
+    maximum_batching_window_in_seconds=settings.batching_window_s,
+    name="load",
+)
+def load(event: KinesisEvent) -> dict[str, Any]:
+    """Write a batch of stream records into the stores, newest wins."""
+    return handlers.handle_kinesis(event.to_dict(), event.context)

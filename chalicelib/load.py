@@ -1,0 +1,178 @@
+"""The stream consumer: decode, validate, write newest-wins into every sink.
+
+A record that can never be stored (not an envelope, breaks the contract) is quarantined at
+once and never blocks the shard. A record that could not be written *now* (a sink failed) is
+reported in `batchItemFailures`, so that Lambda re-delivers it and what follows it on the
+shard, and nothing else. Writes are idempotent, so re-delivery changes nothing already stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from chalicelib.contract import (
+    ENTITIES,
+    Envelope,
+    describe_validation_error,
+    partition_key,
+    validate_item,
+)
+from chalicelib.manifest import RunManifests
+from chalicelib.quarantine import UNATTRIBUTED_RUN, Quarantine, QuarantinedRecord
+from chalicelib.sinks import Sink
+from chalicelib.stream import decode_envelope
+from chalicelib.telemetry import logger
+
+
+class PoisonRecord(ValueError):
+    """The record can never be stored; the message is the quarantine reason."""
+
+
+@dataclass
+class LoadDependencies:
+    sinks: Sequence[Sink]
+    quarantine: Quarantine
+    manifests: RunManifests
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch did, per run id: `counts[run_id]["written.dynamodb.users"] = n`."""
+
+    failed_sequence_numbers: list[str] = field(default_factory=list)
+    counts: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
+
+    def add(self, run_id: str, name: str, value: int) -> None:
+        self.counts[run_id][name] = self.counts[run_id].get(name, 0) + value
+
+    def response(self) -> dict[str, list[dict[str, str]]]:
+        return {
+            "batchItemFailures": [
+                {"itemIdentifier": sequence} for sequence in self.failed_sequence_numbers
+            ]
+        }
+
+
+def decode_record(record: Mapping[str, Any]) -> Envelope:
+    """Decode one Lambda Kinesis record into a validated envelope, or raise PoisonRecord."""
+    kinesis = record["kinesis"]
+    try:
+        data = base64.b64decode(kinesis["data"], validate=True)
+        envelope = decode_envelope(data)
+        item = validate_item(envelope.entity, envelope.item)
+    except ValidationError as error:
+        raise PoisonRecord(describe_validation_error(error)) from error
+    except (ValueError, binascii.Error) as error:
+        raise PoisonRecord(f"not a stream envelope: {str(error)[:300]}") from error
+    expected_key = partition_key(envelope.entity, item)
+    if kinesis.get("partitionKey") != expected_key:
+        raise PoisonRecord(
+            f"partition key {kinesis.get('partitionKey')!r} does not match the item "
+            f"({expected_key!r}); ordering of its versions cannot be trusted"
+        )
+    return envelope.model_copy(update={"item": item})
+
+
+def process_batch(records: Sequence[Mapping[str, Any]], deps: LoadDependencies) -> BatchOutcome:
+    """Load one Lambda batch; returns the failed sequence numbers and the counts per run."""
+    outcome = BatchOutcome()
+    groups: dict[str, list[tuple[str, Envelope]]] = defaultdict(list)
+    for record in records:
+        sequence = record["kinesis"]["sequenceNumber"]
+        try:
+            envelope = decode_record(record)
+        except PoisonRecord as poison:
+            if not _quarantine(record, str(poison), deps.quarantine, outcome):
+                outcome.failed_sequence_numbers.append(sequence)
+            continue
+        groups[envelope.entity].append((sequence, envelope))
+
+    failed: set[str] = set()
+    for entity, members in groups.items():
+        envelopes = [envelope for _, envelope in members]
+        for sink in deps.sinks:
+            try:
+                written = sink.write(entity, envelopes)
+            except Exception:  # any sink error: retry these records, keep the rest
+                logger.exception(
+                    "sink write failed; records will be re-delivered",
+                    extra={"step": "load", "entity": entity, "sink": sink.name},
+                )
+                failed.update(sequence for sequence, _ in members)
+                continue
+            for envelope in written:
+                outcome.add(envelope.run_id, f"written.{sink.name}.{entity}", 1)
+    outcome.failed_sequence_numbers.extend(
+        record["kinesis"]["sequenceNumber"]
+        for record in records
+        if record["kinesis"]["sequenceNumber"] in failed
+    )
+    for run_id, counts in outcome.counts.items():
+        deps.manifests.add_counts(run_id, counts)
+    logger.info(
+        "batch loaded",
+        extra={
+            "step": "load",
+            "records": len(records),
+            "failed": len(outcome.failed_sequence_numbers),
+            "counts": {run: dict(c) for run, c in outcome.counts.items()},
+        },
+    )
+    return outcome
+
+
+def _quarantine(
+    record: Mapping[str, Any], reason: str, quarantine: Quarantine, outcome: BatchOutcome
+) -> bool:
+    """Put a poison record in the dead-letter store; False if even that failed (retry it)."""
+    kinesis = record["kinesis"]
+    raw = kinesis.get("data", "")
+    try:
+        payload = base64.b64decode(raw)
+    except (binascii.Error, ValueError, TypeError):
+        payload = str(raw).encode()
+    entity, run_id = _attribution(payload, str(kinesis.get("partitionKey", "")))
+    try:
+        quarantine.put(
+            QuarantinedRecord(
+                run_id=run_id,
+                entity=entity,
+                origin=f"load-{kinesis['sequenceNumber']}",
+                reason=reason,
+                payload=payload,
+            )
+        )
+    except Exception:
+        logger.exception("quarantine write failed", extra={"step": "load", "entity": entity})
+        return False
+    outcome.add(run_id, f"quarantined.load.{entity}", 1)
+    logger.warning(
+        "record quarantined",
+        extra={"step": "load", "entity": entity, "run_id": run_id, "reason": reason[:300]},
+    )
+    return True
+
+
+def _attribution(payload: bytes, key: str) -> tuple[str, str]:
+    """Best-effort entity and run id of a broken record, so it is counted where it belongs."""
+    entity = key.split(":", 1)[0] if key.split(":", 1)[0] in ENTITIES else "unknown"
+    run_id = UNATTRIBUTED_RUN
+    try:
+        document = orjson.loads(payload)
+        if isinstance(document, dict):
+            candidate = document.get("run_id")
+            if isinstance(candidate, str) and candidate.replace("-", "").isalnum():
+                run_id = candidate[:100]
+            if document.get("entity") in ENTITIES:
+                entity = document["entity"]
+    except orjson.JSONDecodeError:
+        pass
+    return entity, run_id

@@ -1,0 +1,149 @@
+"""Kinesis publishing and decoding of the stream envelope.
+
+Publishing batches records across API pages up to the PutRecords limits (500 records, 5 MiB
+per call), so a run makes as few calls as the limits allow, while the buffer never holds more
+than one call's worth: memory stays flat whatever the size of the source. Only the records that
+failed are retried, with exponential backoff and jitter.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+import orjson
+
+from chalicelib.contract import SCHEMA_VERSION, Envelope
+
+if TYPE_CHECKING:
+    from mypy_boto3_kinesis import KinesisClient
+
+MAX_RECORDS_PER_CALL: Final = 500
+MAX_BYTES_PER_CALL: Final = 5 * 1024 * 1024
+MAX_BYTES_PER_RECORD: Final = 1024 * 1024
+"""Kinesis counts the partition key and the data blob against the 1 MiB record limit."""
+
+
+class PublishError(RuntimeError):
+    """Records could not be published after every attempt; the run must not succeed."""
+
+
+class RecordTooLarge(ValueError):
+    """The record can never fit in Kinesis; the caller quarantines it."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingRecord:
+    partition_key: str
+    data: bytes
+    entity: str
+
+    @property
+    def size(self) -> int:
+        return len(self.data) + len(self.partition_key.encode())
+
+
+def encode_envelope(*, entity: str, run_id: str, fetched_at: str, item: dict[str, Any]) -> bytes:
+    """Serialize one envelope; a fixed key order makes equal records equal bytes."""
+    return orjson.dumps(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "entity": entity,
+            "run_id": run_id,
+            "fetched_at": fetched_at,
+            "item": item,
+        }
+    )
+
+
+def decode_envelope(data: bytes) -> Envelope:
+    """Parse one stream record; raises `ValueError` when it is not an envelope."""
+    return Envelope.model_validate(orjson.loads(data))
+
+
+@dataclass
+class PublishStats:
+    """What one publisher did; the ingest manifest and the metrics read it."""
+
+    calls: int = 0
+    records: int = 0
+    bytes: int = 0
+    failed_attempts: int = 0
+    published_by_entity: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class KinesisPublisher:
+    """Buffers records and sends them with PutRecords, retrying only the failed ones."""
+
+    client: KinesisClient
+    stream_name: str
+    max_attempts: int = 8
+    backoff_s: float = 0.1
+    max_backoff_s: float = 5.0
+    sleep: Callable[[float], None] = time.sleep
+    stats: PublishStats = field(default_factory=PublishStats)
+    _buffer: list[OutgoingRecord] = field(default_factory=list)
+    _buffer_bytes: int = 0
+
+    def add(self, record: OutgoingRecord) -> None:
+        """Queue a record; sends a full call's worth as soon as the limits are reached."""
+        if record.size > MAX_BYTES_PER_RECORD:
+            raise RecordTooLarge(
+                f"record {record.partition_key} is {record.size} bytes, "
+                f"Kinesis accepts at most {MAX_BYTES_PER_RECORD}"
+            )
+        if (
+            len(self._buffer) >= MAX_RECORDS_PER_CALL
+            or self._buffer_bytes + record.size > MAX_BYTES_PER_CALL
+        ):
+            self.flush()
+        self._buffer.append(record)
+        self._buffer_bytes += record.size
+
+    def flush(self) -> None:
+        """Send everything buffered; raises `PublishError` if some records never got in."""
+        if not self._buffer:
+            return
+        batch, self._buffer, self._buffer_bytes = self._buffer, [], 0
+        self._put_with_retries(batch)
+
+    def _put_with_retries(self, batch: Sequence[OutgoingRecord]) -> None:
+        pending = list(batch)
+        for attempt in range(self.max_attempts):
+            if attempt:
+                self.sleep(self._backoff(attempt))
+            pending = self._put_once(pending)
+            if not pending:
+                return
+            self.stats.failed_attempts += len(pending)
+        raise PublishError(
+            f"{len(pending)} records still failing after {self.max_attempts} PutRecords "
+            f"attempts to stream {self.stream_name}, first key {pending[0].partition_key}"
+        )
+
+    def _put_once(self, batch: Sequence[OutgoingRecord]) -> list[OutgoingRecord]:
+        """One PutRecords call; returns the records that failed and must be retried."""
+        response = self.client.put_records(
+            StreamName=self.stream_name,
+            Records=[{"Data": r.data, "PartitionKey": r.partition_key} for r in batch],
+        )
+        self.stats.calls += 1
+        failed: list[OutgoingRecord] = []
+        for record, result in zip(batch, response["Records"], strict=True):
+            if "ErrorCode" in result:
+                failed.append(record)
+                continue
+            self.stats.records += 1
+            self.stats.bytes += record.size
+            counts = self.stats.published_by_entity
+            counts[record.entity] = counts.get(record.entity, 0) + 1
+        return failed
+
+    def _backoff(self, attempt: int) -> float:
+        """Full jitter: spreads retries of concurrent producers apart."""
+        ceiling = min(self.max_backoff_s, self.backoff_s * (2**attempt))
+        return random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography

@@ -1,0 +1,54 @@
+"""Shared fixtures: a moto server per test session and an embedded local cloud.
+
+Tests never reach the internet: AWS is a moto server on loopback, the API is the built-in fake.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chalicelib import wiring
+from localcloud.services import MotoServer
+
+FAKE_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """One moto server process for the whole session; tests use unique resource names."""
+    with MotoServer(tmp_path_factory.mktemp("moto") / "moto.log") as server:
+        yield server
+
+
+@pytest.fixture
+def aws_env(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Point boto3 and PynamoDB at the session's moto server for one test."""
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    for name, value in FAKE_AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.url)
+    wiring.reset()
+    yield moto_server.url
+    wiring.reset()
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "state"
+    path.mkdir()
+    return path
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Never let a developer's real AWS profile leak into a test run.
+    os.environ.pop("AWS_PROFILE", None)
