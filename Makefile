@@ -8,6 +8,7 @@ ARGS ?=
 STAGE ?= dev
 LOCAL_STAGE ?= localstack
 LOCALSTACK_URL ?= http://localhost:4566
+FUNCTION ?= ingest
 # The local targets talk to an emulator only: its endpoint, dummy credentials, no profile.
 LOCAL_AWS = env -u AWS_PROFILE -u AWS_SESSION_TOKEN \
 	AWS_ENDPOINT_URL=$${AWS_ENDPOINT_URL:-$(LOCALSTACK_URL)} \
@@ -16,7 +17,7 @@ LOCAL_AWS = env -u AWS_PROFILE -u AWS_SESSION_TOKEN \
 
 .DEFAULT_GOAL := help
 .PHONY: help venv run test lint typecheck check clean
-.PHONY: deploy deploy-local package destroy destroy-local
+.PHONY: deploy deploy-local package destroy destroy-local invoke-local
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -61,3 +62,6 @@ destroy: $(STAMP) ## remove STAGE (functions, infra and their data) from the AWS
 
 destroy-local: $(STAMP) ## remove LOCAL_STAGE from AWS_ENDPOINT_URL (default LocalStack)
 	$(LOCAL_AWS) $(BIN)/python -m infra.deploy destroy --stage $(LOCAL_STAGE) --yes
+
+invoke-local: $(STAMP) ## invoke a function deployed by deploy-local (FUNCTION=ingest) and print its answer
+	$(LOCAL_AWS) $(BIN)/python -m infra.deploy invoke --stage $(LOCAL_STAGE) $(FUNCTION)

@@ -352,7 +352,7 @@ def _print_changes(title: str, changes: list[Change]) -> None:
 
 def _print_deployment(deployment: dict[str, Any]) -> None:
     print("deployed:")
-    for function, details in deployment["functions"].items():
+    for details in deployment["functions"].values():
         print(
             f"  function {details['name']}: {details['memory_mb']} MB, "
             f"{details['timeout_s']} s, reserved concurrency "
@@ -392,7 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
         )
         return sub
 
-    command("deploy", "apply the infrastructure, chalice deploy, set the trigger's failure settings")
+    command(
+        "deploy", "apply the infrastructure, chalice deploy, set the trigger's failure settings"
+    )
     destroy_parser = command("destroy", "chalice delete, then remove the infrastructure")
     destroy_parser.add_argument(
         "--yes", action="store_true", help="do not ask (the stage's data is deleted)"

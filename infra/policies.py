@@ -78,7 +78,9 @@ class Arns:
         return self._arn("ec2", f"{kind}/{identifier}")
 
 
-def _statement(sid: str, actions: list[str], resources: list[str] | str, **extra: Any) -> dict[str, Any]:
+def _statement(
+    sid: str, actions: list[str], resources: list[str] | str, **extra: Any
+) -> dict[str, Any]:
     return {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources, **extra}
 
 

@@ -1,4 +1,4 @@
-"""Declarative AWS resources, each usable two ways: applied with boto3, or rendered to CloudFormation.
+"""Declarative AWS resources, usable two ways: applied with boto3, or rendered as CloudFormation.
 
 A resource knows how to create-or-update itself against whatever endpoint boto3 is pointed at
 (AWS, LocalStack, moto: `AWS_ENDPOINT_URL`), how to delete itself, and what it looks like as
@@ -93,7 +93,10 @@ def to_cloudformation(value: Any) -> Any:
 class Resource(Protocol):
     """What every resource offers; builders in `infra.provision.BUILDERS` return these."""
 
-    logical_id: str
+    @property
+    def logical_id(self) -> str:
+        """CloudFormation logical id, also the key of the resource's applied attributes."""
+        ...
 
     @property
     def label(self) -> str:
@@ -155,7 +158,9 @@ class KinesisStream:
 
     def _summary(self, client: Any) -> dict[str, Any] | None:
         try:
-            return dict(client.describe_stream_summary(StreamName=self.name)["StreamDescriptionSummary"])
+            return dict(
+                client.describe_stream_summary(StreamName=self.name)["StreamDescriptionSummary"]
+            )
         except ClientError as error:
             if _missing(error, "ResourceNotFoundException"):
                 return None
@@ -565,7 +570,9 @@ class Queue:
         change = Change(self.label, "unchanged")
         url = self._url(client)
         if url is None:
-            url = str(client.create_queue(QueueName=self.name, Attributes=self._attributes)["QueueUrl"])
+            url = str(
+                client.create_queue(QueueName=self.name, Attributes=self._attributes)["QueueUrl"]
+            )
             change.action = "created"
         current = client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
         stale = {
@@ -576,7 +583,11 @@ class Queue:
             if change.action != "created":
                 change.action = "updated"
                 change.details.extend(f"{name}={value}" for name, value in stale.items())
-        ctx.attributes[self.logical_id] = {"Arn": str(current["QueueArn"]), "QueueUrl": url, "Ref": url}
+        ctx.attributes[self.logical_id] = {
+            "Arn": str(current["QueueArn"]),
+            "QueueUrl": url,
+            "Ref": url,
+        }
         return change
 
     def delete(self, ctx: ApplyContext) -> Change:

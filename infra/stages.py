@@ -78,7 +78,7 @@ class Stage:
             for name, value in self.environment.items()
             if name.startswith(prefix)
         }
-        return _StageSettings(**values)
+        return _StageSettings.model_validate(values)
 
     def function_name(self, function: str) -> str:
         """The Lambda function name Chalice deploys: `<app>-<stage>-<function>`."""

@@ -134,8 +134,11 @@ def apply_failure_settings(
     """Set the failure settings on the load function's Kinesis mapping; no call if in place."""
     function_name = spec.function_name(LOAD_FUNCTION)
     wanted = FailureSettings.from_spec(spec).api_parameters(queue_arn)
-    mapping = _wait_settled(lambda_client, _mapping(lambda_client, function_name, stream_arn)["UUID"])
-    label = f"event-source mapping {mapping['UUID']} ({stream_arn.rsplit('/', 1)[-1]} -> {function_name})"
+    mapping = _wait_settled(
+        lambda_client, _mapping(lambda_client, function_name, stream_arn)["UUID"]
+    )
+    stream = stream_arn.rsplit("/", 1)[-1]
+    label = f"event-source mapping {mapping['UUID']} ({stream} -> {function_name})"
     differences = _differences(mapping, wanted)
     if not differences:
         return Change(label, "unchanged")

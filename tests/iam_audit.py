@@ -125,16 +125,16 @@ class CallRecorder:
                     arn(f"table/{next(iter(item.values()))['TableName']}")
                     for item in params["TransactItems"]
                 ], {}
-            return [arn(f"table/{params['TableName']}")], {}
+            return [arn(f"table/{params.get('TableName', '*')}")], {}
         if service == "s3":
-            bucket = params["Bucket"]
+            bucket = params.get("Bucket", "")
             key = params.get("Key")
             return [f"arn:aws:s3:::{bucket}/{key}" if key else f"arn:aws:s3:::{bucket}"], {}
         if service == "sqs":
-            name = urlparse(params["QueueUrl"]).path.rsplit("/", 1)[-1]
+            name = params.get("QueueName") or urlparse(params["QueueUrl"]).path.rsplit("/", 1)[-1]
             return [arn(name)], {}
         if service == "secretsmanager":
-            secret = str(params["SecretId"])
+            secret = str(params.get("SecretId") or params["Name"])
             if secret.startswith("arn:"):
                 return [secret], {}
             if isinstance(response, dict) and response.get("ARN"):

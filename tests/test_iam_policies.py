@@ -139,7 +139,10 @@ def test_no_function_may_touch_another_stage(recorded_calls: list[Call]) -> None
         other_stage = Call(
             call.function,
             call.action,
-            tuple(resource.replace("moovitamix-local", "moovitamix-dev") for resource in call.resources),
+            tuple(
+                resource.replace("moovitamix-local", "moovitamix-dev")
+                for resource in call.resources
+            ),
             call.context,
         )
         if other_stage.resources != call.resources:
