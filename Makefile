@@ -5,9 +5,19 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
+STAGE ?= dev
+LOCAL_STAGE ?= localstack
+LOCALSTACK_URL ?= http://localhost:4566
+FUNCTION ?= ingest
+# The local targets talk to an emulator only: its endpoint, dummy credentials, no profile.
+LOCAL_AWS = env -u AWS_PROFILE -u AWS_SESSION_TOKEN \
+	AWS_ENDPOINT_URL=$${AWS_ENDPOINT_URL:-$(LOCALSTACK_URL)} \
+	AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
+	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1}
 
 .DEFAULT_GOAL := help
 .PHONY: help venv run test lint typecheck check clean
+.PHONY: deploy deploy-local package destroy destroy-local invoke-local
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -37,3 +47,21 @@ check: lint typecheck test ## everything CI runs
 
 clean: ## remove the virtual environment and local state
 	rm -rf $(VENV) .localcloud .pytest_cache .mypy_cache .ruff_cache
+
+deploy: $(STAMP) ## deploy infra + app to the AWS account of the environment (STAGE=dev)
+	$(BIN)/python -m infra.deploy deploy --stage $(STAGE)
+
+deploy-local: $(STAMP) ## the same against AWS_ENDPOINT_URL (default LocalStack), LOCAL_STAGE=localstack
+	$(LOCAL_AWS) $(BIN)/python -m infra.deploy deploy --stage $(LOCAL_STAGE)
+
+package: $(STAMP) ## write CloudFormation (SAM) and Terraform packages to out/STAGE/
+	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(BIN)/python -m infra.deploy package --stage $(STAGE) --out out
+
+destroy: $(STAMP) ## remove STAGE (functions, infra and their data) from the AWS account; asks first
+	$(BIN)/python -m infra.deploy destroy --stage $(STAGE)
+
+destroy-local: $(STAMP) ## remove LOCAL_STAGE from AWS_ENDPOINT_URL (default LocalStack)
+	$(LOCAL_AWS) $(BIN)/python -m infra.deploy destroy --stage $(LOCAL_STAGE) --yes
+
+invoke-local: $(STAMP) ## invoke a function deployed by deploy-local (FUNCTION=ingest) and print its answer
+	$(LOCAL_AWS) $(BIN)/python -m infra.deploy invoke --stage $(LOCAL_STAGE) $(FUNCTION)

@@ -54,6 +54,22 @@ class Settings(BaseSettings):
     )
     sinks: str = Field(default="dynamodb", description="Comma list of sinks the load writes")
 
+    # Read at deploy time: the Kinesis trigger's failure handling (issue 4), applied to the
+    # event-source mapping after `chalice deploy` and in the packaged templates.
+    trigger_retry_attempts: int = Field(
+        default=10, ge=-1, le=10_000, description="Retries of a failing batch (-1: until expiry)"
+    )
+    trigger_max_record_age_s: int = Field(
+        default=86_400,
+        ge=-1,
+        le=604_800,
+        description="Records older than this go to the on-failure queue (-1: never)",
+    )
+    trigger_bisect_on_error: bool = Field(
+        default=True, description="Split a failing batch in two to isolate the bad record"
+    )
+    stream_shards: int = Field(default=2, ge=1, description="Shards of the Kinesis stream")
+
     @property
     def resource_list(self) -> list[str]:
         return [name.strip() for name in self.resources.split(",") if name.strip()]

@@ -1,19 +1,30 @@
 """Create-or-update what Chalice does not create, against any AWS endpoint.
 
-The same code provisions real AWS, LocalStack and the local cloud's moto server: boto3 picks
-the endpoint from `AWS_ENDPOINT_URL`. Every step checks what exists first, so re-running it
-changes nothing.
+This module is the one definition of the pipeline's own infrastructure: `BUILDERS` turn a
+`StackSpec` into declarative resources (`infra.resources`). The same list is applied by boto3
+here (real AWS, LocalStack and the local cloud's moto server: boto3 picks the endpoint from
+`AWS_ENDPOINT_URL`) and rendered as CloudFormation by `infra.cloudformation`. Every step checks
+what exists first, so re-running it changes nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from botocore.exceptions import ClientError
-
-from chalicelib import aws
 from chalicelib.settings import Settings
+from infra.resources import (
+    ApplyContext,
+    Change,
+    DynamoTable,
+    KinesisStream,
+    PrivateBucket,
+    Queue,
+    Resource,
+    Secret,
+    Topic,
+)
+from infra.spec import StackSpec
 
 TABLE_KEYS: dict[str, list[tuple[str, str, str]]] = {
     # table suffix -> [(attribute, type, key role)]
@@ -23,6 +34,84 @@ TABLE_KEYS: dict[str, list[tuple[str, str, str]]] = {
     "runs": [("run_id", "S", "HASH")],
 }
 
+STREAM = "EventStream"
+QUARANTINE_BUCKET = "QuarantineBucket"
+FAILURE_QUEUE = "LoadFailureQueue"
+POSTGRES_SECRET = "PostgresSecret"  # noqa: S105 - a logical id, not a password
+ALARM_TOPIC = "AlarmTopic"
+"""Logical ids of the core resources: CloudFormation names, keys of applied attributes."""
+
+
+def table_logical_id(suffix: str) -> str:
+    return "".join(part.capitalize() for part in suffix.split("_")) + "Table"
+
+
+def core_resources(spec: StackSpec) -> list[Resource]:
+    """The stream, the tables, the quarantine bucket, the trigger's queue, secret and topic."""
+    settings = spec.settings
+    resources: list[Resource] = [KinesisStream(STREAM, settings.stream_name, spec.shards)]
+    resources += [
+        DynamoTable(table_logical_id(suffix), settings.table_name(suffix), tuple(keys))
+        for suffix, keys in TABLE_KEYS.items()
+    ]
+    resources += [
+        PrivateBucket(QUARANTINE_BUCKET, settings.quarantine_bucket),
+        Queue(FAILURE_QUEUE, spec.failure_queue_name),
+        Secret(
+            POSTGRES_SECRET,
+            spec.postgres_secret_name,
+            description="PostgreSQL credentials of the MooVitamix load function",
+            username="moovitamix",
+        ),
+        Topic(ALARM_TOPIC, spec.alarm_topic_name),
+    ]
+    return resources
+
+
+ResourceBuilder = Callable[[StackSpec], list[Resource]]
+
+BUILDERS: list[ResourceBuilder] = [core_resources]
+"""Every builder of the stack, applied in order (a resource may reference earlier ones).
+
+Hook for more infrastructure: append a builder, e.g. alarms and the dashboard, which get the
+same spec (`spec.function_name("load")` for Lambda dimensions, `Attr(ALARM_TOPIC, "Ref")` for
+alarm actions) and return resources that implement `infra.resources.Resource`. They are then
+applied by `deploy`, removed by `destroy` and rendered into the CloudFormation template.
+"""
+
+
+def stack_resources(spec: StackSpec) -> list[Resource]:
+    resources = [resource for build in BUILDERS for resource in build(spec)]
+    ids = [resource.logical_id for resource in resources]
+    duplicates = sorted({logical_id for logical_id in ids if ids.count(logical_id) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate logical ids in the stack: {duplicates}")
+    return resources
+
+
+@dataclass
+class StackResult:
+    changes: list[Change]
+    attributes: dict[str, dict[str, str]]
+
+    @property
+    def changed(self) -> list[Change]:
+        return [change for change in self.changes if change.action not in ("unchanged", "absent")]
+
+
+def apply_stack(spec: StackSpec) -> StackResult:
+    """Create or update every resource, in order."""
+    ctx = ApplyContext()
+    changes = [resource.apply(ctx) for resource in stack_resources(spec)]
+    return StackResult(changes, ctx.attributes)
+
+
+def destroy_stack(spec: StackSpec) -> StackResult:
+    """Delete every resource, in reverse order; missing ones are reported `absent`."""
+    ctx = ApplyContext()
+    changes = [resource.delete(ctx) for resource in reversed(stack_resources(spec))]
+    return StackResult(changes, ctx.attributes)
+
 
 @dataclass
 class Provisioned:
@@ -31,79 +120,32 @@ class Provisioned:
     stream_arn: str = ""
     tables: dict[str, str] = field(default_factory=dict)
     bucket: str = ""
+    failure_queue_url: str = ""
+    failure_queue_arn: str = ""
+    postgres_secret_arn: str = ""
+    alarm_topic_arn: str = ""
     created: list[str] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+    attributes: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
-def provision(settings: Settings, shard_count: int = 2) -> Provisioned:
-    result = Provisioned()
-    result.stream_arn = ensure_stream(settings.stream_name, shard_count, result)
-    for suffix in TABLE_KEYS:
-        name = settings.table_name(suffix)
-        ensure_table(name, TABLE_KEYS[suffix], result)
-        result.tables[suffix] = name
-    ensure_bucket(settings.quarantine_bucket, result)
-    result.bucket = settings.quarantine_bucket
-    return result
-
-
-def ensure_stream(name: str, shard_count: int, result: Provisioned) -> str:
-    kinesis = aws.client("kinesis")
-    try:
-        summary = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
-    except ClientError as error:
-        if error.response["Error"]["Code"] != "ResourceNotFoundException":
-            raise
-        kinesis.create_stream(StreamName=name, ShardCount=shard_count)
-        result.created.append(f"kinesis stream {name} ({shard_count} shards)")
-    kinesis.get_waiter("stream_exists").wait(
-        StreamName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
+def provision(settings: Settings, shard_count: int = 2, stage: str = "local") -> Provisioned:
+    """Apply the whole stack for these settings; what the local cloud and the deploy call."""
+    result = apply_stack(StackSpec(settings, stage=stage, shard_count=shard_count))
+    attributes = result.attributes
+    return Provisioned(
+        stream_arn=attributes[STREAM]["Arn"],
+        tables={suffix: settings.table_name(suffix) for suffix in TABLE_KEYS},
+        bucket=settings.quarantine_bucket,
+        failure_queue_url=attributes[FAILURE_QUEUE]["QueueUrl"],
+        failure_queue_arn=attributes[FAILURE_QUEUE]["Arn"],
+        postgres_secret_arn=attributes[POSTGRES_SECRET]["Ref"],
+        alarm_topic_arn=attributes[ALARM_TOPIC]["Ref"],
+        created=[
+            f"{change.resource}{f' ({change.details[0]})' if change.details else ''}"
+            for change in result.changes
+            if change.action == "created"
+        ],
+        changes=result.changes,
+        attributes=attributes,
     )
-    summary = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
-    return str(summary["StreamARN"])
-
-
-def ensure_table(name: str, keys: list[tuple[str, str, str]], result: Provisioned) -> None:
-    dynamodb = aws.client("dynamodb")
-    try:
-        dynamodb.describe_table(TableName=name)
-    except ClientError as error:
-        if error.response["Error"]["Code"] != "ResourceNotFoundException":
-            raise
-        definition: dict[str, Any] = {
-            "TableName": name,
-            "AttributeDefinitions": [
-                {"AttributeName": attr, "AttributeType": kind} for attr, kind, _ in keys
-            ],
-            "KeySchema": [{"AttributeName": attr, "KeyType": role} for attr, _, role in keys],
-            "BillingMode": "PAY_PER_REQUEST",
-        }
-        dynamodb.create_table(**definition)
-        result.created.append(f"dynamodb table {name}")
-    dynamodb.get_waiter("table_exists").wait(
-        TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
-    )
-
-
-def ensure_bucket(name: str, result: Provisioned) -> None:
-    s3 = aws.client("s3")
-    try:
-        s3.head_bucket(Bucket=name)
-        return
-    except ClientError as error:
-        if error.response["Error"]["Code"] not in ("404", "NoSuchBucket", "NotFound"):
-            raise
-    region = s3.meta.region_name
-    if region == "us-east-1":
-        s3.create_bucket(Bucket=name)
-    else:
-        s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": region})
-    s3.put_public_access_block(
-        Bucket=name,
-        PublicAccessBlockConfiguration={
-            "BlockPublicAcls": True,
-            "IgnorePublicAcls": True,
-            "BlockPublicPolicy": True,
-            "RestrictPublicBuckets": True,
-        },
-    )
-    result.created.append(f"s3 bucket {name}")

@@ -1,0 +1,754 @@
+"""Declarative AWS resources, usable two ways: applied with boto3, or rendered as CloudFormation.
+
+A resource knows how to create-or-update itself against whatever endpoint boto3 is pointed at
+(AWS, LocalStack, moto: `AWS_ENDPOINT_URL`), how to delete itself, and what it looks like as
+CloudFormation. Both forms come from the same fields, so the script and the template cannot
+drift. `apply` compares before it writes: re-applying an unchanged resource makes no change
+and reports `unchanged`.
+
+A resource may reference another one's attribute with `Attr` (the value once applied, an
+`Fn::GetAtt`/`Ref` in CloudFormation); resources are applied in list order, so the referenced
+one must come first.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from botocore.exceptions import ClientError
+
+from chalicelib import aws
+
+Action = Literal["created", "updated", "unchanged", "deleted", "absent"]
+
+
+@dataclass(frozen=True)
+class Attr:
+    """An attribute of another resource: `Ref` or a `Fn::GetAtt` name such as `Arn`."""
+
+    logical_id: str
+    attribute: str = "Arn"
+
+    def cloudformation(self) -> dict[str, Any]:
+        if self.attribute == "Ref":
+            return {"Ref": self.logical_id}
+        return {"Fn::GetAtt": [self.logical_id, self.attribute]}
+
+
+@dataclass
+class Change:
+    """What one apply or delete did to one resource."""
+
+    resource: str
+    action: Action
+    details: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        suffix = f" ({'; '.join(self.details)})" if self.details else ""
+        return f"{self.action:<9} {self.resource}{suffix}"
+
+
+@dataclass
+class ApplyContext:
+    """Attributes of the resources applied so far (`logical id -> {attribute: value}`)."""
+
+    attributes: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def client(self, service: str) -> Any:
+        return aws.client(service)
+
+    def resolve(self, value: Any) -> Any:
+        """`value` with every `Attr` replaced by the applied resource's attribute."""
+        if isinstance(value, Attr):
+            try:
+                return self.attributes[value.logical_id][value.attribute]
+            except KeyError as error:
+                raise KeyError(
+                    f"{value.logical_id}.{value.attribute} is not known yet: apply "
+                    f"{value.logical_id} before the resources that reference it"
+                ) from error
+        if isinstance(value, dict):
+            return {key: self.resolve(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self.resolve(item) for item in value]
+        return value
+
+
+def to_cloudformation(value: Any) -> Any:
+    """`value` with every `Attr` replaced by its CloudFormation intrinsic function."""
+    if isinstance(value, Attr):
+        return value.cloudformation()
+    if isinstance(value, dict):
+        return {key: to_cloudformation(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [to_cloudformation(item) for item in value]
+    return value
+
+
+class Resource(Protocol):
+    """What every resource offers; builders in `infra.provision.BUILDERS` return these."""
+
+    @property
+    def logical_id(self) -> str:
+        """CloudFormation logical id, also the key of the resource's applied attributes."""
+        ...
+
+    @property
+    def label(self) -> str:
+        """Kind and name, for reports: `kinesis stream moovitamix-dev-events`."""
+        ...
+
+    def apply(self, ctx: ApplyContext) -> Change:
+        """Create or update; record attributes in `ctx.attributes[logical_id]`."""
+        ...
+
+    def delete(self, ctx: ApplyContext) -> Change: ...
+
+    def cloudformation(self) -> dict[str, Any]:
+        """`{logical id: resource definition}`; may hold several (a bucket and its policy)."""
+        ...
+
+    def outputs(self) -> dict[str, Any]:
+        """CloudFormation outputs worth exporting (ARNs other stacks or Terraform read)."""
+        ...
+
+
+def error_code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def _missing(error: ClientError, *codes: str) -> bool:
+    return error_code(error) in codes
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 300.0) -> None:
+    """Poll `check` with a short backoff; emulators answer at once, AWS takes seconds."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.05
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not happen within {timeout_s:.0f} s")
+        time.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Kinesis
+# --------------------------------------------------------------------------------------------
+
+KINESIS_MANAGED_KEY = "alias/aws/kinesis"
+"""AWS-managed key: encryption at rest without a key policy or kms:* grants to maintain."""
+
+
+@dataclass(frozen=True)
+class KinesisStream:
+    logical_id: str
+    name: str
+    shard_count: int
+    retention_hours: int = 24
+
+    @property
+    def label(self) -> str:
+        return f"kinesis stream {self.name}"
+
+    def _summary(self, client: Any) -> dict[str, Any] | None:
+        try:
+            return dict(
+                client.describe_stream_summary(StreamName=self.name)["StreamDescriptionSummary"]
+            )
+        except ClientError as error:
+            if _missing(error, "ResourceNotFoundException"):
+                return None
+            raise
+
+    def _wait_active(self, client: Any) -> dict[str, Any]:
+        summary: dict[str, Any] = {}
+
+        def active() -> bool:
+            summary.update(self._summary(client) or {})
+            return summary.get("StreamStatus") == "ACTIVE"
+
+        wait_until(active, f"{self.label} becoming ACTIVE")
+        return summary
+
+    def apply(self, ctx: ApplyContext) -> Change:
+        client = ctx.client("kinesis")
+        change = Change(self.label, "unchanged")
+        if self._summary(client) is None:
+            client.create_stream(
+                StreamName=self.name,
+                ShardCount=self.shard_count,
+                StreamModeDetails={"StreamMode": "PROVISIONED"},
+            )
+            change.action = "created"
+            change.details.append(f"{self.shard_count} shards")
+        summary = self._wait_active(client)
+        if change.action != "created" and summary["OpenShardCount"] != self.shard_count:
+            client.update_shard_count(
+                StreamName=self.name,
+                TargetShardCount=self.shard_count,
+                ScalingType="UNIFORM_SCALING",
+            )
+            change.details.append(f"shards {summary['OpenShardCount']} -> {self.shard_count}")
+            summary = self._wait_active(client)
+        retention = int(summary.get("RetentionPeriodHours", 24))
+        if retention < self.retention_hours:
+            client.increase_stream_retention_period(
+                StreamName=self.name, RetentionPeriodHours=self.retention_hours
+            )
+        elif retention > self.retention_hours:
+            client.decrease_stream_retention_period(
+                StreamName=self.name, RetentionPeriodHours=self.retention_hours
+            )
+        if retention != self.retention_hours:
+            change.details.append(f"retention {retention} h -> {self.retention_hours} h")
+            summary = self._wait_active(client)
+        if summary.get("EncryptionType") != "KMS":
+            client.start_stream_encryption(
+                StreamName=self.name, EncryptionType="KMS", KeyId=KINESIS_MANAGED_KEY
+            )
+            if change.action != "created":
+                change.details.append("encryption at rest enabled")
+            summary = self._wait_active(client)
+        if change.details and change.action == "unchanged":
+            change.action = "updated"
+        ctx.attributes[self.logical_id] = {"Arn": str(summary["StreamARN"]), "Ref": self.name}
+        return change
+
+    def delete(self, ctx: ApplyContext) -> Change:
+        client = ctx.client("kinesis")
+        if self._summary(client) is None:
+            return Change(self.label, "absent")
+        client.delete_stream(StreamName=self.name, EnforceConsumerDeletion=True)
+        wait_until(lambda: self._summary(client) is None, f"{self.label} being deleted")
+        return Change(self.label, "deleted")
+
+    def cloudformation(self) -> dict[str, Any]:
+        return {
+            self.logical_id: {
+                "Type": "AWS::Kinesis::Stream",
+                "DeletionPolicy": "Delete",
+                "UpdateReplacePolicy": "Delete",
+                "Properties": {
+                    "Name": self.name,
+                    "ShardCount": self.shard_count,
+                    "RetentionPeriodHours": self.retention_hours,
+                    "StreamModeDetails": {"StreamMode": "PROVISIONED"},
+                    "StreamEncryption": {
+                        "EncryptionType": "KMS",
+                        "KeyId": KINESIS_MANAGED_KEY,
+                    },
+                },
+            }
+        }
+
+    def outputs(self) -> dict[str, Any]:
+        return {f"{self.logical_id}Arn": {"Value": Attr(self.logical_id).cloudformation()}}
+
+
+# --------------------------------------------------------------------------------------------
+# DynamoDB
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DynamoTable:
+    logical_id: str
+    name: str
+    keys: tuple[tuple[str, str, str], ...]
+    """(attribute, type, key role) as in `infra.provision.TABLE_KEYS`."""
+    point_in_time_recovery: bool = True
+
+    @property
+    def label(self) -> str:
+        return f"dynamodb table {self.name}"
+
+    def _description(self, client: Any) -> dict[str, Any] | None:
+        try:
+            return dict(client.describe_table(TableName=self.name)["Table"])
+        except ClientError as error:
+            if _missing(error, "ResourceNotFoundException"):
+                return None
+            raise
+
+    @property
+    def _key_schema(self) -> list[dict[str, str]]:
+        return [{"AttributeName": attr, "KeyType": role} for attr, _, role in self.keys]
+
+    @property
+    def _attribute_definitions(self) -> list[dict[str, str]]:
+        return [{"AttributeName": attr, "AttributeType": kind} for attr, kind, _ in self.keys]
+
+    def apply(self, ctx: ApplyContext) -> Change:
+        client = ctx.client("dynamodb")
+        change = Change(self.label, "unchanged")
+        table = self._description(client)
+        if table is None:
+            client.create_table(
+                TableName=self.name,
+                AttributeDefinitions=self._attribute_definitions,
+                KeySchema=self._key_schema,
+                BillingMode="PAY_PER_REQUEST",
+            )
+            change.action = "created"
+        else:
+            if table["KeySchema"] != self._key_schema:
+                raise ValueError(
+                    f"{self.label} has key schema {table['KeySchema']}, expected "
+                    f"{self._key_schema}: keys cannot change in place; migrate the data"
+                )
+            billing = table.get("BillingModeSummary", {}).get("BillingMode", "PROVISIONED")
+            if billing != "PAY_PER_REQUEST":
+                client.update_table(TableName=self.name, BillingMode="PAY_PER_REQUEST")
+                change.details.append(f"billing {billing} -> PAY_PER_REQUEST")
+
+        def active() -> bool:
+            return (self._description(client) or {}).get("TableStatus") == "ACTIVE"
+
+        wait_until(active, f"{self.label} becoming ACTIVE")
+        if self.point_in_time_recovery and not self._pitr_enabled(client):
+            self._enable_pitr(client)
+            if change.action != "created":
+                change.details.append("point-in-time recovery enabled")
+        if change.details and change.action == "unchanged":
+            change.action = "updated"
+        arn = str((self._description(client) or {})["TableArn"])
+        ctx.attributes[self.logical_id] = {"Arn": arn, "Ref": self.name}
+        return change
+
+    def _pitr_enabled(self, client: Any) -> bool:
+        description = client.describe_continuous_backups(TableName=self.name)
+        status = description["ContinuousBackupsDescription"].get(
+            "PointInTimeRecoveryDescription", {}
+        )
+        return bool(status.get("PointInTimeRecoveryStatus") == "ENABLED")
+
+    def _enable_pitr(self, client: Any) -> None:
+        # Right after creation AWS may still answer "continuous backups unavailable".
+        def enabled() -> bool:
+            try:
+                client.update_continuous_backups(
+                    TableName=self.name,
+                    PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
+                )
+            except ClientError as error:
+                if _missing(error, "ContinuousBackupsUnavailableException"):
+                    return False
+                raise
+            return True
+
+        wait_until(enabled, f"point-in-time recovery of {self.label}")
+
+    def delete(self, ctx: ApplyContext) -> Change:
+        client = ctx.client("dynamodb")
+        if self._description(client) is None:
+            return Change(self.label, "absent")
+        client.delete_table(TableName=self.name)
+        wait_until(lambda: self._description(client) is None, f"{self.label} being deleted")
+        return Change(self.label, "deleted")
+
+    def cloudformation(self) -> dict[str, Any]:
+        properties: dict[str, Any] = {
+            "TableName": self.name,
+            "AttributeDefinitions": self._attribute_definitions,
+            "KeySchema": self._key_schema,
+            "BillingMode": "PAY_PER_REQUEST",
+        }
+        if self.point_in_time_recovery:
+            properties["PointInTimeRecoverySpecification"] = {"PointInTimeRecoveryEnabled": True}
+        return {
+            self.logical_id: {
+                "Type": "AWS::DynamoDB::Table",
+                "DeletionPolicy": "Delete",
+                "UpdateReplacePolicy": "Delete",
+                "Properties": properties,
+            }
+        }
+
+    def outputs(self) -> dict[str, Any]:
+        return {}
+
+
+# --------------------------------------------------------------------------------------------
+# S3
+# --------------------------------------------------------------------------------------------
+
+_PUBLIC_ACCESS_BLOCK = {
+    "BlockPublicAcls": True,
+    "IgnorePublicAcls": True,
+    "BlockPublicPolicy": True,
+    "RestrictPublicBuckets": True,
+}
+_ENCRYPTION = {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}
+_OWNERSHIP = {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+
+
+@dataclass(frozen=True)
+class PrivateBucket:
+    """A bucket nobody outside the account reads: public access blocked, encrypted at rest.
+
+    (No TLS-only bucket policy: the emulators speak plain HTTP and moto enforces the policy;
+    the SDKs use HTTPS against AWS anyway.)
+    """
+
+    logical_id: str
+    name: str
+
+    @property
+    def label(self) -> str:
+        return f"s3 bucket {self.name}"
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:s3:::{self.name}"
+
+    def _exists(self, client: Any) -> bool:
+        try:
+            client.head_bucket(Bucket=self.name)
+        except ClientError as error:
+            if _missing(error, "404", "NoSuchBucket", "NotFound"):
+                return False
+            raise
+        return True
+
+    def _current(self, client: Any, getter: str, key: str, missing: str) -> Any:
+        try:
+            return getattr(client, getter)(Bucket=self.name)[key]
+        except ClientError as error:
+            if _missing(error, missing):
+                return None
+            raise
+
+    def apply(self, ctx: ApplyContext) -> Change:
+        client = ctx.client("s3")
+        change = Change(self.label, "unchanged")
+        if not self._exists(client):
+            region = client.meta.region_name
+            if region == "us-east-1":
+                client.create_bucket(Bucket=self.name)
+            else:
+                client.create_bucket(
+                    Bucket=self.name, CreateBucketConfiguration={"LocationConstraint": region}
+                )
+            change.action = "created"
+        settings: list[tuple[str, str, str, str, Any, Callable[[], Any]]] = [
+            (
+                "public access blocked",
+                "get_public_access_block",
+                "PublicAccessBlockConfiguration",
+                "NoSuchPublicAccessBlockConfiguration",
+                _PUBLIC_ACCESS_BLOCK,
+                lambda: client.put_public_access_block(
+                    Bucket=self.name, PublicAccessBlockConfiguration=_PUBLIC_ACCESS_BLOCK
+                ),
+            ),
+            (
+                "encryption at rest",
+                "get_bucket_encryption",
+                "ServerSideEncryptionConfiguration",
+                "ServerSideEncryptionConfigurationNotFoundError",
+                _ENCRYPTION,
+                lambda: client.put_bucket_encryption(
+                    Bucket=self.name, ServerSideEncryptionConfiguration=_ENCRYPTION
+                ),
+            ),
+            (
+                "object ownership enforced",
+                "get_bucket_ownership_controls",
+                "OwnershipControls",
+                "OwnershipControlsNotFoundError",
+                _OWNERSHIP,
+                lambda: client.put_bucket_ownership_controls(
+                    Bucket=self.name, OwnershipControls=_OWNERSHIP
+                ),
+            ),
+        ]
+        for description, getter, key, missing, wanted, put in settings:
+            current = self._current(client, getter, key, missing)
+            if not contains(current, wanted):
+                put()
+                if change.action != "created":
+                    change.details.append(description)
+        if change.details and change.action == "unchanged":
+            change.action = "updated"
+        ctx.attributes[self.logical_id] = {"Arn": self.arn, "Ref": self.name}
+        return change
+
+    def delete(self, ctx: ApplyContext) -> Change:
+        client = ctx.client("s3")
+        if not self._exists(client):
+            return Change(self.label, "absent")
+        removed = 0
+        paginator = client.get_paginator("list_object_versions")
+        for page in paginator.paginate(Bucket=self.name):
+            doomed = [
+                {"Key": item["Key"], "VersionId": item["VersionId"]}
+                for item in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
+            ]
+            for start in range(0, len(doomed), 1000):
+                client.delete_objects(
+                    Bucket=self.name, Delete={"Objects": doomed[start : start + 1000]}
+                )
+            removed += len(doomed)
+        client.delete_bucket(Bucket=self.name)
+        return Change(self.label, "deleted", [f"{removed} objects removed"] if removed else [])
+
+    def cloudformation(self) -> dict[str, Any]:
+        return {
+            self.logical_id: {
+                "Type": "AWS::S3::Bucket",
+                "DeletionPolicy": "Delete",
+                "UpdateReplacePolicy": "Delete",
+                "Properties": {
+                    "BucketName": self.name,
+                    "PublicAccessBlockConfiguration": _PUBLIC_ACCESS_BLOCK,
+                    "BucketEncryption": {
+                        "ServerSideEncryptionConfiguration": [
+                            {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+                        ]
+                    },
+                    "OwnershipControls": _OWNERSHIP,
+                },
+            },
+        }
+
+    def outputs(self) -> dict[str, Any]:
+        return {}
+
+
+def contains(current: Any, wanted: Any) -> bool:
+    """True when every field of `wanted` is present with the same value in `current`."""
+    if isinstance(wanted, Mapping):
+        return isinstance(current, Mapping) and all(
+            contains(current.get(key), value) for key, value in wanted.items()
+        )
+    if isinstance(wanted, list):
+        return (
+            isinstance(current, list)
+            and len(current) == len(wanted)
+            and all(contains(c, w) for c, w in zip(current, wanted, strict=True))
+        )
+    return bool(current == wanted)
+
+
+# --------------------------------------------------------------------------------------------
+# SQS
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Queue:
+    """A standard queue, encrypted with SQS-managed keys (no kms:* grants needed)."""
+
+    logical_id: str
+    name: str
+    retention_s: int = 1_209_600  # 14 days, the maximum: time to notice and redrive
+
+    @property
+    def label(self) -> str:
+        return f"sqs queue {self.name}"
+
+    @property
+    def _attributes(self) -> dict[str, str]:
+        return {"MessageRetentionPeriod": str(self.retention_s), "SqsManagedSseEnabled": "true"}
+
+    def _url(self, client: Any) -> str | None:
+        try:
+            return str(client.get_queue_url(QueueName=self.name)["QueueUrl"])
+        except ClientError as error:
+            if _missing(error, "AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+                return None
+            raise
+
+    def apply(self, ctx: ApplyContext) -> Change:
+        client = ctx.client("sqs")
+        change = Change(self.label, "unchanged")
+        url = self._url(client)
+        if url is None:
+            url = str(
+                client.create_queue(QueueName=self.name, Attributes=self._attributes)["QueueUrl"]
+            )
+            change.action = "created"
+        current = client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        stale = {
+            name: value for name, value in self._attributes.items() if current.get(name) != value
+        }
+        if stale:
+            client.set_queue_attributes(QueueUrl=url, Attributes=stale)
+            if change.action != "created":
+                change.action = "updated"
+                change.details.extend(f"{name}={value}" for name, value in stale.items())
+        ctx.attributes[self.logical_id] = {
+            "Arn": str(current["QueueArn"]),
+            "QueueUrl": url,
+            "Ref": url,
+        }
+        return change
+
+    def delete(self, ctx: ApplyContext) -> Change:
+        client = ctx.client("sqs")
+        url = self._url(client)
+        if url is None:
+            return Change(self.label, "absent")
+        client.delete_queue(QueueUrl=url)
+        return Change(self.label, "deleted")
+
+    def cloudformation(self) -> dict[str, Any]:
+        return {
+            self.logical_id: {
+                "Type": "AWS::SQS::Queue",
+                "DeletionPolicy": "Delete",
+                "UpdateReplacePolicy": "Delete",
+                "Properties": {
+                    "QueueName": self.name,
+                    "MessageRetentionPeriod": self.retention_s,
+                    "SqsManagedSseEnabled": True,
+                },
+            }
+        }
+
+    def outputs(self) -> dict[str, Any]:
+        return {
+            f"{self.logical_id}Arn": {"Value": Attr(self.logical_id).cloudformation()},
+            f"{self.logical_id}Url": {"Value": Attr(self.logical_id, "Ref").cloudformation()},
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Secrets Manager
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A credentials secret created with a random password and never overwritten afterwards.
+
+    The value is generated here (script) or by CloudFormation (`GenerateSecretString`), never
+    written in code or config, never printed. Operators put the real connection values in with
+    `aws secretsmanager put-secret-value`; re-applying keeps them.
+    """
+
+    logical_id: str
+    name: str
+    description: str
+    username: str
+
+    @property
+    def label(self) -> str:
+        return f"secret {self.name}"
+
+    def _description(self, client: Any) -> dict[str, Any] | None:
+        try:
+            return dict(client.describe_secret(SecretId=self.name))
+        except ClientError as error:
+            if _missing(error, "ResourceNotFoundException"):
+                return None
+            raise
+
+    def apply(self, ctx: ApplyContext) -> Change:
+        client = ctx.client("secretsmanager")
+        change = Change(self.label, "unchanged")
+        current = self._description(client)
+        if current is None:
+            value = {"username": self.username, "password": secrets.token_urlsafe(32)}
+            client.create_secret(
+                Name=self.name, Description=self.description, SecretString=json.dumps(value)
+            )
+            change.action = "created"
+        else:
+            if current.get("DeletedDate"):
+                client.restore_secret(SecretId=self.name)
+                change.details.append("restored from scheduled deletion")
+            if current.get("Description", "") != self.description:
+                client.update_secret(SecretId=self.name, Description=self.description)
+                change.details.append("description")
+            if change.details:
+                change.action = "updated"
+        arn = str((self._description(client) or {})["ARN"])
+        ctx.attributes[self.logical_id] = {"Ref": arn}
+        return change
+
+    def delete(self, ctx: ApplyContext) -> Change:
+        client = ctx.client("secretsmanager")
+        if self._description(client) is None:
+            return Change(self.label, "absent")
+        client.delete_secret(SecretId=self.name, ForceDeleteWithoutRecovery=True)
+        return Change(self.label, "deleted")
+
+    def cloudformation(self) -> dict[str, Any]:
+        return {
+            self.logical_id: {
+                "Type": "AWS::SecretsManager::Secret",
+                "DeletionPolicy": "Delete",
+                "UpdateReplacePolicy": "Delete",
+                "Properties": {
+                    "Name": self.name,
+                    "Description": self.description,
+                    "GenerateSecretString": {
+                        "SecretStringTemplate": json.dumps({"username": self.username}),
+                        "GenerateStringKey": "password",
+                        "PasswordLength": 43,
+                        "ExcludePunctuation": True,
+                    },
+                },
+            }
+        }
+
+    def outputs(self) -> dict[str, Any]:
+        return {f"{self.logical_id}Arn": {"Value": Attr(self.logical_id, "Ref").cloudformation()}}
+
+
+# --------------------------------------------------------------------------------------------
+# SNS
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Topic:
+    logical_id: str
+    name: str
+
+    @property
+    def label(self) -> str:
+        return f"sns topic {self.name}"
+
+    def _arn(self, client: Any) -> str | None:
+        for page in client.get_paginator("list_topics").paginate():
+            for topic in page.get("Topics", []):
+                if topic["TopicArn"].rsplit(":", 1)[-1] == self.name:
+                    return str(topic["TopicArn"])
+        return None
+
+    def apply(self, ctx: ApplyContext) -> Change:
+        client = ctx.client("sns")
+        change = Change(self.label, "unchanged")
+        arn = self._arn(client)
+        if arn is None:
+            arn = str(client.create_topic(Name=self.name)["TopicArn"])
+            change.action = "created"
+        ctx.attributes[self.logical_id] = {"Ref": arn, "TopicArn": arn}
+        return change
+
+    def delete(self, ctx: ApplyContext) -> Change:
+        client = ctx.client("sns")
+        arn = self._arn(client)
+        if arn is None:
+            return Change(self.label, "absent")
+        client.delete_topic(TopicArn=arn)
+        return Change(self.label, "deleted")
+
+    def cloudformation(self) -> dict[str, Any]:
+        return {
+            self.logical_id: {
+                "Type": "AWS::SNS::Topic",
+                "Properties": {"TopicName": self.name},
+            }
+        }
+
+    def outputs(self) -> dict[str, Any]:
+        return {f"{self.logical_id}Arn": {"Value": Attr(self.logical_id, "Ref").cloudformation()}}

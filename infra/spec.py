@@ -1,0 +1,50 @@
+"""The names of everything one deployment owns, derived from its settings in one place.
+
+Resource builders, IAM policies, the trigger's failure settings and the packaged templates all
+read names from a `StackSpec`, so that a name is spelt once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chalicelib.settings import Settings
+
+APP_NAME = "moovitamix-pipeline"
+"""`app_name` of `.chalice/config.json` and `app.py`; Chalice prefixes function names with it."""
+
+
+@dataclass(frozen=True)
+class StackSpec:
+    """One deployment: its settings, its Chalice stage and the stream's shard count."""
+
+    settings: Settings
+    stage: str = "local"
+    app_name: str = APP_NAME
+    shard_count: int | None = None
+
+    @property
+    def prefix(self) -> str:
+        """Prefix of every stage-owned name (the table prefix, e.g. `moovitamix-dev`)."""
+        return self.settings.table_prefix
+
+    @property
+    def shards(self) -> int:
+        return self.shard_count if self.shard_count is not None else self.settings.stream_shards
+
+    @property
+    def failure_queue_name(self) -> str:
+        """Where the Kinesis trigger sends batches it gave up on (metadata, not the records)."""
+        return f"{self.prefix}-load-failures"
+
+    @property
+    def postgres_secret_name(self) -> str:
+        return f"{self.prefix}/postgres"
+
+    @property
+    def alarm_topic_name(self) -> str:
+        return f"{self.prefix}-alarms"
+
+    def function_name(self, function: str) -> str:
+        """The deployed Lambda name of a Chalice function: `<app>-<stage>-<function>`."""
+        return f"{self.app_name}-{self.stage}-{function}"

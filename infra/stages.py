@@ -1,0 +1,102 @@
+"""One stage of `.chalice/config.json`, seen from the deploy side.
+
+Everything a deployment needs to know about a stage comes from the Chalice config, so that
+`chalice deploy`, the infrastructure, the IAM policies and the packaged templates can never
+disagree: the functions' environment variables (hence the pipeline settings and every resource
+name), and the per-function Lambda settings Chalice applies itself.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+
+from chalicelib.settings import Settings
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+FUNCTIONS = ("ingest", "load")
+"""The Lambda functions of `app.py`, by their Chalice names."""
+
+
+class _StageSettings(Settings):
+    """Settings built from the stage's variables only, never from this process's environment."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A Chalice stage: its name, its config section and the names Chalice will give things."""
+
+    name: str
+    config: dict[str, Any]
+    project_dir: Path = PROJECT_ROOT
+
+    @classmethod
+    def load(cls, name: str, project_dir: Path = PROJECT_ROOT) -> Stage:
+        config = json.loads((project_dir / ".chalice" / "config.json").read_text())
+        if name not in config.get("stages", {}):
+            known = ", ".join(sorted(config.get("stages", {})))
+            raise ValueError(f"unknown stage {name!r} in .chalice/config.json (known: {known})")
+        return cls(name=name, config=config, project_dir=project_dir)
+
+    @property
+    def app_name(self) -> str:
+        return str(self.config["app_name"])
+
+    @property
+    def section(self) -> dict[str, Any]:
+        return dict(self.config["stages"][self.name])
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """The environment variables Chalice gives the functions of this stage."""
+        variables = dict(self.config.get("environment_variables", {}))
+        variables.update(self.section.get("environment_variables", {}))
+        return {name: str(value) for name, value in variables.items()}
+
+    @cached_property
+    def settings(self) -> Settings:
+        """The pipeline settings the deployed functions will read."""
+        prefix = "PIPELINE_"
+        values = {
+            name.removeprefix(prefix).lower(): value
+            for name, value in self.environment.items()
+            if name.startswith(prefix)
+        }
+        return _StageSettings.model_validate(values)
+
+    def function_name(self, function: str) -> str:
+        """The Lambda function name Chalice deploys: `<app>-<stage>-<function>`."""
+        return f"{self.app_name}-{self.name}-{function}"
+
+    def function_setting(self, function: str, key: str, default: Any = None) -> Any:
+        """A Chalice setting as it applies to one function, looked up in Chalice's order."""
+        scopes = (
+            self.section.get("lambda_functions", {}).get(function, {}),
+            self.section,
+            self.config.get("lambda_functions", {}).get(function, {}),
+            self.config,
+        )
+        for scope in scopes:
+            if scope.get(key) is not None:
+                return scope[key]
+        return default
+
+    def rule_name(self, function: str) -> str:
+        """The EventBridge rule Chalice creates for a scheduled function."""
+        return f"{self.function_name(function)}-event"

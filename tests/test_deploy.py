@@ -1,0 +1,609 @@
+"""`make deploy-local` against a fresh moto server creates the whole system; destroy removes it.
+
+The deploy runs exactly as the Makefile runs it (`python -m infra.deploy deploy --stage
+localstack` with the emulator's endpoint and dummy credentials), on a copy of the project so
+that Chalice's deployed-state file stays out of the working tree. Chalice's dependency package
+is cached in `.chalice/deployments/` (its own cache, git-ignored): only the first run after a
+change of requirements.txt builds it, which downloads Linux wheels from PyPI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from cfnlint.api import ManualArgs, lint
+
+from infra.provision import stack_resources
+from infra.spec import StackSpec
+from infra.stages import FUNCTIONS, PROJECT_ROOT, Stage
+from infra.trigger import FailureSettings
+from localcloud.services import MotoServer
+
+STAGE = "localstack"  # what `make deploy-local` deploys by default
+REGION = "us-east-1"
+
+
+def copy_project(target: Path) -> Path:
+    """The Chalice project (app, code, requirements, config, policies), sharing the dep cache."""
+    target.mkdir(parents=True)
+    for name in ("app.py", "requirements.txt"):
+        shutil.copyfile(PROJECT_ROOT / name, target / name)
+    shutil.copytree(
+        PROJECT_ROOT / "chalicelib",
+        target / "chalicelib",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    (target / ".chalice").mkdir()
+    for path in (PROJECT_ROOT / ".chalice").glob("*.json"):
+        shutil.copyfile(path, target / ".chalice" / path.name)
+    cache = PROJECT_ROOT / ".chalice" / "deployments"
+    cache.mkdir(exist_ok=True)
+    (target / ".chalice" / "deployments").symlink_to(cache, target_is_directory=True)
+    return target
+
+
+def emulator_environment(endpoint: str) -> dict[str, str]:
+    """What the Makefile's LOCAL_AWS gives the deploy: endpoint, dummy keys, no profile."""
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("AWS_", "PIPELINE_"))
+    }
+    environment.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="test",
+        AWS_SECRET_ACCESS_KEY="test",
+        AWS_DEFAULT_REGION=REGION,
+    )
+    return environment
+
+
+def run_deploy_cli(*arguments: str, environment: dict[str, str]) -> str:
+    completed = subprocess.run(
+        [sys.executable, "-m", "infra.deploy", *arguments],
+        cwd=PROJECT_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output
+    return output
+
+
+def section(output: str, title: str) -> list[str]:
+    """The indented lines printed under `title:`."""
+    lines = output.splitlines()
+    start = lines.index(f"{title}:") + 1
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("  "):
+            break
+        block.append(line.strip())
+    return block
+
+
+class Cloud:
+    """Clients of the moto server, and a snapshot of everything a deployment can own."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+
+    def client(self, service: str) -> Any:
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        aws_lambda, iam, events = self.client("lambda"), self.client("iam"), self.client("events")
+        functions = {}
+        for function in aws_lambda.list_functions()["Functions"]:
+            name = function["FunctionName"]
+            functions[name] = {
+                key: function.get(key)
+                for key in (
+                    *("FunctionArn", "Runtime", "Handler", "MemorySize", "Timeout", "Role"),
+                    *("CodeSha256", "Environment", "VpcConfig"),
+                )
+            }
+            functions[name]["ReservedConcurrentExecutions"] = aws_lambda.get_function_concurrency(
+                FunctionName=name
+            ).get("ReservedConcurrentExecutions")
+        roles = {
+            role["RoleName"]: {
+                policy: iam.get_role_policy(RoleName=role["RoleName"], PolicyName=policy)[
+                    "PolicyDocument"
+                ]
+                for policy in iam.list_role_policies(RoleName=role["RoleName"])["PolicyNames"]
+            }
+            for role in iam.list_roles()["Roles"]
+        }
+        rules = {
+            rule["Name"]: {
+                "ScheduleExpression": rule.get("ScheduleExpression"),
+                "State": rule.get("State"),
+                "Targets": [
+                    target["Arn"]
+                    for target in events.list_targets_by_rule(Rule=rule["Name"])["Targets"]
+                ],
+            }
+            for rule in events.list_rules()["Rules"]
+        }
+        mappings = [
+            {key: value for key, value in mapping.items() if key != "LastModified"}
+            for mapping in aws_lambda.list_event_source_mappings()["EventSourceMappings"]
+        ]
+        kinesis = self.client("kinesis")
+        streams = {
+            name: {
+                key: summary.get(key)
+                for key in ("StreamARN", "OpenShardCount", "EncryptionType", "RetentionPeriodHours")
+            }
+            for name in kinesis.list_streams()["StreamNames"]
+            for summary in [
+                kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
+            ]
+        }
+        logs = self.client("logs").describe_log_groups()["logGroups"]
+        return {
+            "functions": functions,
+            "roles": roles,
+            "rules": rules,
+            "mappings": mappings,
+            "streams": streams,
+            "tables": sorted(self.client("dynamodb").list_tables()["TableNames"]),
+            "queues": sorted(self.client("sqs").list_queues().get("QueueUrls", [])),
+            "secrets": sorted(
+                s["Name"] for s in self.client("secretsmanager").list_secrets()["SecretList"]
+            ),
+            "buckets": sorted(b["Name"] for b in self.client("s3").list_buckets()["Buckets"]),
+            "topics": sorted(t["TopicArn"] for t in self.client("sns").list_topics()["Topics"]),
+            "log_groups": {group["logGroupName"]: group.get("retentionInDays") for group in logs},
+        }
+
+
+@dataclass
+class Deployment:
+    cloud: Cloud
+    project: Path
+    environment: dict[str, str]
+    stage: Stage
+    first_output: str
+    first: dict[str, Any]
+    second_output: str
+    second: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """A fresh moto server, deployed to twice the way `make deploy-local` deploys."""
+    root = tmp_path_factory.mktemp("deploy")
+    with MotoServer(root / "moto.log") as moto:
+        project = copy_project(root / "project")
+        environment = emulator_environment(moto.url)
+        cloud = Cloud(moto.url)
+        arguments = ("deploy", "--stage", STAGE, "--project-dir", str(project))
+        first_output = run_deploy_cli(*arguments, environment=environment)
+        first = cloud.snapshot()
+        second_output = run_deploy_cli(*arguments, environment=environment)
+        second = cloud.snapshot()
+        yield Deployment(
+            cloud,
+            project,
+            environment,
+            Stage.load(STAGE, project),
+            first_output,
+            first,
+            second_output,
+            second,
+        )
+
+
+def spec_of(stage: Stage) -> StackSpec:
+    return StackSpec(stage.settings, stage=stage.name, app_name=stage.app_name)
+
+
+def test_every_infrastructure_resource_is_created_then_left_alone(deployment: Deployment) -> None:
+    first = section(deployment.first_output, "infrastructure")
+    second = section(deployment.second_output, "infrastructure")
+    for resource in stack_resources(spec_of(deployment.stage)):
+        assert any(line.startswith("created") and resource.label in line for line in first)
+        assert any(line.startswith("unchanged") and resource.label in line for line in second)
+    assert len(first) == len(second) == len(stack_resources(spec_of(deployment.stage)))
+
+
+def test_both_functions_run_with_the_stage_settings_and_their_own_roles(
+    deployment: Deployment,
+) -> None:
+    stage, snapshot = deployment.stage, deployment.first
+    spec = spec_of(stage)
+    for function in FUNCTIONS:
+        deployed = snapshot["functions"][spec.function_name(function)]
+        assert deployed["Handler"] == f"app.{function}"
+        assert deployed["MemorySize"] == stage.function_setting(function, "lambda_memory_size")
+        assert deployed["Timeout"] == stage.function_setting(function, "lambda_timeout")
+        assert deployed["ReservedConcurrentExecutions"] == stage.function_setting(
+            function, "reserved_concurrency"
+        )
+        assert deployed["Environment"]["Variables"] == stage.environment
+        role = deployed["Role"].rsplit("/", 1)[-1]
+        policy_file = stage.project_dir / ".chalice" / f"policy-{stage.name}-{function}.json"
+        assert list(snapshot["roles"][role].values()) == [json.loads(policy_file.read_text())]
+    assert (
+        deployment.first["functions"][spec.function_name("ingest")]["ReservedConcurrentExecutions"]
+        == 1
+    )
+    retention = stage.function_setting("load", "log_retention_in_days")
+    for function in FUNCTIONS:
+        assert snapshot["log_groups"][f"/aws/lambda/{spec.function_name(function)}"] == retention
+
+
+def test_the_schedule_rule_targets_the_ingest_function(deployment: Deployment) -> None:
+    stage = deployment.stage
+    spec = spec_of(stage)
+    rule = deployment.first["rules"][stage.rule_name("ingest")]
+    assert rule["ScheduleExpression"] == stage.environment["PIPELINE_SCHEDULE"]
+    assert rule["State"] == "ENABLED"
+    ingest = deployment.first["functions"][spec.function_name("ingest")]
+    assert rule["Targets"] == [ingest["FunctionArn"]]
+    policy = json.loads(
+        deployment.cloud.client("lambda").get_policy(FunctionName=spec.function_name("ingest"))[
+            "Policy"
+        ]
+    )
+    assert [s["Principal"] for s in policy["Statement"]] == [{"Service": "events.amazonaws.com"}]
+
+
+def test_the_kinesis_trigger_has_the_failure_settings(deployment: Deployment) -> None:
+    stage = deployment.stage
+    spec = spec_of(stage)
+    (mapping,) = deployment.first["mappings"]
+    stream = deployment.first["streams"][stage.settings.stream_name]
+    queue_url = next(url for url in deployment.first["queues"] if url.endswith("-load-failures"))
+    queue_arn = deployment.cloud.client("sqs").get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
+    assert mapping["EventSourceArn"] == stream["StreamARN"]
+    assert (
+        mapping["FunctionArn"]
+        == deployment.first["functions"][spec.function_name("load")]["FunctionArn"]
+    )
+    assert mapping["BatchSize"] == stage.settings.batch_size
+    assert mapping["MaximumBatchingWindowInSeconds"] == stage.settings.batching_window_s
+    assert mapping["StartingPosition"] == "TRIM_HORIZON"
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["BisectBatchOnFunctionError"] is True
+    assert mapping["MaximumRetryAttempts"] == stage.settings.trigger_retry_attempts
+    assert mapping["MaximumRecordAgeInSeconds"] == stage.settings.trigger_max_record_age_s
+    assert mapping["DestinationConfig"] == {"OnFailure": {"Destination": queue_arn}}
+    expected = FailureSettings.from_spec(spec).api_parameters(queue_arn)
+    assert {key: mapping[key] for key in expected} == expected
+
+
+def test_the_data_stores_exist_and_are_locked_down(deployment: Deployment) -> None:
+    settings = deployment.stage.settings
+    snapshot = deployment.first
+    stream = snapshot["streams"][settings.stream_name]
+    assert stream["OpenShardCount"] == settings.stream_shards
+    assert stream["EncryptionType"] == "KMS"
+    assert snapshot["tables"] == sorted(
+        settings.table_name(suffix) for suffix in ("users", "tracks", "listen_history", "runs")
+    )
+    assert snapshot["buckets"] == [settings.quarantine_bucket]
+    s3 = deployment.cloud.client("s3")
+    blocks = s3.get_public_access_block(Bucket=settings.quarantine_bucket)
+    assert all(blocks["PublicAccessBlockConfiguration"].values())
+    encryption = s3.get_bucket_encryption(Bucket=settings.quarantine_bucket)
+    rule = encryption["ServerSideEncryptionConfiguration"]["Rules"][0]
+    assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    prefix = settings.table_prefix
+    assert [url.rsplit("/", 1)[-1] for url in snapshot["queues"]] == [f"{prefix}-load-failures"]
+    assert snapshot["secrets"] == [f"{prefix}/postgres"]
+    secret = deployment.cloud.client("secretsmanager").get_secret_value(
+        SecretId=f"{prefix}/postgres"
+    )
+    assert set(json.loads(secret["SecretString"])) == {"username", "password"}
+    assert [arn.rsplit(":", 1)[-1] for arn in snapshot["topics"]] == [f"{prefix}-alarms"]
+
+
+def test_the_deploy_prints_what_exists(deployment: Deployment) -> None:
+    spec = spec_of(deployment.stage)
+    printed = section(deployment.first_output, "deployed")
+    assert any(spec.function_name("ingest") in line for line in printed)
+    assert any(spec.function_name("load") in line for line in printed)
+    assert any(line.startswith("schedule ") for line in printed)
+    assert any(
+        line.startswith("trigger ") and "ReportBatchItemFailures" in line for line in printed
+    )
+    assert section(deployment.first_output, "trigger")[0].startswith("updated")
+
+
+def test_a_second_deploy_changes_nothing(deployment: Deployment) -> None:
+    assert deployment.second == deployment.first
+    assert all(
+        line.startswith("unchanged") for line in section(deployment.second_output, "infrastructure")
+    )
+    assert section(deployment.second_output, "trigger")[0].startswith("unchanged")
+
+
+def test_destroy_removes_everything(deployment: Deployment) -> None:
+    """Runs last in this module: it tears the deployment down."""
+    output = run_deploy_cli(
+        "destroy",
+        "--stage",
+        STAGE,
+        "--project-dir",
+        str(deployment.project),
+        "--yes",
+        environment=deployment.environment,
+    )
+    removed = section(output, "removed")
+    for resource in stack_resources(spec_of(deployment.stage)):
+        assert f"deleted   {resource.label}" in removed
+    assert deployment.cloud.snapshot() == {
+        "functions": {},
+        "roles": {},
+        "rules": {},
+        "mappings": [],
+        "streams": {},
+        "tables": [],
+        "queues": [],
+        "secrets": [],
+        "buckets": [],
+        "topics": [],
+        "log_groups": {},
+    }
+    again = run_deploy_cli(
+        "destroy",
+        "--stage",
+        STAGE,
+        "--project-dir",
+        str(deployment.project),
+        "--yes",
+        environment=deployment.environment,
+    )
+    assert all(line.startswith("absent") for line in section(again, "removed"))
+
+
+# --------------------------------------------------------------------------------------------
+# chalice package
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Packaged:
+    stage: Stage
+    root: Path
+    sam: dict[str, Any]
+    sam_text: str
+    infra_text: str
+    terraform: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory: pytest.TempPathFactory) -> Packaged:
+    """`make package` for the dev stage, into a temporary folder."""
+    out = tmp_path_factory.mktemp("package")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PIPELINE_"))}
+    environment["AWS_DEFAULT_REGION"] = REGION
+    run_deploy_cli("package", "--stage", "dev", "--out", str(out), environment=environment)
+    root = out / "dev"
+    sam_text = (root / "cloudformation" / "sam.json").read_text()
+    return Packaged(
+        Stage.load("dev"),
+        root,
+        json.loads(sam_text),
+        sam_text,
+        (root / "infra.json").read_text(),
+        json.loads((root / "terraform" / "chalice.tf.json").read_text()),
+    )
+
+
+def lint_errors(template_text: str) -> list[str]:
+    return [str(match) for match in lint(template_text, config=ManualArgs(regions=[REGION]))]
+
+
+def test_the_cloudformation_packages_pass_cfn_lint(packaged: Packaged) -> None:
+    assert lint_errors(packaged.sam_text) == []
+    assert lint_errors(packaged.infra_text) == []
+
+
+def test_the_sam_template_holds_the_infrastructure_and_the_failure_settings(
+    packaged: Packaged,
+) -> None:
+    spec = spec_of(packaged.stage)
+    resources = packaged.sam["Resources"]
+    for resource in stack_resources(spec):
+        for logical_id, definition in resource.cloudformation().items():
+            assert resources[logical_id] == definition
+    load = resources["Load"]
+    event = load["Properties"]["Events"]["LoadKinesisEventSource"]["Properties"]
+    expected = FailureSettings.from_spec(spec).api_parameters(
+        {"Fn::GetAtt": ["LoadFailureQueue", "Arn"]}
+    )
+    assert {key: event[key] for key in expected} == expected
+    assert event["Stream"]["Fn::Sub"].endswith(f":stream/{spec.settings.stream_name}")
+    assert load["DependsOn"] == ["EventStream"]
+    assert resources["Ingest"]["Properties"]["Events"]["IngestEvent"]["Properties"] == {
+        "Schedule": packaged.stage.environment["PIPELINE_SCHEDULE"]
+    }
+
+
+def test_cfn_lint_checks_the_failure_settings_as_lambda_receives_them(packaged: Packaged) -> None:
+    """SAM passes the Kinesis event's properties to AWS::Lambda::EventSourceMapping as they are."""
+
+    def template(properties: dict[str, Any]) -> str:
+        mapping = {
+            "Type": "AWS::Lambda::EventSourceMapping",
+            "Properties": {
+                "EventSourceArn": "arn:aws:kinesis:us-east-1:123456789012:stream/s",
+                "FunctionName": "f",
+                "StartingPosition": "TRIM_HORIZON",
+                **properties,
+            },
+        }
+        return json.dumps({"AWSTemplateFormatVersion": "2010-09-09", "Resources": {"M": mapping}})
+
+    event = packaged.sam["Resources"]["Load"]["Properties"]["Events"]["LoadKinesisEventSource"]
+    failure = {
+        key: value
+        for key, value in event["Properties"].items()
+        if key in FailureSettings.from_spec(spec_of(packaged.stage)).api_parameters("")
+    }
+    failure["DestinationConfig"] = {
+        "OnFailure": {"Destination": "arn:aws:sqs:us-east-1:123456789012:q"}
+    }
+    assert lint_errors(template(failure)) == []
+    assert lint_errors(template({**failure, "MaximumRetryAttempts": "ten"})) != []
+    assert lint_errors(template({**failure, "BisectBatchOnFailure": True})) != []
+
+
+TERRAFORM_REFERENCE = re.compile(r"\$\{(aws_[a-z0-9_]+|data\.[a-z0-9_]+)\.([A-Za-z0-9_-]+)")
+
+
+def test_the_terraform_package_is_consistent(packaged: Packaged) -> None:
+    terraform = packaged.terraform
+    spec = spec_of(packaged.stage)
+    resources, data = terraform["resource"], terraform["data"]
+    assert set(terraform) >= {"resource", "data", "terraform"}
+    for kind in (
+        "aws_iam_role",
+        "aws_iam_role_policy",
+        "aws_lambda_function",
+        "aws_cloudwatch_event_rule",
+        "aws_cloudwatch_event_target",
+        "aws_lambda_permission",
+        "aws_lambda_event_source_mapping",
+        "aws_cloudformation_stack",
+        "aws_cloudwatch_log_group",
+    ):
+        assert resources.get(kind), kind
+    text = json.dumps(terraform)
+    for kind, name in TERRAFORM_REFERENCE.findall(text):
+        if kind.startswith("data."):
+            assert name in data[kind.removeprefix("data.")], f"{kind}.{name}"
+        else:
+            assert name in resources[kind], f"{kind}.{name}"
+    for dependencies in re.findall(r'"depends_on": \[([^\]]*)\]', text):
+        for dependency in json.loads(f"[{dependencies}]"):
+            kind, name = dependency.split(".", 1)
+            assert name in resources[kind], dependency
+    stack = resources["aws_cloudformation_stack"]["infra"]
+    assert "infra.json" in stack["template_body"]
+    assert (packaged.root / "terraform" / "infra.json").read_text() == packaged.infra_text
+    assert (packaged.root / "terraform" / "deployment.zip").is_file()
+    mapping = resources["aws_lambda_event_source_mapping"]["load-kinesis-event-source"]
+    settings = spec.settings
+    assert mapping["function_response_types"] == ["ReportBatchItemFailures"]
+    assert mapping["bisect_batch_on_function_error"] is settings.trigger_bisect_on_error
+    assert mapping["maximum_retry_attempts"] == settings.trigger_retry_attempts
+    assert mapping["maximum_record_age_in_seconds"] == settings.trigger_max_record_age_s
+    assert "LoadFailureQueueArn" in mapping["destination_config"]["on_failure"]["destination_arn"]
+    assert "LoadFailureQueueArn" in json.loads(packaged.infra_text)["Outputs"]
+    for function in FUNCTIONS:
+        group = resources["aws_cloudwatch_log_group"][f"{function}-log-group"]
+        assert group["name"] == f"/aws/lambda/{spec.function_name(function)}"
+    rule = resources["aws_cloudwatch_event_rule"]["ingest-event"]
+    assert rule["name"] == packaged.stage.rule_name("ingest")
+    assert rule["schedule_expression"] == packaged.stage.environment["PIPELINE_SCHEDULE"]
+    policies = resources["aws_iam_role_policy"]
+    for function in FUNCTIONS:
+        policy_file = PROJECT_ROOT / ".chalice" / f"policy-dev-{function}.json"
+        assert json.loads(policies[f"{function}_role"]["policy"]) == json.loads(
+            policy_file.read_text()
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# the Makefile runs this code path
+# --------------------------------------------------------------------------------------------
+
+
+def make_dry_run(*arguments: str) -> str:
+    completed = subprocess.run(
+        ["make", "-n", *arguments], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+    )
+    return completed.stdout.strip().splitlines()[-1]
+
+
+def test_make_deploy_local_runs_the_tested_command_against_localstack_by_default() -> None:
+    line = make_dry_run("deploy-local")
+    assert line.endswith(f"-m infra.deploy deploy --stage {STAGE}")
+    assert "AWS_ENDPOINT_URL=${AWS_ENDPOINT_URL:-http://localhost:4566}" in line
+    assert "AWS_ACCESS_KEY_ID=test" in line
+    assert "-u AWS_PROFILE" in line
+    assert make_dry_run("destroy-local").endswith(f"-m infra.deploy destroy --stage {STAGE} --yes")
+
+
+def test_make_aws_targets_take_the_stage() -> None:
+    assert make_dry_run("deploy", "STAGE=prod").endswith("-m infra.deploy deploy --stage prod")
+    assert make_dry_run("destroy").endswith("-m infra.deploy destroy --stage dev")
+    assert make_dry_run("package").endswith("-m infra.deploy package --stage dev --out out")
+    assert "AWS_ENDPOINT_URL" not in make_dry_run("deploy")
+
+
+def test_cli_guards_need_no_aws(tmp_path: Path) -> None:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PIPELINE_"))}
+    environment["AWS_DEFAULT_REGION"] = REGION
+    command = [sys.executable, "-m", "infra.deploy"]
+    emulator_without_endpoint = subprocess.run(
+        [*command, "deploy", "--stage", "local"],
+        cwd=PROJECT_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert emulator_without_endpoint.returncode == 1
+    assert "set AWS_ENDPOINT_URL" in emulator_without_endpoint.stderr
+    unconfirmed = subprocess.run(
+        [*command, "destroy", "--stage", "dev"],
+        cwd=PROJECT_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert unconfirmed.returncode == 1
+    assert "without --yes" in unconfirmed.stderr
+    project = copy_project(tmp_path / "project")
+    policy = project / ".chalice" / "policy-local-load.json"
+    policy.write_text(policy.read_text().replace("dynamodb:BatchWriteItem", "dynamodb:*"))
+    stale = subprocess.run(
+        [*command, "deploy", "--stage", "local", "--project-dir", str(project)],
+        cwd=PROJECT_ROOT,
+        env={**environment, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert stale.returncode == 1
+    assert "policy-local-load.json is missing or stale" in stale.stderr
+    unknown = subprocess.run(
+        [*command, "status", "--stage", "nope"],
+        cwd=PROJECT_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert unknown.returncode == 1
+    assert "unknown stage 'nope'" in unknown.stderr

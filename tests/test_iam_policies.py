@@ -1,0 +1,203 @@
+"""The IAM policies grant each function exactly the AWS calls its code makes.
+
+The pipeline runs in the local cloud with every AWS call recorded (boto3 and PynamoDB) and
+attributed to the function that made it: the ingest handler, then the load handler driven by
+the event-source mapping (which polls the stream with the load function's role, as Lambda
+does). Each call must be allowed by that function's policy for the `local` stage, and each
+grant must be used by some call unless it is listed below with the reason it is not exercised.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from infra import policies
+from infra.stages import FUNCTIONS, PROJECT_ROOT, Stage
+from localcloud.driver import KinesisEventSourceMapping
+from localcloud.fakeapi import FakeApiServer, FaultInjector
+from localcloud.lambda_runtime import LambdaContext, kinesis_event, scheduled_event
+from localcloud.stack import REGION, LocalCloud
+from tests.iam_audit import Call, CallRecorder, allows, granted_actions
+
+NOT_EXERCISED_LOCALLY = {
+    # (function, action): why no local run calls it
+    ("ingest", "logs:CreateLogGroup"): "Lambda writes the logs, not the code",
+    ("ingest", "logs:CreateLogStream"): "Lambda writes the logs, not the code",
+    ("ingest", "logs:PutLogEvents"): "Lambda writes the logs, not the code",
+    ("load", "logs:CreateLogGroup"): "Lambda writes the logs, not the code",
+    ("load", "logs:CreateLogStream"): "Lambda writes the logs, not the code",
+    ("load", "logs:PutLogEvents"): "Lambda writes the logs, not the code",
+    ("ingest", "cloudwatch:PutMetricData"): "metrics may be flushed as EMF log lines",
+    ("load", "cloudwatch:PutMetricData"): "metrics may be flushed as EMF log lines",
+    ("load", "kinesis:DescribeStream"): "Lambda's poller describes the stream, not the driver",
+    ("load", "kinesis:DescribeStreamSummary"): "Lambda's poller describes the stream",
+    ("load", "sqs:SendMessage"): "Lambda sends a batch it gave up on, with the function's role",
+    ("load", "secretsmanager:GetSecretValue"): "only with the PostgreSQL sink enabled",
+}
+
+
+def local_policy(function: str) -> dict[str, Any]:
+    path = PROJECT_ROOT / ".chalice" / f"policy-local-{function}.json"
+    return dict(json.loads(path.read_text()))
+
+
+@pytest.fixture(scope="module")
+def recorded_calls(tmp_path_factory: pytest.TempPathFactory) -> list[Call]:
+    """Every AWS call of one ingestion (with poisoned items) and of draining the stream."""
+    state_dir = tmp_path_factory.mktemp("iam")
+    faults = FaultInjector({"poison": 0.1}, seed=2)
+    recorder = CallRecorder()
+    with (
+        FakeApiServer(records=120, seed=5, faults=faults) as api,
+        LocalCloud(state_dir, api_url=api.url) as cloud,
+        recorder.installed(),
+    ):
+        import app
+
+        settings = cloud.settings
+        assert cloud.provisioned is not None
+        rule_arn = f"arn:aws:events:{REGION}:123456789012:rule/moovitamix-pipeline-local-ingest"
+        with recorder.acting_as("ingest"):
+            app.ingest(scheduled_event(rule_arn, REGION), LambdaContext("ingest", region=REGION))
+        done = threading.Event()
+        done.set()
+        mapping = KinesisEventSourceMapping(
+            kinesis=cloud_kinesis(),
+            stream_name=settings.stream_name,
+            stream_arn=cloud.provisioned.stream_arn,
+            handler=app.load,
+            region=REGION,
+            batch_size=settings.batch_size,
+        )
+        with recorder.acting_as("load"):
+            mapping.run(done)
+            garbage = {
+                "PartitionKey": "users:1",
+                "SequenceNumber": "49000000000000000000000000000000000000000000000000000001",
+                "Data": b"\x00 not an envelope",
+                "ApproximateArrivalTimestamp": datetime.now(UTC),
+            }
+            app.load(
+                kinesis_event(
+                    [garbage],
+                    shard_id="shardId-000000000000",
+                    stream_arn=cloud.provisioned.stream_arn,
+                    region=REGION,
+                ),
+                LambdaContext("load", region=REGION),
+            )
+        assert faults.injected["poison"] > 0, "the run must exercise the ingest quarantine"
+    return recorder.calls
+
+
+def cloud_kinesis() -> Any:
+    from chalicelib import aws
+
+    return aws.client("kinesis")
+
+
+def test_the_recording_saw_both_functions_work(recorded_calls: list[Call]) -> None:
+    actions = {(call.function, call.action) for call in recorded_calls}
+    for expected in [
+        ("ingest", "kinesis:PutRecords"),
+        ("ingest", "s3:PutObject"),
+        ("load", "kinesis:GetRecords"),
+        ("load", "dynamodb:BatchWriteItem"),
+        ("load", "s3:PutObject"),
+    ]:
+        assert expected in actions
+
+
+def test_every_call_is_allowed_by_its_functions_policy(recorded_calls: list[Call]) -> None:
+    denied = sorted(
+        {str(call) for call in recorded_calls if not allows(local_policy(call.function), call)}
+    )
+    assert denied == [], "calls the policies do not allow:\n" + "\n".join(denied)
+
+
+def test_every_grant_is_used(recorded_calls: list[Call]) -> None:
+    used = {(call.function, call.action) for call in recorded_calls}
+    unused = sorted(
+        f"{function}: {action} (statement {sid})"
+        for function in FUNCTIONS
+        for sid, action in granted_actions(local_policy(function))
+        if (function, action) not in used and (function, action) not in NOT_EXERCISED_LOCALLY
+    )
+    assert unused == [], "grants no call uses (remove them, or say why):\n" + "\n".join(unused)
+
+
+def test_no_function_may_touch_another_stage(recorded_calls: list[Call]) -> None:
+    for call in recorded_calls:
+        other_stage = Call(
+            call.function,
+            call.action,
+            tuple(
+                resource.replace("moovitamix-local", "moovitamix-dev")
+                for resource in call.resources
+            ),
+            call.context,
+        )
+        if other_stage.resources != call.resources:
+            assert not allows(local_policy(call.function), other_stage), str(other_stage)
+
+
+def test_policy_files_are_generated_from_the_template() -> None:
+    assert policies.stale_files() == []
+
+
+def test_no_resource_is_a_bare_wildcard_except_where_aws_allows_nothing_narrower() -> None:
+    config = json.loads((PROJECT_ROOT / ".chalice" / "config.json").read_text())
+    for stage_name in config["stages"]:
+        for file_name, document in policies.policy_files(Stage.load(stage_name)).items():
+            for statement in document["Statement"]:
+                if statement["Resource"] == "*":
+                    assert set(statement["Action"]) <= {
+                        "cloudwatch:PutMetricData",
+                        "ec2:DescribeNetworkInterfaces",
+                        "ec2:DescribeSubnets",
+                    }, file_name
+                    if "cloudwatch:PutMetricData" in statement["Action"]:
+                        assert statement["Condition"]["StringEquals"]["cloudwatch:namespace"]
+
+
+def test_a_function_in_a_vpc_gets_exactly_the_network_interface_grants(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / ".chalice").mkdir(parents=True)
+    config = json.loads((PROJECT_ROOT / ".chalice" / "config.json").read_text())
+    load = config["stages"]["dev"]["lambda_functions"]["load"]
+    load.update(subnet_ids=["subnet-0abc"], security_group_ids=["sg-0def"])
+    (project / ".chalice" / "config.json").write_text(json.dumps(config))
+    stage = Stage.load("dev", project)
+    load_policy = policies.function_policy(stage, "load")
+    statements = {statement["Sid"]: statement for statement in load_policy["Statement"]}
+    assert "arn:aws:ec2:*:*:subnet/subnet-0abc" in statements["AttachToVpc"]["Resource"]
+    assert "arn:aws:ec2:*:*:security-group/sg-0def" in statements["AttachToVpc"]["Resource"]
+    ingest_sids = {s["Sid"] for s in policies.function_policy(stage, "ingest")["Statement"]}
+    assert "AttachToVpc" not in ingest_sids
+    assert "AttachToVpc" not in {
+        s["Sid"] for s in policies.function_policy(Stage.load("dev"), "load")["Statement"]
+    }
+
+
+@given(
+    action=st.sampled_from(["kinesis:PutRecords", "s3:PutObject", "dynamodb:UpdateItem"]),
+    name=st.text(alphabet="abcdefghijklmnopqrstuvwxyz-_/", min_size=1, max_size=30),
+)
+def test_policies_never_allow_resources_of_unknown_names(action: str, name: str) -> None:
+    resource = {
+        "kinesis:PutRecords": f"arn:aws:kinesis:us-east-1:123456789012:stream/{name}",
+        "s3:PutObject": f"arn:aws:s3:::{name}/key",
+        "dynamodb:UpdateItem": f"arn:aws:dynamodb:us-east-1:123456789012:table/{name}",
+    }[action]
+    if "moovitamix-local" in name:
+        return
+    call = Call("ingest", action, (resource,))
+    assert not allows(local_policy("ingest"), call)

@@ -1,0 +1,324 @@
+"""The infrastructure definition: applied by script (create-or-update), rendered to CFN."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import boto3
+import pytest
+from cfnlint.api import ManualArgs, lint
+from hypothesis import given
+from hypothesis import strategies as st
+
+from chalicelib.settings import Settings
+from infra import provision as provisioning
+from infra.cloudformation import infra_template, sam_merge_template
+from infra.provision import (
+    ALARM_TOPIC,
+    FAILURE_QUEUE,
+    STREAM,
+    apply_stack,
+    destroy_stack,
+    provision,
+    stack_resources,
+)
+from infra.resources import Attr, Change, Topic
+from infra.spec import StackSpec
+from infra.stages import Stage
+from infra.trigger import FailureSettings, apply_failure_settings
+
+
+@pytest.fixture
+def spec(aws_env: str) -> StackSpec:
+    """A stack with names no other test uses, on the session's moto server."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    settings = Settings(
+        table_prefix=prefix,
+        stream_name=f"{prefix}-events",
+        quarantine_bucket=f"{prefix}-quarantine",
+    )
+    return StackSpec(settings, stage="test", shard_count=1)
+
+
+def client(service: str) -> Any:
+    return boto3.client(service)
+
+
+def actions(changes: list[Change]) -> set[str]:
+    return {change.action for change in changes}
+
+
+def test_apply_creates_everything_then_changes_nothing(spec: StackSpec) -> None:
+    first = apply_stack(spec)
+    assert actions(first.changes) == {"created"}
+    assert [change.resource for change in first.changes] == [
+        resource.label for resource in stack_resources(spec)
+    ]
+    second = apply_stack(spec)
+    assert actions(second.changes) == {"unchanged"}
+    assert second.changed == []
+    assert second.attributes == first.attributes
+
+
+def test_apply_repairs_drift_and_says_what_it_changed(spec: StackSpec) -> None:
+    applied = apply_stack(spec)
+    settings = spec.settings
+    client("s3").delete_public_access_block(Bucket=settings.quarantine_bucket)
+    client("sqs").set_queue_attributes(
+        QueueUrl=applied.attributes[FAILURE_QUEUE]["QueueUrl"],
+        Attributes={"MessageRetentionPeriod": "60"},
+    )
+    client("dynamodb").update_continuous_backups(
+        TableName=settings.table_name("runs"),
+        PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": False},
+    )
+    client("kinesis").stop_stream_encryption(
+        StreamName=settings.stream_name, EncryptionType="KMS", KeyId="alias/aws/kinesis"
+    )
+    changed = {change.resource: change.details for change in apply_stack(spec).changed}
+    assert changed == {
+        f"kinesis stream {settings.stream_name}": ["encryption at rest enabled"],
+        f"dynamodb table {settings.table_name('runs')}": ["point-in-time recovery enabled"],
+        f"s3 bucket {settings.quarantine_bucket}": ["public access blocked"],
+        f"sqs queue {spec.failure_queue_name}": ["MessageRetentionPeriod=1209600"],
+    }
+    assert apply_stack(spec).changed == []
+
+
+def test_apply_grows_the_stream_to_the_wanted_shard_count(spec: StackSpec) -> None:
+    apply_stack(spec)
+    bigger = StackSpec(spec.settings, stage=spec.stage, shard_count=2)
+    (change,) = apply_stack(bigger).changed
+    assert change.details == ["shards 1 -> 2"]
+    summary = client("kinesis").describe_stream_summary(StreamName=spec.settings.stream_name)
+    assert summary["StreamDescriptionSummary"]["OpenShardCount"] == 2
+
+
+def test_a_table_whose_keys_differ_is_an_error_not_a_silent_change(spec: StackSpec) -> None:
+    client("dynamodb").create_table(
+        TableName=spec.settings.table_name("users"),
+        AttributeDefinitions=[{"AttributeName": "email", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "email", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    with pytest.raises(ValueError, match="keys cannot change in place"):
+        apply_stack(spec)
+
+
+def test_the_secret_keeps_its_value_and_never_holds_a_fixed_password(spec: StackSpec) -> None:
+    apply_stack(spec)
+    secrets = client("secretsmanager")
+    first = json.loads(secrets.get_secret_value(SecretId=spec.postgres_secret_name)["SecretString"])
+    assert first["username"] == "moovitamix"
+    assert len(first["password"]) >= 32
+    secrets.put_secret_value(SecretId=spec.postgres_secret_name, SecretString='{"set": "by ops"}')
+    apply_stack(spec)
+    kept = secrets.get_secret_value(SecretId=spec.postgres_secret_name)["SecretString"]
+    assert json.loads(kept) == {"set": "by ops"}
+
+
+def test_destroy_deletes_everything_even_a_bucket_with_records(spec: StackSpec) -> None:
+    apply_stack(spec)
+    client("s3").put_object(
+        Bucket=spec.settings.quarantine_bucket, Key="run/users/1.json", Body=b"{}"
+    )
+    removed = destroy_stack(spec)
+    assert actions(removed.changes) == {"deleted"}
+    assert [change.resource for change in removed.changes] == [
+        resource.label for resource in reversed(stack_resources(spec))
+    ]
+    assert actions(destroy_stack(spec).changes) == {"absent"}
+    assert spec.settings.stream_name not in client("kinesis").list_streams()["StreamNames"]
+
+
+def test_provision_keeps_serving_the_local_cloud(spec: StackSpec) -> None:
+    provisioned = provision(spec.settings, shard_count=1)
+    assert provisioned.stream_arn.endswith(f":stream/{spec.settings.stream_name}")
+    assert provisioned.tables["runs"] == spec.settings.table_name("runs")
+    assert provisioned.bucket == spec.settings.quarantine_bucket
+    assert provisioned.failure_queue_arn.endswith(f":{spec.failure_queue_name}")
+    assert provisioned.failure_queue_url.endswith(f"/{spec.failure_queue_name}")
+    assert ":secret:" in provisioned.postgres_secret_arn
+    assert provisioned.alarm_topic_arn.endswith(f":{spec.alarm_topic_name}")
+    assert f"kinesis stream {spec.settings.stream_name} (1 shards)" in provisioned.created
+    assert provision(spec.settings, shard_count=1).created == []
+
+
+@pytest.fixture
+def extra_builder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the monitoring issue does: add a builder whose resources reference core ones."""
+
+    def alarms(spec: StackSpec) -> list[Any]:
+        return [Topic("ExtraTopic", f"{spec.prefix}-extra")]
+
+    monkeypatch.setattr(provisioning, "BUILDERS", [*provisioning.BUILDERS, alarms])
+
+
+@pytest.mark.usefixtures("extra_builder")
+def test_an_added_builder_is_applied_destroyed_and_rendered(spec: StackSpec) -> None:
+    created = [change.resource for change in apply_stack(spec).changes]
+    assert created[-1] == f"sns topic {spec.prefix}-extra"
+    assert "ExtraTopic" in infra_template(spec)["Resources"]
+    assert destroy_stack(spec).changes[0].resource == f"sns topic {spec.prefix}-extra"
+
+
+def test_duplicate_logical_ids_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = StackSpec(Settings())
+    monkeypatch.setattr(
+        provisioning,
+        "BUILDERS",
+        [*provisioning.BUILDERS, lambda spec: [Topic(ALARM_TOPIC, "another")]],
+    )
+    with pytest.raises(ValueError, match="duplicate logical ids"):
+        stack_resources(spec)
+
+
+def test_an_attribute_reference_needs_its_resource_applied_first() -> None:
+    from infra.resources import ApplyContext
+
+    with pytest.raises(KeyError, match="apply Missing before"):
+        ApplyContext().resolve({"Targets": [Attr("Missing", "Arn")]})
+    assert Attr("AlarmTopic", "Ref").cloudformation() == {"Ref": "AlarmTopic"}
+
+
+@pytest.mark.parametrize("stage_name", ["dev", "localstack", "local"])
+def test_the_cloudformation_template_is_lint_clean_and_matches_the_script(stage_name: str) -> None:
+    stage = Stage.load(stage_name)
+    spec = StackSpec(stage.settings, stage=stage.name)
+    template = infra_template(spec)
+    matches = lint(json.dumps(template), config=ManualArgs(regions=["us-east-1"]))
+    assert [str(match) for match in matches] == []
+    resources = template["Resources"]
+    assert list(resources) == [r.logical_id for r in stack_resources(spec)]
+    assert resources[STREAM]["Properties"]["Name"] == stage.settings.stream_name
+    assert resources[STREAM]["Properties"]["ShardCount"] == stage.settings.stream_shards
+    assert (
+        resources["QuarantineBucket"]["Properties"]["BucketName"]
+        == stage.settings.quarantine_bucket
+    )
+    assert resources[FAILURE_QUEUE]["Properties"]["QueueName"] == spec.failure_queue_name
+    assert "SecretString" not in resources["PostgresSecret"]["Properties"]
+    merge = sam_merge_template(spec)
+    assert merge["Resources"]["Load"]["DependsOn"] == [STREAM]
+    event = merge["Resources"]["Load"]["Properties"]["Events"]["LoadKinesisEventSource"]
+    assert event["Properties"]["DestinationConfig"] == {
+        "OnFailure": {"Destination": {"Fn::GetAtt": [FAILURE_QUEUE, "Arn"]}}
+    }
+
+
+def test_the_trigger_settings_are_applied_once(spec: StackSpec) -> None:
+    applied = apply_stack(spec)
+    stream_arn = applied.attributes[STREAM]["Arn"]
+    queue_arn = applied.attributes[FAILURE_QUEUE]["Arn"]
+    aws_lambda, iam = client("lambda"), client("iam")
+    role = iam.create_role(
+        RoleName=f"{spec.prefix}-load",
+        AssumeRolePolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "lambda.amazonaws.com"},
+                        "Action": "sts:AssumeRole",
+                    }
+                ],
+            }
+        ),
+    )["Role"]["Arn"]
+    aws_lambda.create_function(
+        FunctionName=spec.function_name("load"),
+        Runtime="python3.11",
+        Role=role,
+        Handler="app.load",
+        Code={"ZipFile": _empty_zip()},
+    )
+    with pytest.raises(RuntimeError, match="found 0"):
+        apply_failure_settings(aws_lambda, spec, stream_arn, queue_arn)
+    aws_lambda.create_event_source_mapping(
+        EventSourceArn=stream_arn,
+        FunctionName=spec.function_name("load"),
+        StartingPosition="TRIM_HORIZON",
+        BatchSize=100,
+    )
+    first = apply_failure_settings(aws_lambda, spec, stream_arn, queue_arn)
+    assert first.action == "updated"
+    assert len(first.details) == 5
+    assert apply_failure_settings(aws_lambda, spec, stream_arn, queue_arn).action == "unchanged"
+
+
+def _empty_zip() -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("app.py", "def load(event, context):\n    return {}\n")
+    return buffer.getvalue()
+
+
+@given(age=st.integers(min_value=-10, max_value=700_000))
+def test_record_age_is_one_lambda_accepts(age: int) -> None:
+    settings = Settings(trigger_max_record_age_s=age) if -1 <= age <= 604_800 else None
+    if settings is None:
+        with pytest.raises(ValueError, match="trigger_max_record_age_s"):
+            Settings(trigger_max_record_age_s=age)
+        return
+    spec = StackSpec(settings)
+    if age == -1 or 60 <= age <= 604_800:
+        assert FailureSettings.from_spec(spec).max_record_age_s == age
+    else:
+        with pytest.raises(ValueError, match=r"-1 or 60\.\.604800"):
+            FailureSettings.from_spec(spec)
+
+
+def test_stage_settings_come_from_the_config_not_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIPELINE_STREAM_NAME", "from-the-shell")
+    stage = Stage.load("dev")
+    assert stage.settings.stream_name == "moovitamix-dev-events"
+    assert stage.function_name("load") == "moovitamix-pipeline-dev-load"
+    assert stage.function_setting("ingest", "reserved_concurrency") == 1
+    assert stage.function_setting("load", "log_retention_in_days") == 30
+    assert stage.function_setting("load", "no_such_setting", "default") == "default"
+    with pytest.raises(ValueError, match="unknown stage"):
+        Stage.load("prod")
+
+
+def test_chalice_sees_the_stage_settings_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from infra.deploy import chalice_environment
+
+    monkeypatch.setenv("PIPELINE_SINKS", "from-the-shell")
+    monkeypatch.setenv("PIPELINE_NOT_A_SETTING", "x")
+    environment = chalice_environment(Stage.load("localstack"))
+    assert environment["PIPELINE_SINKS"] == "dynamodb"
+    assert environment["PIPELINE_SCHEDULE"] == "rate(10 minutes)"
+    assert "PIPELINE_NOT_A_SETTING" not in environment
+    assert "POWERTOOLS_SERVICE_NAME" not in environment
+
+
+def test_the_localstack_compose_file_runs_every_service_the_deploy_uses(spec: StackSpec) -> None:
+    import yaml
+
+    from infra.stages import PROJECT_ROOT
+    from tests.iam_audit import CallRecorder
+
+    recorder = CallRecorder()
+    with recorder.installed(), recorder.acting_as("deploy"):
+        apply_stack(spec)
+        destroy_stack(spec)
+    infrastructure = {call.action.split(":")[0] for call in recorder.calls}
+    chalice = {"lambda", "iam", "events", "logs", "sts"}  # roles, functions, rule, log groups
+    metrics = {"cloudwatch"}
+    compose = yaml.safe_load((PROJECT_ROOT / "docker-compose.localstack.yml").read_text())
+    localstack = compose["services"]["localstack"]
+    assert localstack["image"] == "localstack/localstack:4.14.0"
+    services = set(localstack["environment"]["SERVICES"].split(","))
+    assert infrastructure | chalice | metrics <= services
+    assert "/var/run/docker.sock:/var/run/docker.sock" in localstack["volumes"]
+    assert "127.0.0.1:4566:4566" in localstack["ports"]
+    assert "_localstack/health" in " ".join(localstack["healthcheck"]["test"])
+    api_url = Stage.load("localstack").environment["PIPELINE_API_URL"]
+    assert api_url.startswith("http://host.docker.internal:")
+    assert "host.docker.internal:host-gateway" in localstack["environment"]["LAMBDA_DOCKER_FLAGS"]
