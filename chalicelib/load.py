@@ -27,7 +27,7 @@ from chalicelib.contract import (
 )
 from chalicelib.manifest import RunManifests
 from chalicelib.quarantine import UNATTRIBUTED_RUN, Quarantine, QuarantinedRecord
-from chalicelib.sinks import Sink
+from chalicelib.sinks import Sink, rejection
 from chalicelib.stream import decode_envelope
 from chalicelib.telemetry import logger
 
@@ -89,6 +89,9 @@ def process_batch(records: Sequence[Mapping[str, Any]], deps: LoadDependencies) 
         sequence = record["kinesis"]["sequenceNumber"]
         try:
             envelope = decode_record(record)
+            unstorable = rejection(deps.sinks, envelope.entity, envelope)
+            if unstorable is not None:
+                raise PoisonRecord(unstorable)
         except PoisonRecord as poison:
             if not _quarantine(record, str(poison), deps.quarantine, outcome):
                 outcome.failed_sequence_numbers.append(sequence)
@@ -141,7 +144,7 @@ def _quarantine(
         payload = str(raw).encode()
     entity, run_id = _attribution(payload, str(kinesis.get("partitionKey", "")))
     try:
-        quarantine.put(
+        created = quarantine.put(
             QuarantinedRecord(
                 run_id=run_id,
                 entity=entity,
@@ -153,7 +156,8 @@ def _quarantine(
     except Exception:
         logger.exception("quarantine write failed", extra={"step": "load", "entity": entity})
         return False
-    outcome.add(run_id, f"quarantined.load.{entity}", 1)
+    if created:  # a re-delivered record is already quarantined and counted
+        outcome.add(run_id, f"quarantined.load.{entity}", 1)
     logger.warning(
         "record quarantined",
         extra={"step": "load", "entity": entity, "run_id": run_id, "reason": reason[:300]},

@@ -134,3 +134,15 @@ def settings_for(prefix: str, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)
+
+
+def provision_stores(prefix: str) -> Settings:
+    """Create the tables and the quarantine bucket of a fresh `prefix` (no stream)."""
+    from infra.provision import TABLE_KEYS, Provisioned, ensure_bucket, ensure_table
+
+    settings = settings_for(prefix)
+    provisioned = Provisioned()
+    for suffix, keys in TABLE_KEYS.items():
+        ensure_table(settings.table_name(suffix), keys, provisioned)
+    ensure_bucket(settings.quarantine_bucket, provisioned)
+    return settings
