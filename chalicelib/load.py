@@ -148,7 +148,7 @@ def _quarantine(
             QuarantinedRecord(
                 run_id=run_id,
                 entity=entity,
-                origin=f"load-{kinesis['sequenceNumber']}",
+                origin=_origin(record),
                 reason=reason,
                 payload=payload,
             )
@@ -163,6 +163,14 @@ def _quarantine(
         extra={"step": "load", "entity": entity, "run_id": run_id, "reason": reason[:300]},
     )
     return True
+
+
+def _origin(record: Mapping[str, Any]) -> str:
+    """`load-<shard>-<sequence>`: a sequence number is only unique within its shard (moto
+    numbers every shard from 1), so two poison records of one run must not share an object."""
+    sequence = str(record["kinesis"]["sequenceNumber"])
+    shard = str(record.get("eventID", "")).removesuffix(f":{sequence}")
+    return f"load-{shard}-{sequence}" if shard else f"load-{sequence}"
 
 
 def _attribution(payload: bytes, key: str) -> tuple[str, str]:

@@ -2,7 +2,7 @@
 
 Quarantined records go to S3 (no size limit, unlike SQS), one object per record, under
 `<run_id>/<entity>/<origin>.json`. The origin is unique and stable for a record (the page and
-position for the ingest side, the Kinesis sequence number for the load side), so a re-delivered
+position for the ingest side, the shard and sequence number for the load side), so a re-delivered
 record lands on the same object and counting objects counts records exactly once.
 """
 

@@ -83,6 +83,12 @@ def sequence(record: dict[str, Any]) -> str:
     return str(record["kinesis"]["sequenceNumber"])
 
 
+def origin(record: dict[str, Any]) -> str:
+    """The quarantine origin of a load-side record: its shard and sequence number."""
+    shard, sequence_number = record["eventID"].split(":")
+    return f"load-{shard}-{sequence_number}"
+
+
 def stored_user(settings: Settings, key: int) -> dict[str, Any] | None:
     rows = {row["id"]: row for row in DynamoDBSink(settings).rows("users")}
     return rows.get(key)
@@ -287,7 +293,7 @@ def test_poison_is_quarantined_with_its_reason_and_never_reported(stores: Settin
     by_origin = {q.origin: q for q in quarantined(stores)}
     assert len(by_origin) == len(poison)
     for record, entity, run_id, reason in poison:
-        kept = by_origin[f"load-{sequence(record)}"]
+        kept = by_origin[origin(record)]
         assert (kept.entity, kept.run_id) == (entity, run_id)
         assert reason in kept.reason, kept.reason
         raw = record["kinesis"]["data"]
@@ -311,7 +317,7 @@ def test_quarantined_object_is_readable_json_with_reason(stores: Settings) -> No
     record = kinesis_record(envelope_bytes("tracks", item, run), partition_key("tracks", item))
     process_batch([record], deps_for(stores))
 
-    key = f"{run}/tracks/load-{sequence(record)}.json"
+    key = f"{run}/tracks/{origin(record)}.json"
     body = aws.client("s3").get_object(Bucket=stores.quarantine_bucket, Key=key)["Body"].read()
     document = orjson.loads(body)
     assert document["reason"].startswith("breaks the contract: duration")
@@ -340,6 +346,26 @@ def test_redelivered_poison_is_quarantined_and_counted_once(stores: Settings) ->
 
     assert len(quarantined(stores, run)) == 1
     assert manifest(stores, run)["quarantined.load.tracks"] == 1
+
+
+def test_poison_from_two_shards_with_the_same_sequence_number_is_kept_twice(
+    stores: Settings,
+) -> None:
+    run = unique_name("run")
+    bad = user(id=next_id(), gender=7)
+    data = envelope_bytes("users", bad, run)
+    records = [
+        kinesis_record(data, "users:1", sequence="6", shard_id="shardId-000000000000"),
+        kinesis_record(data, "users:1", sequence="6", shard_id="shardId-000000000001"),
+    ]
+    process_batch(records[:1], deps_for(stores))
+    process_batch(records[1:], deps_for(stores))
+
+    assert sorted(q.origin for q in quarantined(stores, run)) == [
+        "load-shardId-000000000000-6",
+        "load-shardId-000000000001-6",
+    ]
+    assert manifest(stores, run)["quarantined.load.users"] == 2
 
 
 def test_quarantine_write_failure_is_reported_so_it_is_retried(stores: Settings) -> None:
@@ -374,7 +400,7 @@ def test_record_dynamodb_can_never_store_is_quarantined_not_retried(stores: Sett
     assert rows[fits["id"]] == fits
     assert big["id"] not in rows
     (kept,) = quarantined(stores, run)
-    assert kept.origin == f"load-{sequence(records[1])}"
+    assert kept.origin == origin(records[1])
     assert "dynamodb" in kept.reason
     assert "400" in kept.reason
     counts = manifest(stores, run)
