@@ -48,8 +48,7 @@ class ContractServer:
     @property
     def url(self) -> str:
         assert self._server is not None
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def answer(self, path: str, query: str) -> Answer:
         entity = path.strip("/")
@@ -175,7 +174,7 @@ def odd_rows(seed: int = 1) -> dict[str, list[Any]]:
     def text(default: str, index: int, field_index: int) -> str:
         return next(hostile) if (index + field_index) % 7 == 0 else default
 
-    users = []
+    users: list[dict[str, Any]] = []
     for index, user_id in enumerate(user_ids):
         fields = ("first_name", "last_name", "email", "gender", "favorite_genres")
         users.append(
@@ -186,7 +185,7 @@ def odd_rows(seed: int = 1) -> dict[str, list[Any]]:
                 "updated_at": _stamp(rng, index % 3 == 1),
             }
         )
-    tracks = []
+    tracks: list[dict[str, Any]] = []
     for index, track_id in enumerate(track_ids):
         fields = ("name", "artist", "songwriters", "genres", "album")
         tracks.append(
@@ -199,7 +198,7 @@ def odd_rows(seed: int = 1) -> dict[str, list[Any]]:
                 "popularity": rng.random(),  # not in the contract: ignored, never stored
             }
         )
-    histories = []
+    histories: list[dict[str, Any]] = []
     owners = iter(rng.sample(user_ids, 1001))
     while len(histories) < 1003:
         user_id = next(owners)

@@ -29,13 +29,13 @@ from chalicelib.contract import (
 from localcloud.fakeapi import HOSTILE_STRINGS, iter_items
 from tests.factories import item_for, listen_history, track, user
 
-TEXT_FIELDS = {
+TEXT_FIELDS: dict[str, tuple[str, ...]] = {
     "users": ("first_name", "last_name", "email", "gender", "favorite_genres"),
     "tracks": ("name", "artist", "songwriters", "genres", "album"),
     "listen_history": (),
 }
 ID_FIELD = {"users": "id", "tracks": "id", "listen_history": "user_id"}
-REQUIRED_FIELDS = {entity: tuple(item_for(entity)) for entity in ENTITIES}
+REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {e: tuple(item_for(e)) for e in ENTITIES}
 
 
 def rejects(entity: str, item: Any) -> ValidationError:

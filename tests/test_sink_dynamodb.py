@@ -21,6 +21,7 @@ from chalicelib.sinks.dynamodb import (
     ROW_MODELS,
     DynamoDBSink,
     item_size,
+    row_to_item,
     row_values,
 )
 from localcloud.fakeapi import HOSTILE_STRINGS, iter_items
@@ -53,14 +54,9 @@ def stored(sink: DynamoDBSink, entity: str) -> dict[Any, dict[str, Any]]:
 
 
 def stored_runs(entity: str) -> dict[Any, str]:
-    model = ROW_MODELS[entity]
-    return {
-        tuple(
-            int(v) if isinstance(v, float) else v
-            for v in ((row.user_id, row.created_at) if entity == "listen_history" else (row.id,))
-        ): row.run_id
-        for row in model.scan()
-    }
+    """The run id each stored row came from, by key."""
+    rows = ROW_MODELS[entity].scan()
+    return {entity_key(entity, row_to_item(entity, row)): row.run_id for row in rows}
 
 
 @pytest.mark.parametrize("entity", ENTITIES)
@@ -182,10 +178,10 @@ def test_big_ids_keep_every_digit(sink: DynamoDBSink, key: int) -> None:
 
 def test_hostile_strings_are_stored_verbatim(sink: DynamoDBSink) -> None:
     hostile = [*HOSTILE_STRINGS, "", " ", "x" * 50_000]
-    items = {}
+    items: dict[tuple[int], dict[str, Any]] = {}
     for text in hostile:
-        key = next_id()
-        items[(key,)] = track(id=key, name=text, artist=text[::-1], album=text.upper())
+        track_id = next_id()
+        items[(track_id,)] = track(id=track_id, name=text, artist=text[::-1], album=text.upper())
     sink.write("tracks", [envelope("tracks", item) for item in items.values()])
     rows = stored(sink, "tracks")
     for key, item in items.items():

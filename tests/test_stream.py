@@ -66,8 +66,8 @@ class StubKinesis:
     calls: list[list[dict[str, Any]]] = field(default_factory=list)
     accepted: list[tuple[str, bytes]] = field(default_factory=list)
 
-    def put_records(self, **call: Any) -> dict[str, Any]:
-        Records: list[dict[str, Any]] = call["Records"]  # noqa: N806 - the API's name
+    def put_records(self, **arguments: Any) -> dict[str, Any]:
+        Records: list[dict[str, Any]] = arguments["Records"]  # noqa: N806 - the API's name
         sizes = [len(r["Data"]) + len(r["PartitionKey"].encode()) for r in Records]
         assert 1 <= len(Records) <= MAX_RECORDS_PER_CALL
         assert sum(sizes) <= MAX_BYTES_PER_CALL
