@@ -99,17 +99,28 @@ ROW_MODELS: dict[str, type[_Stored]] = {
 _KEY_ATTRIBUTES = {"users": ["id"], "tracks": ["id"], "listen_history": ["user_id", "created_at"]}
 
 
+_BINDINGS: dict[type[_Stored], tuple[str, str, str | None]] = {}
+"""(table, region, endpoint) each model's cached connection was made for."""
+
+
 def bind_models(settings: Settings) -> None:
     """Point the models at this stage's tables and the current endpoint and region.
 
     Dropping the cached connection makes PynamoDB build a new botocore client, which reads
-    `AWS_ENDPOINT_URL` and the region from the environment as boto3 does.
+    `AWS_ENDPOINT_URL` and the region from the environment as boto3 does. It is dropped only
+    when the binding changed: a new client loads the DynamoDB service model (~0.4 s a model),
+    and every sink built in a process (each reconciliation and dump) would pay it again.
     """
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
     for entity, model in ROW_MODELS.items():
+        binding = (settings.table_name(entity), region, endpoint)
+        if _BINDINGS.get(model) == binding:
+            continue
         model.Meta.table_name = settings.table_name(entity)
         model.Meta.region = region
         model._connection = None
+        _BINDINGS[model] = binding
 
 
 def row_values(entity: str, envelope: Envelope) -> dict[str, Any]:
