@@ -287,22 +287,21 @@ def test_backoff_is_full_jitter_capped() -> None:
         assert all(0 <= publisher._backoff(attempt) <= ceiling for _ in range(50))
 
 
-record_sizes = st.lists(
-    st.one_of(
-        st.integers(20, 2_000),
-        st.integers(100_000, MAX_BYTES_PER_RECORD),
-    ),
-    min_size=0,
-    max_size=1_200,
-)
-
-
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(sizes=record_sizes)
-def test_any_sizes_are_packed_within_the_limits_in_order(sizes: list[int]) -> None:
+@given(
+    small=st.lists(st.integers(20, 2_000), max_size=1_100),
+    # a few big ones, up to the 1 MiB limit (memory stays bounded: at most ~20 MiB of data)
+    large=st.lists(st.integers(100_000, MAX_BYTES_PER_RECORD), max_size=20),
+    order=st.randoms(use_true_random=False),
+)
+def test_any_sizes_are_packed_within_the_limits_in_order(
+    small: list[int], large: list[int], order: random.Random
+) -> None:
+    sizes = small + large
+    order.shuffle(sizes)
     stub = StubKinesis()  # asserts the limits on every call
     publisher, _ = publisher_for(stub)
-    records = [sized(index, max(size, 20)) for index, size in enumerate(sizes)]
+    records = [sized(index, size) for index, size in enumerate(sizes)]
     for item in records:
         publisher.add(item)
     publisher.flush()
