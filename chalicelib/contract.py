@@ -25,7 +25,17 @@ from pydantic import (
 SCHEMA_VERSION: Final = 1
 """Version of the envelope format; bump it when the envelope changes shape."""
 
-_DURATION = re.compile(r"^\d{1,3}:[0-5]\d$")
+_DURATION = re.compile(r"[0-9]{1,3}:[0-5][0-9]")
+"""Matched with `fullmatch` and ASCII digits: `$` would accept a trailing newline, and `\\d`
+any Unicode digit (fullwidth, Arabic-Indic...), which no consumer parses as minutes."""
+_TIMESTAMP = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
+    r"(Z|[+-][0-9]{2}:[0-9]{2})?"
+)
+"""What `isoformat()` prints (fraction optional, zone tolerated). `fromisoformat` alone also
+takes date-only, week (`2025-W28-7`) and basic (`20250713T014715`) forms that are not the
+contract's timestamps, and silently truncates a fraction past 6 digits, which would make two
+different versions compare equal."""
 
 
 def parse_timestamp(value: str) -> datetime:
@@ -47,12 +57,16 @@ def _check_text(value: str) -> str:
 
 
 def _check_timestamp(value: str) -> str:
+    if not _TIMESTAMP.fullmatch(value):
+        raise ValueError(
+            f"timestamp must look like 2025-07-13T01:47:15[.825923], got {value[:40]!r}"
+        )
     parse_timestamp(value)  # raises ValueError, which pydantic reports with the field name
     return value
 
 
 def _check_duration(value: str) -> str:
-    if not _DURATION.match(value):
+    if not _DURATION.fullmatch(value):
         raise ValueError(f"duration must look like MM:SS, got {value[:40]!r}")
     return value
 

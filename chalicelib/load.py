@@ -27,7 +27,7 @@ from chalicelib.contract import (
 )
 from chalicelib.manifest import RunManifests
 from chalicelib.quarantine import UNATTRIBUTED_RUN, Quarantine, QuarantinedRecord
-from chalicelib.sinks import Sink
+from chalicelib.sinks import Sink, rejection
 from chalicelib.stream import decode_envelope
 from chalicelib.telemetry import logger
 
@@ -89,6 +89,9 @@ def process_batch(records: Sequence[Mapping[str, Any]], deps: LoadDependencies) 
         sequence = record["kinesis"]["sequenceNumber"]
         try:
             envelope = decode_record(record)
+            unstorable = rejection(deps.sinks, envelope.entity, envelope)
+            if unstorable is not None:
+                raise PoisonRecord(unstorable)
         except PoisonRecord as poison:
             if not _quarantine(record, str(poison), deps.quarantine, outcome):
                 outcome.failed_sequence_numbers.append(sequence)
@@ -141,11 +144,11 @@ def _quarantine(
         payload = str(raw).encode()
     entity, run_id = _attribution(payload, str(kinesis.get("partitionKey", "")))
     try:
-        quarantine.put(
+        created = quarantine.put(
             QuarantinedRecord(
                 run_id=run_id,
                 entity=entity,
-                origin=f"load-{kinesis['sequenceNumber']}",
+                origin=_origin(record),
                 reason=reason,
                 payload=payload,
             )
@@ -153,12 +156,21 @@ def _quarantine(
     except Exception:
         logger.exception("quarantine write failed", extra={"step": "load", "entity": entity})
         return False
-    outcome.add(run_id, f"quarantined.load.{entity}", 1)
+    if created:  # a re-delivered record is already quarantined and counted
+        outcome.add(run_id, f"quarantined.load.{entity}", 1)
     logger.warning(
         "record quarantined",
         extra={"step": "load", "entity": entity, "run_id": run_id, "reason": reason[:300]},
     )
     return True
+
+
+def _origin(record: Mapping[str, Any]) -> str:
+    """`load-<shard>-<sequence>`: a sequence number is only unique within its shard (moto
+    numbers every shard from 1), so two poison records of one run must not share an object."""
+    sequence = str(record["kinesis"]["sequenceNumber"])
+    shard = str(record.get("eventID", "")).removesuffix(f":{sequence}")
+    return f"load-{shard}-{sequence}" if shard else f"load-{sequence}"
 
 
 def _attribution(payload: bytes, key: str) -> tuple[str, str]:

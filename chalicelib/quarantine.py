@@ -2,7 +2,7 @@
 
 Quarantined records go to S3 (no size limit, unlike SQS), one object per record, under
 `<run_id>/<entity>/<origin>.json`. The origin is unique and stable for a record (the page and
-position for the ingest side, the Kinesis sequence number for the load side), so a re-delivered
+position for the ingest side, the shard and sequence number for the load side), so a re-delivered
 record lands on the same object and counting objects counts records exactly once.
 """
 
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from botocore.exceptions import ClientError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -67,13 +68,25 @@ class Quarantine:
         self.client = client
         self.bucket = bucket
 
-    def put(self, record: QuarantinedRecord) -> None:
-        self.client.put_object(
-            Bucket=self.bucket,
-            Key=record.key,
-            Body=record.to_json(),
-            ContentType="application/json",
-        )
+    def put(self, record: QuarantinedRecord) -> bool:
+        """Store the record once; False when it is already there (a re-delivered record).
+
+        The conditional write (`If-None-Match: *`) tells the caller whether to count it, so a
+        batch re-delivered with its poison does not count that poison twice in the manifest.
+        """
+        try:
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=record.key,
+                Body=record.to_json(),
+                ContentType="application/json",
+                IfNoneMatch="*",
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "PreconditionFailed":
+                return False
+            raise
+        return True
 
     def keys(self, run_id: str | None = None) -> Iterator[str]:
         paginator = self.client.get_paginator("list_objects_v2")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
+from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.contract import SCHEMA_VERSION, Envelope
 
@@ -126,11 +127,21 @@ class KinesisPublisher:
         )
 
     def _put_once(self, batch: Sequence[OutgoingRecord]) -> list[OutgoingRecord]:
-        """One PutRecords call; returns the records that failed and must be retried."""
-        response = self.client.put_records(
-            StreamName=self.stream_name,
-            Records=[{"Data": r.data, "PartitionKey": r.partition_key} for r in batch],
-        )
+        """One PutRecords call; returns the records that failed and must be retried.
+
+        A whole-call error is left after botocore's own retries of throttling and transient
+        errors (standard mode), so it will not heal here: it becomes a `PublishError`, which
+        the ingest records as a failed resource instead of aborting the whole run.
+        """
+        try:
+            response = self.client.put_records(
+                StreamName=self.stream_name,
+                Records=[{"Data": r.data, "PartitionKey": r.partition_key} for r in batch],
+            )
+        except (ClientError, BotoCoreError) as error:
+            raise PublishError(
+                f"PutRecords of {len(batch)} records to stream {self.stream_name} failed: {error}"
+            ) from error
         self.stats.calls += 1
         failed: list[OutgoingRecord] = []
         for record, result in zip(batch, response["Records"], strict=True):

@@ -9,13 +9,29 @@ from chalicelib.contract import Envelope, entity_key, version_of
 
 
 class Sink(Protocol):
-    """One store. `write` returns the envelopes it stored (new keys or newer versions)."""
+    """One store. `write` returns the envelopes it stored (new keys or newer versions).
+
+    A sink with a hard per-record limit (DynamoDB's 400 KB item) may also define
+    `rejects(entity, envelope) -> str | None`: why it can never store that record. The load
+    quarantines such a record instead of reporting it failed, which would re-deliver it, and
+    block its shard, forever. It is optional so that a sink without limits needs nothing.
+    """
 
     name: str
 
     def write(self, entity: str, envelopes: Sequence[Envelope]) -> Sequence[Envelope]: ...
 
     def count(self, entity: str) -> int: ...
+
+
+def rejection(sinks: Iterable[Sink], entity: str, envelope: Envelope) -> str | None:
+    """Why one of `sinks` can never store `envelope` (the quarantine reason), or None."""
+    for sink in sinks:
+        rejects = getattr(sink, "rejects", None)
+        reason = rejects(entity, envelope) if rejects is not None else None
+        if reason:
+            return f"the {sink.name} sink cannot store it: {reason}"
+    return None
 
 
 def newest_per_key(entity: str, envelopes: Iterable[Envelope]) -> dict[Hashable, Envelope]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Hashable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from pynamodb.attributes import ListAttribute, NumberAttribute, UnicodeAttribute
 from pynamodb.models import Model
@@ -73,6 +73,24 @@ class ListenHistoryRow(_Stored):
     fields = ("user_id", "items")
 
 
+MAX_ITEM_BYTES: Final = 400_000
+"""DynamoDB refuses items over 400 KB (409,600 bytes, attribute names included); a margin
+below it, because moto already refuses at 405,000 and number sizes are estimated."""
+
+
+def item_size(values: dict[str, Any]) -> int:
+    """DynamoDB's size of an item: UTF-8 names and strings, numbers at their 21-byte maximum."""
+    return sum(len(name.encode()) + _value_size(value) for name, value in values.items())
+
+
+def _value_size(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value.encode("utf-8", "surrogatepass"))
+    if isinstance(value, list):
+        return 3 + sum(1 + _value_size(element) for element in value)
+    return 21
+
+
 ROW_MODELS: dict[str, type[_Stored]] = {
     "users": UserRow,
     "tracks": TrackRow,
@@ -81,29 +99,44 @@ ROW_MODELS: dict[str, type[_Stored]] = {
 _KEY_ATTRIBUTES = {"users": ["id"], "tracks": ["id"], "listen_history": ["user_id", "created_at"]}
 
 
+_BINDINGS: dict[type[_Stored], tuple[str, str, str | None]] = {}
+"""(table, region, endpoint) each model's cached connection was made for."""
+
+
 def bind_models(settings: Settings) -> None:
     """Point the models at this stage's tables and the current endpoint and region.
 
     Dropping the cached connection makes PynamoDB build a new botocore client, which reads
-    `AWS_ENDPOINT_URL` and the region from the environment as boto3 does.
+    `AWS_ENDPOINT_URL` and the region from the environment as boto3 does. It is dropped only
+    when the binding changed: a new client loads the DynamoDB service model (~0.4 s a model),
+    and every sink built in a process (each reconciliation and dump) would pay it again.
     """
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
     for entity, model in ROW_MODELS.items():
+        binding = (settings.table_name(entity), region, endpoint)
+        if _BINDINGS.get(model) == binding:
+            continue
         model.Meta.table_name = settings.table_name(entity)
         model.Meta.region = region
         model._connection = None
+        _BINDINGS[model] = binding
 
 
-def to_row(entity: str, envelope: Envelope) -> _Stored:
-    model = ROW_MODELS[entity]
-    values: dict[str, Any] = {name: envelope.item[name] for name in model.fields}
-    return model(
+def row_values(entity: str, envelope: Envelope) -> dict[str, Any]:
+    """Every attribute of the row that stores `envelope`."""
+    values: dict[str, Any] = {name: envelope.item[name] for name in ROW_MODELS[entity].fields}
+    values.update(
         created_at=envelope.item["created_at"],
         updated_at=envelope.item["updated_at"],
         run_id=envelope.run_id,
         fetched_at=envelope.fetched_at,
-        **values,
     )
+    return values
+
+
+def to_row(entity: str, envelope: Envelope) -> _Stored:
+    return ROW_MODELS[entity](**row_values(entity, envelope))
 
 
 def row_to_item(entity: str, row: _Stored) -> dict[str, Any]:
@@ -126,6 +159,13 @@ class DynamoDBSink:
 
     def __init__(self, settings: Settings) -> None:
         bind_models(settings)
+
+    def rejects(self, entity: str, envelope: Envelope) -> str | None:
+        """A row over the item limit fails every BatchWriteItem it is in, forever."""
+        size = item_size(row_values(entity, envelope))
+        if size > MAX_ITEM_BYTES:
+            return f"the row is {size} bytes, a DynamoDB item holds at most {MAX_ITEM_BYTES}"
+        return None
 
     def write(self, entity: str, envelopes: Sequence[Envelope]) -> list[Envelope]:
         model = ROW_MODELS[entity]
