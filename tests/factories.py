@@ -138,11 +138,21 @@ def settings_for(prefix: str, **overrides: Any) -> Settings:
 
 def provision_stores(prefix: str) -> Settings:
     """Create the tables and the quarantine bucket of a fresh `prefix` (no stream)."""
-    from infra.provision import TABLE_KEYS, Provisioned, ensure_bucket, ensure_table
+    from infra.provision import TABLE_KEYS, table_logical_id
+    from infra.resources import ApplyContext, DynamoTable, PrivateBucket
 
     settings = settings_for(prefix)
-    provisioned = Provisioned()
+    ctx = ApplyContext()
     for suffix, keys in TABLE_KEYS.items():
-        ensure_table(settings.table_name(suffix), keys, provisioned)
-    ensure_bucket(settings.quarantine_bucket, provisioned)
+        DynamoTable(table_logical_id(suffix), settings.table_name(suffix), tuple(keys)).apply(ctx)
+    PrivateBucket("QuarantineBucket", settings.quarantine_bucket).apply(ctx)
     return settings
+
+
+def create_stream(name: str, shards: int = 2) -> str:
+    """Create a Kinesis stream through the infra code path; returns its ARN."""
+    from infra.resources import ApplyContext, KinesisStream
+
+    ctx = ApplyContext()
+    KinesisStream("Stream", name, shards).apply(ctx)
+    return ctx.attributes["Stream"]["Arn"]

@@ -18,10 +18,9 @@ from typing import Any
 import pytest
 
 from chalicelib import aws
-from infra.provision import Provisioned, ensure_stream
 from localcloud.driver import KinesisEventSourceMapping
 from localcloud.lambda_runtime import LambdaContext
-from tests.factories import unique_name
+from tests.factories import create_stream, unique_name
 
 
 @dataclass
@@ -61,7 +60,7 @@ class Stream:
 @pytest.fixture
 def stream(aws_env: str) -> Iterator[Stream]:
     name = unique_name("esm")
-    arn = ensure_stream(name, 2, Provisioned())
+    arn = create_stream(name)
     yield Stream(name, arn)
     aws.client("kinesis").delete_stream(StreamName=name, EnforceConsumerDeletion=True)
 

@@ -31,8 +31,7 @@ from chalicelib.stream import (
     decode_envelope,
     encode_envelope,
 )
-from infra.provision import Provisioned, ensure_stream
-from tests.factories import item_for, unique_name, user
+from tests.factories import create_stream, item_for, unique_name, user
 
 THROTTLED = {
     "ErrorCode": "ProvisionedThroughputExceededException",
@@ -99,7 +98,7 @@ def publisher_for(client: Any, **options: Any) -> tuple[KinesisPublisher, list[f
 @pytest.fixture
 def stream(aws_env: str) -> Iterator[str]:
     name = unique_name("stream")
-    ensure_stream(name, 2, Provisioned())
+    create_stream(name)
     yield name
     aws.client("kinesis").delete_stream(StreamName=name, EnforceConsumerDeletion=True)
 
