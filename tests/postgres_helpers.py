@@ -88,3 +88,29 @@ def history(
     updated_at: str = "2025-01-01T00:00:00.000001",
 ) -> dict[str, Any]:
     return {"user_id": user_id, "items": items, "created_at": created_at, "updated_at": updated_at}
+
+
+T1, T2, T3 = "2024-06-01T10:00:00", "2024-06-02T10:00:00", "2024-06-03T10:00:00"
+U1, U2, U3 = "2025-01-01T00:00:00", "2025-01-02T00:00:00", "2025-01-03T00:00:00"
+
+
+def load_known_dataset(sink: PostgresSink) -> None:
+    """Users 1-3 (3 never listens), tracks 10-13 (13 never heard), three histories."""
+    sink.write("users", [envelope("users", user(u, favorite_genres="Rock")) for u in (1, 2, 3)])
+    sink.write(
+        "tracks",
+        [
+            envelope("tracks", track(10, genres="rock", name="Ten")),
+            envelope("tracks", track(11, genres="rock", name="Eleven")),
+            envelope("tracks", track(12, genres="jazz", name="Twelve")),
+            envelope("tracks", track(13, genres="pop", name="Thirteen")),
+        ],
+    )
+    sink.write(
+        "listen_history",
+        [
+            envelope("listen_history", history(1, [10, 11, 12], created_at=T1, updated_at=U1)),
+            envelope("listen_history", history(1, [10, 10, 12], created_at=T2, updated_at=U2)),
+            envelope("listen_history", history(2, [12, 11], created_at=T3, updated_at=U3)),
+        ],
+    )

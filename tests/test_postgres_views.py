@@ -10,34 +10,23 @@ import psycopg
 import pytest
 
 from chalicelib.sinks.postgres_connection import Credentials
-from tests.postgres_helpers import connect, envelope, history, make_sink, track, user
-
-T1, T2, T3 = "2024-06-01T10:00:00", "2024-06-02T10:00:00", "2024-06-03T10:00:00"
-U1, U2, U3 = "2025-01-01T00:00:00", "2025-01-02T00:00:00", "2025-01-03T00:00:00"
+from tests.postgres_helpers import (
+    T1,
+    T3,
+    U1,
+    U2,
+    U3,
+    connect,
+    envelope,
+    history,
+    load_known_dataset,
+    make_sink,
+)
 
 
 @pytest.fixture
 def connection(postgres_credentials: Credentials) -> psycopg.Connection:
-    """Users 1-3 (3 never listens), tracks 10-13 (13 never listened to), three histories."""
-    sink = make_sink(postgres_credentials)
-    sink.write("users", [envelope("users", user(u, favorite_genres="Rock")) for u in (1, 2, 3)])
-    sink.write(
-        "tracks",
-        [
-            envelope("tracks", track(10, genres="rock", name="Ten")),
-            envelope("tracks", track(11, genres="rock", name="Eleven")),
-            envelope("tracks", track(12, genres="jazz", name="Twelve")),
-            envelope("tracks", track(13, genres="pop", name="Thirteen")),
-        ],
-    )
-    sink.write(
-        "listen_history",
-        [
-            envelope("listen_history", history(1, [10, 11, 12], created_at=T1, updated_at=U1)),
-            envelope("listen_history", history(1, [10, 10, 12], created_at=T2, updated_at=U2)),
-            envelope("listen_history", history(2, [12, 11], created_at=T3, updated_at=U3)),
-        ],
-    )
+    load_known_dataset(make_sink(postgres_credentials))
     return connect(postgres_credentials)
 
 
