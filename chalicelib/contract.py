@@ -25,7 +25,7 @@ from pydantic import (
 SCHEMA_VERSION: Final = 1
 """Version of the envelope format; bump it when the envelope changes shape."""
 
-_DURATION = re.compile(r"^\d{1,3}:[0-5]\d$")
+_DURATION = re.compile(r"^[0-9]{1,3}:[0-5][0-9]$")  # ASCII digits: PostgreSQL checks the same
 
 
 def parse_timestamp(value: str) -> datetime:
@@ -52,7 +52,7 @@ def _check_timestamp(value: str) -> str:
 
 
 def _check_duration(value: str) -> str:
-    if not _DURATION.match(value):
+    if not _DURATION.fullmatch(value):  # match() would let a trailing newline through
         raise ValueError(f"duration must look like MM:SS, got {value[:40]!r}")
     return value
 

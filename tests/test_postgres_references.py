@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import psycopg
@@ -192,3 +193,87 @@ def test_any_arrival_order_ends_complete_with_keys_holding(
         ("listen_history_item", "tracks", True),
         ("listen_history_item", "listen_history", True),
     }
+
+
+def test_concurrent_shards_leave_complete_rows(
+    sink: PostgresSink, postgres_credentials: Credentials
+) -> None:
+    """Histories and the tracks they name, written at the same time by two consumers."""
+    track_ids = list(range(100, 160))
+    histories = [
+        history(user_id, [track_ids[(user_id * 7 + k) % 60] for k in range(5)])
+        for user_id in range(1, 41)
+    ]
+    work = {
+        "listen_history": [envelope("listen_history", h) for h in histories],
+        "tracks": [envelope("tracks", track(t)) for t in reversed(track_ids)],
+        "users": [envelope("users", user(u)) for u in range(40, 0, -1)],
+    }
+    sink.count("users")  # migrate before the race
+    failures: list[BaseException] = []
+
+    def consume(entity: str) -> None:
+        try:
+            batch = work[entity]
+            for start in range(0, len(batch), 7):
+                sink.write(entity, batch[start : start + 7])
+        except BaseException as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=consume, args=(entity,)) for entity in work]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert failures == []
+    with connect(postgres_credentials) as connection:
+        assert placeholders(connection) == []
+        assert orphans(connection) == 0
+    assert sink.rows("listen_history") == sorted(histories, key=lambda h: h["user_id"])
+    assert sink.count("tracks") == 60
+    assert sink.count("users") == 40
+
+
+def test_a_placeholder_named_concurrently_is_kept(
+    sink: PostgresSink, postgres_credentials: Credentials
+) -> None:
+    """A drops a placeholder only its stale version named while B names it: B wins."""
+    stale = history(5, [77], updated_at="2025-01-01T00:00:00")
+    sink.write("listen_history", [envelope("listen_history", stale)])
+    other = connect(postgres_credentials)
+    other.autocommit = False  # B: names track 77 in a transaction still open
+    other.execute("INSERT INTO users (id, is_placeholder) VALUES (6, true)")
+    other.execute(
+        "INSERT INTO listen_history VALUES (6, '2024-01-01', '2025-01-01', null, 'b', 'f')"
+    )
+    other.execute("INSERT INTO listen_history_item VALUES (6, '2024-01-01', 1, 77)")
+    newer = history(5, [78], updated_at="2025-02-01T00:00:00")
+    failures: list[BaseException] = []
+
+    def write_newer() -> None:
+        try:
+            sink.write("listen_history", [envelope("listen_history", newer)])
+        except BaseException as error:
+            failures.append(error)
+
+    writer = threading.Thread(target=write_newer)
+    writer.start()
+    with connect(postgres_credentials) as watcher:  # wait until A waits for B's lock
+        for _ in range(600):
+            waiting = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            ).fetchone()
+            if waiting == (1,):
+                break
+            threading.Event().wait(0.05)
+        else:
+            pytest.fail("the writer never waited for the open transaction")
+    other.commit()
+    other.close()
+    writer.join(timeout=60)
+    assert failures == []
+    assert sink.rows("listen_history")[0] == newer
+    with connect(postgres_credentials) as connection:
+        assert ("tracks", 77) in placeholders(connection)  # still named by user 6's history
+        assert orphans(connection) == 0

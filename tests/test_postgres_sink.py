@@ -339,3 +339,54 @@ def test_redelivering_a_whole_run_changes_nothing(
         assert sink.write(entity, batch) == []
     with connect(postgres_credentials) as connection:
         assert rows_snapshot(connection) == before
+
+
+durations = st.one_of(
+    st.from_regex(r"[0-9]{1,3}:[0-5][0-9]", fullmatch=True),
+    st.from_regex(r"[0-9]{1,3}:[0-5][0-9]\n?", fullmatch=True),
+    st.text(st.sampled_from("0123456789:\n\u0663\u0660\u096b"), max_size=7),  # + other digits
+)
+
+
+@given(duration=durations)
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_every_duration_the_contract_accepts_is_stored(sink: PostgresSink, duration: str) -> None:
+    """A value the contract lets through but the store refuses would block its shard."""
+    try:
+        item = envelope("tracks", track(1, duration=duration))
+    except ValueError:
+        return  # refused up front: quarantined by ingest, never reaches the store
+    sink.database.connection().execute("DELETE FROM tracks")
+    sink.write("tracks", [item])
+    minutes, seconds = duration.split(":")
+    assert sink.database.connection().execute("SELECT duration_s FROM tracks").fetchone() == (
+        int(minutes) * 60 + int(seconds),
+    )
+
+
+def test_a_deadlock_is_retried_once_and_other_errors_are_not(sink: PostgresSink) -> None:
+    calls: list[str] = []
+
+    def deadlocks_once(connection: psycopg.Connection) -> str:
+        calls.append("deadlock")
+        connection.execute(
+            "INSERT INTO tracks (id, is_placeholder) VALUES (%s, true)", (len(calls),)
+        )
+        if len(calls) == 1:
+            raise psycopg.errors.DeadlockDetected("deadlock detected")
+        return "done"
+
+    assert sink.database.run(deadlocks_once) == "done"
+    assert calls == ["deadlock", "deadlock"]
+    ids = sink.database.connection().execute("SELECT id FROM tracks").fetchall()
+    assert ids == [(2,)]  # the first attempt was rolled back
+
+    def always_fails(connection: psycopg.Connection) -> None:
+        calls.append("check")
+        raise psycopg.errors.CheckViolation("no")
+
+    with pytest.raises(psycopg.errors.CheckViolation):
+        sink.database.run(always_fails)
+    assert calls.count("check") == 1

@@ -253,7 +253,11 @@ def write_listen_history(
     # A stale version may have named tracks the newer one does not: their placeholders go.
     no_longer_named = sorted({track_id for (track_id,) in replaced} - set(track_ids))
     if no_longer_named:
-        connection.execute(_DROP_UNREFERENCED_PLACEHOLDERS, (no_longer_named,))
+        try:
+            with connection.transaction():  # a savepoint
+                connection.execute(_DROP_UNREFERENCED_PLACEHOLDERS, (no_longer_named,))
+        except psycopg.errors.ForeignKeyViolation:
+            pass  # a concurrent history just named one of them: it stays, as it should
     return stored
 
 

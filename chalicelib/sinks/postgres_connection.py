@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 
 import orjson
 import psycopg
-from psycopg import errors
 
 from chalicelib import aws
 from chalicelib.settings import Settings
@@ -145,11 +144,13 @@ class PostgresDatabase:
             try:
                 with connection.transaction():
                     return work(connection)
-            except (psycopg.OperationalError, errors.TransactionRollback) as error:
+            except psycopg.OperationalError as error:
                 dropped = connection.closed or connection.broken
                 if dropped:
                     self._discard(connection)
-                if attempt == 2 or not (dropped or isinstance(error, errors.TransactionRollback)):
+                # SQLSTATE class 40: deadlock_detected, serialization_failure
+                rolled_back = (error.sqlstate or "").startswith("40")
+                if attempt == 2 or not (dropped or rolled_back):
                     raise
                 logger.warning(
                     "postgres transaction retried",
