@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field, HttpUrl
+from pydantic import Field, HttpUrl, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -52,7 +52,27 @@ class Settings(BaseSettings):
         default="moovitamix-dev-quarantine",
         description="S3 bucket keeping every record that cannot be stored, with its reason",
     )
-    sinks: str = Field(default="dynamodb", description="Comma list of sinks the load writes")
+    sinks: str = Field(
+        default="dynamodb,postgres", description="Comma list of sinks the load writes"
+    )
+    postgres_secret_arn: str | None = Field(
+        default=None,
+        description="Secrets Manager secret (ARN or name) holding the RDS credentials as JSON: "
+        "host, port, username, password, dbname",
+    )
+    postgres_dsn: SecretStr | None = Field(
+        default=None,
+        description="libpq connection string, for local use when there is no secret; never logged",
+    )
+    postgres_sslmode: str = Field(
+        default="prefer", description="libpq sslmode of connections made from the secret"
+    )
+    postgres_connect_timeout_s: int = Field(
+        default=5, ge=1, le=60, description="Seconds to wait for a PostgreSQL connection"
+    )
+    event_bus_name: str = Field(
+        default="default", description="EventBridge bus of the DatasetUpdated event"
+    )
 
     # Read at deploy time: the Kinesis trigger's failure handling (issue 4), applied to the
     # event-source mapping after `chalice deploy` and in the packaged templates.

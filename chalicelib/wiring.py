@@ -35,6 +35,10 @@ def build_sinks(settings: Settings) -> list[Sink]:
             from chalicelib.sinks.dynamodb import DynamoDBSink
 
             sinks.append(DynamoDBSink(settings))
+        elif name == "postgres":
+            from chalicelib.sinks.postgres import PostgresSink
+
+            sinks.append(PostgresSink(settings))
         else:
             raise ValueError(f"unknown sink {name!r} in PIPELINE_SINKS")
     return sinks
@@ -78,3 +82,6 @@ def reset() -> None:
     aws.client.cache_clear()
     _session.cache_clear()
     load_dependencies.cache_clear()
+    from chalicelib.sinks import postgres_connection
+
+    postgres_connection.close_all()

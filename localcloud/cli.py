@@ -83,6 +83,7 @@ def command_run(args: argparse.Namespace) -> int:
             console.print(
                 f"[bold]local cloud up[/] in {cloud.started_s:.1f} s: moto at {cloud.moto.url}, "
                 f"API at {cloud.settings.api_url}"
+                + (f", PostgreSQL database {cloud.postgres_database}" if cloud.postgres else "")
             )
             report = _run_with_progress(cloud, console)
         if args.dump:
@@ -151,5 +152,11 @@ def _print_report(console: Console, report: RunReport, cloud: LocalCloud) -> Non
         f"[{colour} bold]{report.status}[/] in {report.timings['pipeline_s']:.1f} s "
         f"(total {report.timings['total_s']:.1f} s); Lambda logs: {cloud.log_path}"
     )
+    if report.event is not None:
+        console.print(
+            f"EventBridge event [bold]{report.event.get('detail-type')}[/] "
+            f"({report.event.get('source')}, id {report.event.get('id')}) received by a "
+            "subscriber, with the run's counts"
+        )
     for error in report.errors:
         console.print(f"[red]- {error}[/]")

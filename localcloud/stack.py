@@ -13,7 +13,9 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -23,12 +25,17 @@ import orjson
 
 from chalicelib import aws, wiring
 from chalicelib.contract import ENTITIES, entity_key
+from chalicelib.notify import publish_dataset_updated
 from chalicelib.settings import Settings, get_settings
+from chalicelib.sinks.postgres_connection import Credentials
 from chalicelib.telemetry import SERVICE
+from infra.postgres_secret import ensure_postgres_secret
 from infra.provision import Provisioned, provision
 from localcloud.driver import KinesisEventSourceMapping, ShardProgress
+from localcloud.events import EventCapture
 from localcloud.fakeapi import FakeApiServer
 from localcloud.lambda_runtime import LambdaContext, scheduled_event
+from localcloud.postgres import EmbeddedPostgres
 from localcloud.services import MotoServer
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -56,6 +63,8 @@ class RunReport:
     timings: dict[str, float]
     shards: dict[str, ShardProgress] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    event: dict[str, Any] | None = None
+    """The DatasetUpdated event as a subscriber received it (only after a succeeded run)."""
 
     def as_dict(self) -> dict[str, Any]:
         summary: dict[str, Any] = {
@@ -66,6 +75,8 @@ class RunReport:
         }
         if self.errors:
             summary["errors"] = self.errors
+        if self.event is not None:
+            summary["event"] = self.event
         return summary
 
 
@@ -77,7 +88,22 @@ class _ProgressHandler(logging.Handler):
         self.callback = callback
         self.fetched: dict[str, int] = {}
         self.loaded: dict[str, int] = {}
+        self._written: dict[tuple[str, str], int] = {}  # (sink, entity) -> records written
+        self._quarantined: dict[str, int] = {}
         self._counts_lock = threading.Lock()
+
+    def _count_loaded(self, step: str, sink: str, entity: str, value: int) -> int:
+        """Records of `entity` loaded so far: written by the slowest sink, or quarantined.
+
+        With several sinks a record is written once per sink, so written counts are kept per
+        sink and the smallest is the run's progress.
+        """
+        if step == "written":
+            self._written[(sink, entity)] = self._written.get((sink, entity), 0) + int(value)
+        else:
+            self._quarantined[entity] = self._quarantined.get(entity, 0) + int(value)
+        written = [count for (_, name), count in self._written.items() if name == entity]
+        return min(written, default=0) + self._quarantined.get(entity, 0)
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
@@ -95,7 +121,9 @@ class _ProgressHandler(logging.Handler):
                         parts = name.split(".")
                         if parts[0] in ("written", "quarantined") and parts[1] != "ingest":
                             entity = parts[-1]
-                            self.loaded[entity] = self.loaded.get(entity, 0) + int(value)
+                            self.loaded[entity] = self._count_loaded(
+                                parts[0], parts[1], entity, value
+                            )
                             self.callback("loaded", entity, self.loaded[entity], None)
 
 
@@ -111,6 +139,7 @@ class LocalCloud:
         seed: int = 0,
         shard_count: int = 2,
         extra_env: dict[str, str] | None = None,
+        postgres: EmbeddedPostgres | None = None,
     ) -> None:
         self.state_dir = state_dir
         self.api_url = api_url
@@ -123,14 +152,21 @@ class LocalCloud:
         self.provisioned: Provisioned | None = None
         self._saved_env: dict[str, str | None] = {}
         self.started_s = 0.0
+        # PostgreSQL: our own embedded server, or a running one given by the caller (tests)
+        self.postgres = postgres
+        self._owns_postgres = postgres is None
+        self._postgres_started: Future[Credentials] | None = None
+        self.postgres_database: str | None = None
+        self.events: EventCapture | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def __enter__(self) -> LocalCloud:
         started = time.monotonic()
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.moto.start()
+        self._start_postgres()
         try:
+            self.moto.start()
             api_url = self.api_url
             if api_url is None:
                 self.fake_api = FakeApiServer(records=self.records, seed=self.seed)
@@ -138,6 +174,10 @@ class LocalCloud:
                 api_url = self.fake_api.url
             self._apply_environment(api_url)
             self.provisioned = provision(self.settings, shard_count=self.shard_count)
+            self._prepare_postgres()
+            self.events = EventCapture(
+                f"{self.settings.table_prefix}-dataset-events", self.settings.event_bus_name
+            ).start()
             self._route_logs()
         except BaseException:
             self.__exit__(None, None, None)
@@ -156,6 +196,7 @@ class LocalCloud:
             self.fake_api = None
         self.moto.stop()
         self._restore_environment()
+        self._stop_postgres()
 
     @property
     def settings(self) -> Settings:
@@ -180,6 +221,50 @@ class LocalCloud:
         os.environ.pop("AWS_SESSION_TOKEN", None)
         os.environ.update(environment)
         wiring.reset()
+
+    def _wants_postgres(self) -> bool:
+        environment = {**stage_environment("local"), **self.extra_env}
+        sinks = environment.get("PIPELINE_SINKS", Settings.model_fields["sinks"].default)
+        return "postgres" in [name.strip() for name in str(sinks).split(",")]
+
+    def _start_postgres(self) -> None:
+        """Start our embedded PostgreSQL in the background while moto starts."""
+        if not (self._owns_postgres and self._wants_postgres()):
+            return
+        postgres = self.postgres = EmbeddedPostgres()
+        database = self.postgres_database = f"moovitamix_{uuid.uuid4().hex[:8]}"
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="postgres")
+        self._postgres_started = pool.submit(lambda: postgres.start().create_database(database))
+        pool.shutdown(wait=False)  # the thread ends once the database is ready
+
+    def _prepare_postgres(self) -> None:
+        """A database and login role for this cloud, its credentials in Secrets Manager."""
+        if self._postgres_started is not None:
+            credentials = self._postgres_started.result()
+        elif self.postgres is not None and self._wants_postgres():
+            self.postgres_database = f"moovitamix_{uuid.uuid4().hex[:8]}"
+            credentials = self.postgres.create_database(self.postgres_database)
+        else:
+            return
+        arn = ensure_postgres_secret(f"{self.settings.table_prefix}/postgres", credentials)
+        for name in ("PIPELINE_POSTGRES_SECRET_ARN", "PIPELINE_POSTGRES_DSN"):
+            self._saved_env.setdefault(name, os.environ.get(name))
+        os.environ.pop("PIPELINE_POSTGRES_DSN", None)
+        os.environ["PIPELINE_POSTGRES_SECRET_ARN"] = arn
+        wiring.reset()
+
+    def _stop_postgres(self) -> None:
+        if self._postgres_started is not None:
+            self._postgres_started.exception()  # wait for a start still running
+            self._postgres_started = None
+        if self.postgres is None:
+            return
+        if self._owns_postgres:
+            self.postgres.stop()
+            self.postgres = None
+        elif self.postgres_database is not None:
+            self.postgres.drop_database(self.postgres_database)
+        self.postgres_database = None
 
     def _restore_environment(self) -> None:
         for name, value in self._saved_env.items():
@@ -251,7 +336,27 @@ class LocalCloud:
             "total_s": round(self.started_s + time.monotonic() - started, 3),
             "pipeline_s": round(pipeline_s, 3),
         }
+        if report.status == "succeeded":
+            self._signal_dataset_updated(report)
         return report
+
+    def _signal_dataset_updated(self, report: RunReport) -> None:
+        """Publish DatasetUpdated for a run whose records are all loaded, and capture it."""
+        try:
+            publish_dataset_updated(
+                aws.client("events"),
+                self.settings.event_bus_name,
+                report.run_id,
+                report.status,
+                report.entities,
+            )
+            report.event = self.events.receive() if self.events is not None else None
+        except Exception as error:
+            report.errors.append(f"DatasetUpdated event: {type(error).__name__}: {error}")
+        if self.events is not None and report.event is None:
+            report.errors.append("DatasetUpdated event: published but never received")
+        if report.errors:
+            report.status = "failed"
 
     def _run_id(self, ingest_outcome: dict[str, Any]) -> str:
         result = ingest_outcome.get("result")

@@ -1,4 +1,4 @@
-"""Shared fixtures: a moto server per test session and an embedded local cloud.
+"""Shared fixtures: a moto server and an embedded PostgreSQL per test session, a local cloud.
 
 Tests never reach the internet: AWS is a moto server on loopback, the API is the built-in fake.
 """
@@ -6,12 +6,16 @@ Tests never reach the internet: AWS is a moto server on loopback, the API is the
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from chalicelib import wiring
+from chalicelib.sinks import postgres_connection
+from chalicelib.sinks.postgres_connection import Credentials
+from localcloud.postgres import EmbeddedPostgres
 from localcloud.services import MotoServer
 
 FAKE_AWS_ENV = {
@@ -40,6 +44,23 @@ def aws_env(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterato
     wiring.reset()
     yield moto_server.url
     wiring.reset()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[EmbeddedPostgres]:
+    """One embedded PostgreSQL server for the whole session; tests get their own database."""
+    with EmbeddedPostgres() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_credentials(postgres_server: EmbeddedPostgres) -> Iterator[Credentials]:
+    """A new, empty database and its own login role (with a password) for one test."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    credentials = postgres_server.create_database(name)
+    yield credentials
+    postgres_connection.close_all()
+    postgres_server.drop_database(name)
 
 
 @pytest.fixture

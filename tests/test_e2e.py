@@ -30,6 +30,8 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTITY_KEYS = {"fetched", "published", "quarantined", "written", "stored"}
+SINKS = ("dynamodb", "postgres")
+"""Both sinks are on by default (`PIPELINE_SINKS`): every check holds for each."""
 
 
 def by_key(entity: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -53,8 +55,8 @@ def assert_balanced(report: RunReport, expected: dict[str, tuple[int, int]]) -> 
         counts = report.entities[entity]
         assert counts["fetched"] == fetched, entity
         assert counts["quarantined"] == quarantined, entity
-        assert counts["stored"] == {"dynamodb": fetched - quarantined}, entity
-        assert counts["written"]["dynamodb"] == fetched - quarantined, entity
+        assert counts["stored"] == dict.fromkeys(SINKS, fetched - quarantined), entity
+        assert counts["written"] == dict.fromkeys(SINKS, fetched - quarantined), entity
 
 
 # --- the CLI contract -----------------------------------------------------------------------
@@ -91,7 +93,8 @@ def test_cli_json_summary_and_dump(tmp_path: Path) -> None:
 
     assert completed.returncode == 0, completed.stderr.decode()[-3000:]
     summary = json.loads(completed.stdout)  # stdout is the JSON summary and nothing else
-    assert set(summary) == {"status", "run_id", "entities", "timings"}
+    assert set(summary) == {"status", "run_id", "entities", "timings", "event"}
+    assert summary["event"]["detail-type"] == "DatasetUpdated"
     assert summary["status"] == "succeeded"
     assert isinstance(summary["run_id"], str)
     assert summary["run_id"]
@@ -102,20 +105,22 @@ def test_cli_json_summary_and_dump(tmp_path: Path) -> None:
             "fetched": records,
             "published": records,
             "quarantined": 0,
-            "written": {"dynamodb": records},
-            "stored": {"dynamodb": records},
+            "written": dict.fromkeys(SINKS, records),
+            "stored": dict.fromkeys(SINKS, records),
         }
     assert set(summary["timings"]) == {"total_s", "pipeline_s"}
     assert all(isinstance(value, float) for value in summary["timings"].values())
     assert 0 < summary["timings"]["pipeline_s"] <= summary["timings"]["total_s"]
 
-    assert sorted(p.name for p in (dump / "dynamodb").iterdir()) == sorted(
-        f"{entity}.jsonl" for entity in ENTITIES
-    )
-    for entity in ENTITIES:
-        lines = (dump / "dynamodb" / f"{entity}.jsonl").read_bytes().splitlines()
-        stored = [orjson.loads(line) for line in lines]
-        assert_same_rows(entity, by_key(entity, stored), list(iter_items(entity, records, seed)))
+    for sink in SINKS:
+        assert sorted(p.name for p in (dump / sink).iterdir()) == sorted(
+            f"{entity}.jsonl" for entity in ENTITIES
+        )
+        for entity in ENTITIES:
+            lines = (dump / sink / f"{entity}.jsonl").read_bytes().splitlines()
+            stored = [orjson.loads(line) for line in lines]
+            served = list(iter_items(entity, records, seed))
+            assert_same_rows(entity, by_key(entity, stored), served)
 
 
 # --- the built-in fake API ------------------------------------------------------------------
@@ -125,13 +130,20 @@ def test_store_holds_exactly_what_the_fake_api_served(tmp_path: Path) -> None:
     records, seed = 500, 7
     with LocalCloud(tmp_path / "state", records=records, seed=seed) as cloud:
         report = cloud.run()
-        stored = {entity: cloud.stored_items("dynamodb", entity) for entity in ENTITIES}
+        stored = {
+            (sink, entity): cloud.stored_items(sink, entity)
+            for sink in SINKS
+            for entity in ENTITIES
+        }
         manifest = wiring.manifests(cloud.settings).get(report.run_id) or {}
 
     assert_balanced(report, dict.fromkeys(ENTITIES, (records, 0)))
     for entity in ENTITIES:
         assert report.entities[entity]["published"] == records
-        assert_same_rows(entity, stored[entity], list(iter_items(entity, records, seed)))
+        for sink in SINKS:
+            assert_same_rows(
+                entity, stored[(sink, entity)], list(iter_items(entity, records, seed))
+            )
         assert manifest[f"written.dynamodb.{entity}"] == records
         assert manifest[f"pages.{entity}"] == 5
     assert manifest["ingest_status"] == "published"
@@ -146,7 +158,11 @@ def test_poison_served_is_quarantined_and_the_run_still_succeeds(tmp_path: Path)
         LocalCloud(tmp_path / "state", api_url=api.url) as cloud,
     ):
         report = cloud.run()
-        stored = {entity: cloud.stored_items("dynamodb", entity) for entity in ENTITIES}
+        stored = {
+            (sink, entity): cloud.stored_items(sink, entity)
+            for sink in SINKS
+            for entity in ENTITIES
+        }
         kept = list(wiring.quarantine(cloud.settings).records(report.run_id))
 
     poisoned = {
@@ -162,7 +178,8 @@ def test_poison_served_is_quarantined_and_the_run_still_succeeds(tmp_path: Path)
             for index, item in enumerate(iter_items(entity, records, 2))
             if index not in poisoned[entity]
         ]
-        assert_same_rows(entity, stored[entity], clean)
+        for sink in SINKS:
+            assert_same_rows(entity, stored[(sink, entity)], clean)
     assert len(kept) == sum(len(p) for p in poisoned.values())
     assert all(q.reason.startswith("breaks the contract: ") for q in kept)
     assert all(q.origin.startswith("ingest-p") for q in kept)
@@ -187,7 +204,7 @@ def test_unreachable_api_fails_the_run_with_a_nonzero_exit(
     assert any(closed in error and "ingest" in error for error in summary["errors"])
     for counts in summary["entities"].values():
         assert counts["fetched"] == 0
-        assert counts["stored"] == {"dynamodb": 0}
+        assert counts["stored"] == dict.fromkeys(SINKS, 0)
 
 
 def test_a_page_that_never_answers_fails_the_run(tmp_path: Path) -> None:
@@ -204,8 +221,9 @@ def test_a_page_that_never_answers_fails_the_run(tmp_path: Path) -> None:
     assert report.status == "failed"
     assert any("tracks" in error and "503" in error for error in report.errors)
     assert report.entities["tracks"]["fetched"] == 200
-    assert report.entities["users"]["stored"] == {"dynamodb": 1001}  # the others completed
-    assert report.entities["listen_history"]["stored"] == {"dynamodb": 1003}
+    users_stored = report.entities["users"]["stored"]
+    assert users_stored == dict.fromkeys(SINKS, 1001)  # the others completed
+    assert report.entities["listen_history"]["stored"] == dict.fromkeys(SINKS, 1003)
 
 
 # --- other servers of the same contract -----------------------------------------------------
@@ -233,7 +251,11 @@ def test_contract_variant_server_with_every_quirk(tmp_path: Path) -> None:
         LocalCloud(tmp_path / "state", api_url=api.url) as cloud,
     ):
         report = cloud.run()
-        stored = {entity: cloud.stored_items("dynamodb", entity) for entity in ENTITIES}
+        stored = {
+            (sink, entity): cloud.stored_items(sink, entity)
+            for sink in SINKS
+            for entity in ENTITIES
+        }
         kept = {q.origin: q for q in wiring.quarantine(cloud.settings).records(report.run_id)}
         statuses = api.served_statuses()
 
@@ -246,7 +268,8 @@ def test_contract_variant_server_with_every_quirk(tmp_path: Path) -> None:
     unstorable = {100_001, 100_002, 100_003}
     for entity in ENTITIES:
         served = [item for item in rows[entity] if item.get("id") not in unstorable]
-        assert_same_rows(entity, stored[entity], served)
+        for sink in SINKS:
+            assert_same_rows(entity, stored[(sink, entity)], served)
     reasons = sorted(q.reason for q in kept.values())
     assert len(reasons) == 3
     assert any("RecordTooLarge" in reason for reason in reasons)
@@ -270,10 +293,15 @@ def test_contract_variant_with_short_and_empty_resources(tmp_path: Path) -> None
         LocalCloud(tmp_path / "state", api_url=api.url) as cloud,
     ):
         report = cloud.run()
-        stored = {entity: cloud.stored_items("dynamodb", entity) for entity in ENTITIES}
+        stored = {
+            (sink, entity): cloud.stored_items(sink, entity)
+            for sink in SINKS
+            for entity in ENTITIES
+        }
         requested = sorted({(entity, page) for entity, page, *_ in api.requests})
 
     assert_balanced(report, {"users": (101, 0), "tracks": (0, 0), "listen_history": (1, 0)})
     for entity in ENTITIES:
-        assert_same_rows(entity, stored[entity], rows[entity])
+        for sink in SINKS:
+            assert_same_rows(entity, stored[(sink, entity)], rows[entity])
     assert requested == [("listen_history", 1), ("tracks", 1), ("users", 1), ("users", 2)]

@@ -292,7 +292,7 @@ def test_chalice_sees_the_stage_settings_only(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("PIPELINE_SINKS", "from-the-shell")
     monkeypatch.setenv("PIPELINE_NOT_A_SETTING", "x")
     environment = chalice_environment(Stage.load("localstack"))
-    assert environment["PIPELINE_SINKS"] == "dynamodb"
+    assert environment["PIPELINE_SINKS"] == "dynamodb,postgres"
     assert environment["PIPELINE_SCHEDULE"] == "rate(10 minutes)"
     assert "PIPELINE_NOT_A_SETTING" not in environment
     assert "POWERTOOLS_SERVICE_NAME" not in environment

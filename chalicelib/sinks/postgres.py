@@ -1,0 +1,336 @@
+"""PostgreSQL sink: newest-wins batched upserts into the relational model of docs/schema.md.
+
+One `write` call is one transaction and a handful of statements whatever the batch size:
+each column travels as one array parameter and `unnest` turns the arrays back into rows, so
+values are never spliced into SQL text. `ON CONFLICT ... DO UPDATE ... WHERE stored version
+< new version` keeps the newest version; an equal version changes nothing, so re-delivery is
+a no-op. `RETURNING` tells which envelopes were actually stored.
+
+Timestamps are stored as `timestamp`; they are served back with `isoformat()`, which
+reproduces what the API serves (no fraction when the microseconds are zero). A timestamp
+whose text isoformat() would not reproduce (another spelling, a zone) keeps its served text
+in `timestamps_as_served`, so the dumps always show exactly what was served.
+
+A listen history naming a user or track not loaded yet gets a placeholder row for it (see
+docs/schema.md); a placeholder that no history names any more (a stale version named it) is
+deleted. Rows are written in key order so concurrent writers lock in the same order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg import sql
+
+from chalicelib.contract import Envelope, parse_timestamp, version_of
+from chalicelib.settings import Settings
+from chalicelib.sinks.postgres_connection import PostgresDatabase, database_for
+
+StoredKey = tuple[int] | tuple[int, datetime]
+TIMESTAMP_FIELDS = ("created_at", "updated_at")
+
+
+@dataclass(frozen=True)
+class Table:
+    """How one entity maps to its table: key, API fields in served order, column types."""
+
+    name: str
+    key: tuple[str, ...]
+    fields: tuple[tuple[str, str], ...]  # (API field = column, PostgreSQL type), no timestamps
+    has_placeholders: bool
+
+    @property
+    def columns(self) -> list[tuple[str, str]]:
+        return [
+            *self.fields,
+            ("created_at", "timestamp"),
+            ("updated_at", "timestamp"),
+            ("timestamps_as_served", "jsonb"),
+            ("run_id", "text"),
+            ("fetched_at", "text"),
+        ]
+
+
+TABLES: dict[str, Table] = {
+    "users": Table(
+        "users",
+        ("id",),
+        (
+            ("id", "bigint"),
+            ("first_name", "text"),
+            ("last_name", "text"),
+            ("email", "text"),
+            ("gender", "text"),
+            ("favorite_genres", "text"),
+        ),
+        has_placeholders=True,
+    ),
+    "tracks": Table(
+        "tracks",
+        ("id",),
+        (
+            ("id", "bigint"),
+            ("name", "text"),
+            ("artist", "text"),
+            ("songwriters", "text"),
+            ("duration", "text"),
+            ("genres", "text"),
+            ("album", "text"),
+        ),
+        has_placeholders=True,
+    ),
+    "listen_history": Table(
+        "listen_history",
+        ("user_id", "created_at"),
+        (("user_id", "bigint"),),
+        has_placeholders=False,
+    ),
+}
+
+
+def stored_key(entity: str, item: dict[str, Any]) -> StoredKey:
+    """The primary key as the table holds it (a parsed `created_at` for listen history)."""
+    if entity == "listen_history":
+        return (item["user_id"], parse_timestamp(item["created_at"]))
+    return (item["id"],)
+
+
+def newest_per_stored_key(entity: str, envelopes: Sequence[Envelope]) -> dict[StoredKey, Envelope]:
+    """The newest version of each stored key in a batch; on a tie the first one stays.
+
+    Keyed like the table (not like the served text), because one INSERT ... ON CONFLICT may
+    not touch a row twice.
+    """
+    newest: dict[StoredKey, Envelope] = {}
+    for envelope in envelopes:
+        key = stored_key(entity, envelope.item)
+        current = newest.get(key)
+        if current is None or version_of(envelope.item) > version_of(current.item):
+            newest[key] = envelope
+    return dict(sorted(newest.items()))
+
+
+def timestamps_as_served(item: dict[str, Any]) -> str | None:
+    """JSON of the timestamps that isoformat() of their value would not reproduce, or None."""
+    odd = {
+        name: item[name]
+        for name in TIMESTAMP_FIELDS
+        if parse_timestamp(item[name]).isoformat() != item[name]
+    }
+    return orjson.dumps(odd).decode() if odd else None
+
+
+def column_values(table: Table, envelopes: Sequence[Envelope]) -> list[list[Any]]:
+    """One list per column of `table.columns`: the array parameters of the upsert."""
+    columns: list[list[Any]] = [[] for _ in table.columns]
+    for envelope in envelopes:
+        item = envelope.item
+        row = [
+            *(item[name] for name, _ in table.fields),
+            parse_timestamp(item["created_at"]),
+            parse_timestamp(item["updated_at"]),
+            timestamps_as_served(item),
+            envelope.run_id,
+            envelope.fetched_at,
+        ]
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    return columns
+
+
+def upsert_statement(table: Table) -> sql.Composed:
+    """`INSERT ... SELECT FROM unnest(arrays) ON CONFLICT DO UPDATE WHERE older RETURNING key`."""
+    names = [name for name, _ in table.columns]
+    arrays = sql.SQL(", ").join(
+        sql.SQL("%s::{}[]").format(sql.SQL("text" if kind == "jsonb" else kind))
+        for _, kind in table.columns
+    )
+    selected = sql.SQL(", ").join(
+        sql.SQL("incoming.{}::jsonb" if kind == "jsonb" else "incoming.{}").format(
+            sql.Identifier(name)
+        )
+        for name, kind in table.columns
+    )
+    updates: list[sql.Composable] = [
+        sql.SQL("{0} = excluded.{0}").format(sql.Identifier(name))
+        for name in names
+        if name not in table.key
+    ]
+    updates.append(sql.SQL("stored_at = now()"))
+    newer: sql.Composable = sql.SQL("stored.updated_at < excluded.updated_at")
+    if table.has_placeholders:  # a real row always replaces a placeholder
+        updates.append(sql.SQL("is_placeholder = false"))
+        newer = sql.SQL("stored.is_placeholder OR ") + newer
+    return sql.SQL(
+        "INSERT INTO {table} AS stored ({names}) "
+        "SELECT {selected} FROM unnest({arrays}) AS incoming ({names}) ORDER BY {key} "
+        "ON CONFLICT ({key}) DO UPDATE SET {updates} WHERE {newer} "
+        "RETURNING {returning}"
+    ).format(
+        table=sql.Identifier(table.name),
+        names=sql.SQL(", ").join(map(sql.Identifier, names)),
+        selected=selected,
+        arrays=arrays,
+        key=sql.SQL(", ").join(map(sql.Identifier, table.key)),
+        updates=sql.SQL(", ").join(updates),
+        newer=newer,
+        returning=sql.SQL(", ").join(sql.Identifier("stored", name) for name in table.key),
+    )
+
+
+_UPSERTS = {entity: upsert_statement(table) for entity, table in TABLES.items()}
+
+_ENSURE_PLACEHOLDERS = {
+    table: sql.SQL(
+        "INSERT INTO {table} (id, is_placeholder) "
+        "SELECT DISTINCT referenced.id, true FROM unnest(%s::bigint[]) AS referenced (id) "
+        "ORDER BY referenced.id ON CONFLICT (id) DO NOTHING"
+    ).format(table=sql.Identifier(table))
+    for table in ("users", "tracks")
+}
+
+_DELETE_ITEMS = sql.SQL(
+    "DELETE FROM listen_history_item AS item USING unnest(%s::bigint[], %s::timestamp[]) "
+    "AS replaced (user_id, created_at) "
+    "WHERE item.user_id = replaced.user_id AND item.created_at = replaced.created_at "
+    "RETURNING item.track_id"
+)
+
+_DROP_UNREFERENCED_PLACEHOLDERS = sql.SQL(
+    "DELETE FROM tracks AS track USING unnest(%s::bigint[]) AS dropped (id) "
+    "WHERE track.id = dropped.id AND track.is_placeholder "
+    "AND NOT EXISTS (SELECT 1 FROM listen_history_item AS item WHERE item.track_id = track.id)"
+)
+
+_INSERT_ITEMS = sql.SQL(
+    "INSERT INTO listen_history_item (user_id, created_at, position, track_id) "
+    "SELECT * FROM unnest(%s::bigint[], %s::timestamp[], %s::integer[], %s::bigint[])"
+)
+
+
+def write_entities(
+    connection: psycopg.Connection, entity: str, candidates: dict[StoredKey, Envelope]
+) -> list[Envelope]:
+    """Upsert users or tracks; return the envelopes stored (new keys or newer versions)."""
+    envelopes = list(candidates.values())
+    rows = connection.execute(_UPSERTS[entity], column_values(TABLES[entity], envelopes))
+    return [candidates[(key,)] for (key,) in rows.fetchall()]
+
+
+def write_listen_history(
+    connection: psycopg.Connection, entity: str, candidates: dict[StoredKey, Envelope]
+) -> list[Envelope]:
+    """Upsert histories, then replace the items of those stored, placeholders first."""
+    envelopes = list(candidates.values())
+    user_ids = [envelope.item["user_id"] for envelope in envelopes]
+    connection.execute(_ENSURE_PLACEHOLDERS["users"], (user_ids,))
+    rows = connection.execute(_UPSERTS[entity], column_values(TABLES[entity], envelopes))
+    keys: list[tuple[int, datetime]] = rows.fetchall()
+    if not keys:
+        return []
+    stored = [candidates[key] for key in keys]
+    replaced = connection.execute(
+        _DELETE_ITEMS, ([key[0] for key in keys], [key[1] for key in keys])
+    ).fetchall()
+    item_users: list[int] = []
+    item_created: list[datetime] = []
+    positions: list[int] = []
+    track_ids: list[int] = []
+    for (user_id, created_at), envelope in zip(keys, stored, strict=True):
+        for position, track_id in enumerate(envelope.item["items"], start=1):
+            item_users.append(user_id)
+            item_created.append(created_at)
+            positions.append(position)
+            track_ids.append(track_id)
+    if track_ids:
+        connection.execute(_ENSURE_PLACEHOLDERS["tracks"], (track_ids,))
+        connection.execute(_INSERT_ITEMS, (item_users, item_created, positions, track_ids))
+    # A stale version may have named tracks the newer one does not: their placeholders go.
+    no_longer_named = sorted({track_id for (track_id,) in replaced} - set(track_ids))
+    if no_longer_named:
+        try:
+            with connection.transaction():  # a savepoint
+                connection.execute(_DROP_UNREFERENCED_PLACEHOLDERS, (no_longer_named,))
+        except psycopg.errors.ForeignKeyViolation:
+            pass  # a concurrent history just named one of them: it stays, as it should
+    return stored
+
+
+_WRITERS: dict[
+    str, Callable[[psycopg.Connection, str, dict[StoredKey, Envelope]], list[Envelope]]
+] = {
+    "users": write_entities,
+    "tracks": write_entities,
+    "listen_history": write_listen_history,
+}
+
+_ROWS = {
+    "users": """
+        SELECT id, first_name, last_name, email, gender, favorite_genres,
+               created_at, updated_at, timestamps_as_served
+        FROM users WHERE NOT is_placeholder ORDER BY id
+    """,
+    "tracks": """
+        SELECT id, name, artist, songwriters, duration, genres, album,
+               created_at, updated_at, timestamps_as_served
+        FROM tracks WHERE NOT is_placeholder ORDER BY id
+    """,
+    "listen_history": """
+        SELECT history.user_id,
+               coalesce(array_agg(item.track_id ORDER BY item.position)
+                        FILTER (WHERE item.position IS NOT NULL), '{}') AS items,
+               history.created_at, history.updated_at, history.timestamps_as_served
+        FROM listen_history AS history
+        LEFT JOIN listen_history_item AS item USING (user_id, created_at)
+        GROUP BY history.user_id, history.created_at
+        ORDER BY history.user_id, history.created_at
+    """,
+}
+
+_COUNTS = {
+    "users": "SELECT count(*) FROM users WHERE NOT is_placeholder",
+    "tracks": "SELECT count(*) FROM tracks WHERE NOT is_placeholder",
+    "listen_history": "SELECT count(*) FROM listen_history",
+}
+
+
+def row_to_item(cursor: psycopg.Cursor[Any], row: tuple[Any, ...]) -> dict[str, Any]:
+    """A stored row in the API's shape and field order, timestamps as served."""
+    names = [column.name for column in cursor.description or ()]
+    values = dict(zip(names, row, strict=True))
+    as_served: dict[str, str] = values.pop("timestamps_as_served") or {}
+    for name in TIMESTAMP_FIELDS:
+        values[name] = as_served.get(name) or values[name].isoformat()
+    return values
+
+
+class PostgresSink:
+    """Newest-wins writes of validated envelopes into PostgreSQL, one transaction per call."""
+
+    name = "postgres"
+
+    def __init__(self, settings: Settings, database: PostgresDatabase | None = None) -> None:
+        self.database = database or database_for(settings)
+
+    def write(self, entity: str, envelopes: Sequence[Envelope]) -> list[Envelope]:
+        candidates = newest_per_stored_key(entity, envelopes)
+        if not candidates:
+            return []
+        writer = _WRITERS[entity]
+        return self.database.run(lambda connection: writer(connection, entity, candidates))
+
+    def count(self, entity: str) -> int:
+        """Rows stored (placeholders are not stored rows: nothing was served for them yet)."""
+        row = self.database.connection().execute(_COUNTS[entity]).fetchone()
+        return int(row[0]) if row else 0
+
+    def rows(self, entity: str) -> list[dict[str, Any]]:
+        """Every stored row in the API's shape, sorted by key; used by dumps and checks."""
+        with self.database.connection().cursor() as cursor:
+            cursor.execute(_ROWS[entity])
+            return [row_to_item(cursor, row) for row in cursor.fetchall()]
