@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint typecheck check clean
+.PHONY: help venv run report test lint typecheck check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ venv: $(STAMP) ## create .venv with everything the project needs
 
 run: $(STAMP) ## start the embedded local cloud and run one scheduled ingestion (ARGS="--records 5000")
 	$(BIN)/python -m localcloud run $(ARGS)
+
+report: $(STAMP) ## run the local cloud and write its health report to .localcloud/report/ (ARGS="--runs 3")
+	$(BIN)/python -m localcloud report --out .localcloud/report $(ARGS)
 
 test: $(STAMP) ## run the whole test suite against the embedded local cloud
 	$(BIN)/python -m pytest $(ARGS)
