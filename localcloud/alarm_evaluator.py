@@ -3,7 +3,7 @@
 For each alarm (as `DescribeAlarms` returns it) the evaluator reads the metric over the last
 `EvaluationPeriods` periods before `now` with `GetMetricData`, marks each period breaching or
 not (a missing period per `TreatMissingData`), and sets the state with `SetAlarmState` when it
-changes: ALARM when at least `DatapointsToAlarm` periods breach. This is CloudWatch's rule
+changes (or was never evaluated): ALARM when at least `DatapointsToAlarm` periods breach. This is CloudWatch's rule
 without its refinements (no look-back beyond the window for `missing`/`ignore`, no
 evaluation delay). Metric math is supported for `SUM(METRICS())`, the only form the alarms use.
 """
@@ -44,7 +44,8 @@ def evaluate_alarms(
         for alarm in page["MetricAlarms"]:
             evaluation = evaluate_alarm(cloudwatch, alarm, moment)
             results[alarm["AlarmName"]] = evaluation
-            if evaluation.state != alarm["StateValue"]:
+            unchecked = alarm.get("StateReason", "").startswith("Unchecked")  # moto's initial
+            if evaluation.state != alarm["StateValue"] or unchecked:
                 cloudwatch.set_alarm_state(
                     AlarmName=alarm["AlarmName"],
                     StateValue=evaluation.state,

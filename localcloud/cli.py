@@ -128,6 +128,9 @@ def command_run(args: argparse.Namespace) -> int:
         _print_report(console, report, cloud)
         if args.dump:
             console.print(f"stored rows dumped to {args.dump}/")
+        alarming = [name for name, state in report.alarms.items() if state == "ALARM"]
+        if alarming:
+            console.print(f"[red]alarms in ALARM: {', '.join(alarming)}[/]")
         if health is not None:
             console.print(f"health report: {health}")
     return 0 if report.status == "succeeded" else 1

@@ -81,9 +81,9 @@ class LocalMonitoring:
     def end_run(self, started: datetime) -> tuple[dict[str, float], dict[str, str]]:
         """Publish the run's metrics, evaluate the alarms; returns (metrics, alarm states)."""
         self.publish()
-        end = datetime.now(UTC) + timedelta(seconds=1)
-        self._last_end = end
-        window = RunWindow(started, end)
+        now = datetime.now(UTC)
+        self._last_end = now
+        window = RunWindow(started, now + timedelta(seconds=1))  # moto truncates to seconds
         return self.read_metrics(window), self.evaluate()
 
     def publish(self) -> None:
