@@ -3,9 +3,10 @@
 For each alarm (as `DescribeAlarms` returns it) the evaluator reads the metric over the last
 `EvaluationPeriods` periods before `now` with `GetMetricData`, marks each period breaching or
 not (a missing period per `TreatMissingData`), and sets the state with `SetAlarmState` when it
-changes (or was never evaluated): ALARM when at least `DatapointsToAlarm` periods breach. This is CloudWatch's rule
-without its refinements (no look-back beyond the window for `missing`/`ignore`, no
-evaluation delay). Metric math is supported for `SUM(METRICS())`, the only form the alarms use.
+changes (or was never evaluated): ALARM when at least `DatapointsToAlarm` periods breach.
+This is CloudWatch's rule without its refinements (no look-back beyond the window for
+`missing`/`ignore`, no evaluation delay). Metric math is supported for `SUM(METRICS())`, the
+only form the alarms use.
 """
 
 from __future__ import annotations

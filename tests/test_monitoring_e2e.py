@@ -62,6 +62,8 @@ class FirstRun:
 
 @pytest.fixture(scope="module")
 def flaky_api() -> Iterator[FakeApiServer]:
+    # Seed 5 draws 4 faults in all, fewer than the 6 attempts a request gets: every fault is
+    # retried successfully, whatever the order of the concurrent requests.
     faults = FaultInjector({"api-5xx": 0.2, "api-429": 0.1}, seed=5, retry_after=0)
     with FakeApiServer(records=30, seed=5, faults=faults) as server:
         yield server
