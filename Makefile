@@ -16,7 +16,7 @@ LOCAL_AWS = env -u AWS_PROFILE -u AWS_SESSION_TOKEN \
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1}
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint typecheck check clean
+.PHONY: help venv run report test lint typecheck check clean
 .PHONY: deploy deploy-local package destroy destroy-local invoke-local
 
 help: ## list the targets
@@ -32,6 +32,9 @@ venv: $(STAMP) ## create .venv with everything the project needs
 
 run: $(STAMP) ## start the embedded local cloud and run one scheduled ingestion (ARGS="--records 5000")
 	$(BIN)/python -m localcloud run $(ARGS)
+
+report: $(STAMP) ## run the local cloud and write its health report to .localcloud/report/ (ARGS="--runs 3")
+	$(BIN)/python -m localcloud report --out .localcloud/report $(ARGS)
 
 test: $(STAMP) ## run the whole test suite against the embedded local cloud
 	$(BIN)/python -m pytest $(ARGS)

@@ -168,3 +168,5 @@ class Envelope(BaseModel):
     run_id: StrictStr
     fetched_at: StrictStr
     item: dict[str, Any]
+    page: StrictStr | None = None
+    """Optional (same schema version): `<run_id>/<entity>/p<N>`, the page the item came from."""

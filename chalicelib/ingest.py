@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from pydantic import ValidationError
 
 from chalicelib.contract import describe_validation_error, partition_key, validate_item
 from chalicelib.manifest import RunManifests
+from chalicelib.metrics import record_api_error, record_resource_ingested
 from chalicelib.quarantine import Quarantine, QuarantinedRecord
 from chalicelib.settings import Settings
 from chalicelib.source import Page, SourceError, fetch_pages
@@ -31,7 +33,7 @@ from chalicelib.stream import (
     RecordTooLarge,
     encode_envelope,
 )
-from chalicelib.telemetry import logger
+from chalicelib.telemetry import logger, page_id
 
 
 class IngestFailed(RuntimeError):
@@ -53,6 +55,7 @@ class ResourceCounts:
     published: int = 0
     quarantined: int = 0
     pages: int = 0
+    put_records_failed: int = 0
     error: str | None = None
 
     def as_manifest(self, resource: str) -> dict[str, int]:
@@ -111,15 +114,27 @@ def run_ingest(deps: IngestDependencies, run_id: str | None = None) -> IngestRes
     for resource in settings.resource_list:
         counts = ResourceCounts()
         result.resources[resource] = counts
+        started = time.monotonic()
         try:
             _ingest_resource(deps, result.run_id, resource, counts)
         except (SourceError, PublishError) as error:
             counts.error = str(error)
+            if isinstance(error, SourceError):
+                record_api_error(resource, error.status)
             logger.error(
                 "resource ingestion failed",
                 extra={"step": "ingest", "entity": resource, "error": counts.error},
             )
         deps.manifests.add_counts(result.run_id, counts.as_manifest(resource))
+        record_resource_ingested(
+            resource,
+            fetched=counts.fetched,
+            published=counts.published,
+            quarantined=counts.quarantined,
+            pages=counts.pages,
+            put_records_failed=counts.put_records_failed,
+            duration_s=time.monotonic() - started,
+        )
     status = "published" if result.ok else "failed"
     deps.manifests.set_fields(
         result.run_id, {"ingest_status": status, "ingest_finished_at": utc_now_iso()}
@@ -136,6 +151,7 @@ def _ingest_resource(
 ) -> None:
     publisher = deps.publisher
     published_before = publisher.stats.published_by_entity.get(resource, 0)
+    failed_before = publisher.stats.failed_by_entity.get(resource, 0)
     try:
         with contextlib.closing(fetch_pages(deps.session, deps.settings, resource)) as pages:
             for page in pages:
@@ -146,6 +162,7 @@ def _ingest_resource(
                     extra={
                         "step": "ingest",
                         "entity": resource,
+                        "page_id": page_id(run_id, resource, page.number),
                         "page": page.number,
                         "pages": page.pages,
                         "total": page.total,
@@ -156,12 +173,16 @@ def _ingest_resource(
         # Flush even after a source error: what was fetched must reach the stream.
         publisher.flush()
         counts.published = publisher.stats.published_by_entity.get(resource, 0) - published_before
+        counts.put_records_failed = (
+            publisher.stats.failed_by_entity.get(resource, 0) - failed_before
+        )
 
 
 def _publish_page(
     deps: IngestDependencies, run_id: str, page: Page, counts: ResourceCounts
 ) -> None:
     fetched_at = utc_now_iso()
+    page_ref = page_id(run_id, page.resource, page.number)
     for position, raw in enumerate(page.items):
         counts.fetched += 1
         origin = f"ingest-p{page.number}-i{position}"
@@ -170,7 +191,11 @@ def _publish_page(
             record = OutgoingRecord(
                 partition_key=partition_key(page.resource, item),
                 data=encode_envelope(
-                    entity=page.resource, run_id=run_id, fetched_at=fetched_at, item=item
+                    entity=page.resource,
+                    run_id=run_id,
+                    fetched_at=fetched_at,
+                    item=item,
+                    page=page_ref,
                 ),
                 entity=page.resource,
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,10 +27,11 @@ from chalicelib.contract import (
     validate_item,
 )
 from chalicelib.manifest import RunManifests
+from chalicelib.metrics import record_quarantined, record_sink_failure, record_sink_write
 from chalicelib.quarantine import UNATTRIBUTED_RUN, Quarantine, QuarantinedRecord
 from chalicelib.sinks import Sink, rejection
 from chalicelib.stream import decode_envelope
-from chalicelib.telemetry import logger
+from chalicelib.telemetry import PageTally, logger
 
 
 class PoisonRecord(ValueError):
@@ -99,9 +101,13 @@ def process_batch(records: Sequence[Mapping[str, Any]], deps: LoadDependencies) 
         groups[envelope.entity].append((sequence, envelope))
 
     failed: set[str] = set()
+    pages = PageTally()
     for entity, members in groups.items():
         envelopes = [envelope for _, envelope in members]
+        for envelope in envelopes:
+            pages.add(envelope.page, "records")
         for sink in deps.sinks:
+            started = time.monotonic()
             try:
                 written = sink.write(entity, envelopes)
             except Exception:  # any sink error: retry these records, keep the rest
@@ -110,9 +116,14 @@ def process_batch(records: Sequence[Mapping[str, Any]], deps: LoadDependencies) 
                     extra={"step": "load", "entity": entity, "sink": sink.name},
                 )
                 failed.update(sequence for sequence, _ in members)
+                record_sink_failure(entity, sink.name, len(members))
                 continue
+            record_sink_write(
+                entity, sink.name, envelopes, len(written), time.monotonic() - started
+            )
             for envelope in written:
                 outcome.add(envelope.run_id, f"written.{sink.name}.{entity}", 1)
+                pages.add(envelope.page, f"written.{sink.name}")
     outcome.failed_sequence_numbers.extend(
         record["kinesis"]["sequenceNumber"]
         for record in records
@@ -127,6 +138,7 @@ def process_batch(records: Sequence[Mapping[str, Any]], deps: LoadDependencies) 
             "records": len(records),
             "failed": len(outcome.failed_sequence_numbers),
             "counts": {run: dict(c) for run, c in outcome.counts.items()},
+            "pages": pages.as_dict(),
         },
     )
     return outcome
@@ -158,6 +170,7 @@ def _quarantine(
         return False
     if created:  # a re-delivered record is already quarantined and counted
         outcome.add(run_id, f"quarantined.load.{entity}", 1)
+        record_quarantined(entity, "load")
     logger.warning(
         "record quarantined",
         extra={"step": "load", "entity": entity, "run_id": run_id, "reason": reason[:300]},

@@ -13,15 +13,28 @@ import json
 from collections.abc import Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Final
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, Self
+from urllib.parse import urlsplit
 
 import requests
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import InvalidHeader, MaxRetryError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    InvalidHeader,
+    MaxRetryError,
+    NewConnectionError,
+    ReadTimeoutError,
+)
 from urllib3.util.retry import Retry
 
+from chalicelib.metrics import record_api_retry
 from chalicelib.settings import Settings
+
+if TYPE_CHECKING:
+    from urllib3.connectionpool import ConnectionPool
+    from urllib3.response import BaseHTTPResponse
 
 USER_AGENT: Final = "moovitamix-pipeline/0.1 (ingest; +chalicelib/source.py)"
 RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
@@ -84,6 +97,36 @@ class CappedRetry(Retry):
         except InvalidHeader:
             return 0.0  # falsy: `sleep()` then uses the ordinary backoff
         return min(seconds, self.backoff_max)
+
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: BaseHTTPResponse | None = None,
+        error: Exception | None = None,
+        _pool: ConnectionPool | None = None,
+        _stacktrace: TracebackType | None = None,
+    ) -> Self:
+        """Count each retry (the `ApiRetries` metric); an exhausted one raises, uncounted."""
+        retry = super().increment(method, url, response, error, _pool, _stacktrace)
+        record_api_retry(_resource_of(url), _retry_cause(response, error))
+        return retry
+
+
+def _resource_of(url: str | None) -> str:
+    """`/users?page=2&size=100` -> `users`: the resource a retried request was for."""
+    path = urlsplit(url or "").path.rstrip("/")
+    return path.rsplit("/", 1)[-1][:64] or "unknown"
+
+
+def _retry_cause(response: BaseHTTPResponse | None, error: Exception | None) -> str:
+    if response is not None and not error:
+        return str(response.status)
+    if isinstance(error, NewConnectionError):  # a subclass of ConnectTimeoutError
+        return "connection"
+    if isinstance(error, ReadTimeoutError | ConnectTimeoutError):
+        return "timeout"
+    return "connection"
 
 
 def build_session(settings: Settings) -> requests.Session:

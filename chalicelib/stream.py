@@ -47,17 +47,20 @@ class OutgoingRecord:
         return len(self.data) + len(self.partition_key.encode())
 
 
-def encode_envelope(*, entity: str, run_id: str, fetched_at: str, item: dict[str, Any]) -> bytes:
+def encode_envelope(
+    *, entity: str, run_id: str, fetched_at: str, item: dict[str, Any], page: str | None = None
+) -> bytes:
     """Serialize one envelope; a fixed key order makes equal records equal bytes."""
-    return orjson.dumps(
-        {
-            "schema_version": SCHEMA_VERSION,
-            "entity": entity,
-            "run_id": run_id,
-            "fetched_at": fetched_at,
-            "item": item,
-        }
-    )
+    document: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "entity": entity,
+        "run_id": run_id,
+        "fetched_at": fetched_at,
+        "item": item,
+    }
+    if page is not None:
+        document["page"] = page
+    return orjson.dumps(document)
 
 
 def decode_envelope(data: bytes) -> Envelope:
@@ -74,6 +77,8 @@ class PublishStats:
     bytes: int = 0
     failed_attempts: int = 0
     published_by_entity: dict[str, int] = field(default_factory=dict)
+    failed_by_entity: dict[str, int] = field(default_factory=dict)
+    """Records rejected by a PutRecords call (then retried), per entity."""
 
 
 @dataclass
@@ -121,6 +126,9 @@ class KinesisPublisher:
             if not pending:
                 return
             self.stats.failed_attempts += len(pending)
+            failed = self.stats.failed_by_entity
+            for record in pending:
+                failed[record.entity] = failed.get(record.entity, 0) + 1
         raise PublishError(
             f"{len(pending)} records still failing after {self.max_attempts} PutRecords "
             f"attempts to stream {self.stream_name}, first key {pending[0].partition_key}"

@@ -1,7 +1,8 @@
 """Structured logging shared by the handlers.
 
 Logs are JSON lines (Powertools Logger) with the run id, entity and step, and never a record's
-payload at INFO: payloads may hold personal data.
+payload at INFO: payloads may hold personal data. Page ids correlate a fetched page with the
+records stored from it.
 """
 
 from __future__ import annotations
@@ -12,3 +13,26 @@ SERVICE = "moovitamix"
 """Logger name; not the Chalice app name, whose logger Chalice sets to ERROR."""
 
 logger = Logger(service=SERVICE)
+
+
+def page_id(run_id: str, entity: str, page: int) -> str:
+    """`<run_id>/<entity>/p<N>`: carried in each envelope, so a stored record leads to its page.
+
+    The ingest logs each page under this id ("page published"), the load logs how many records
+    of each page it wrote ("batch loaded", `pages`), and quarantined records keep it too.
+    """
+    return f"{run_id}/{entity}/p{page}"
+
+
+class PageTally:
+    """Counts per page id for one load batch: what the "batch loaded" log line reports."""
+
+    def __init__(self) -> None:
+        self.pages: dict[str, dict[str, int]] = {}
+
+    def add(self, page: str | None, name: str, count: int = 1) -> None:
+        counts = self.pages.setdefault(page or "unknown", {})
+        counts[name] = counts.get(name, 0) + count
+
+    def as_dict(self) -> dict[str, dict[str, int]]:
+        return {page: dict(counts) for page, counts in self.pages.items()}

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from localcloud.report import write_report
 from localcloud.stack import LocalCloud, RunReport
 
 
@@ -52,6 +53,34 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="where logs of the run are kept (default: a new folder under .localcloud/)",
     )
+    run.add_argument(
+        "--no-report",
+        action="store_true",
+        help="do not write the health report (STATE_DIR/report/index.html)",
+    )
+    report = commands.add_parser(
+        "report",
+        help="run the pipeline on the local cloud and write its health report",
+        description=(
+            "Start the local cloud, run the ingestion --runs times, then write DIR/index.html: "
+            "the CloudWatch dashboard's charts, the alarm states and the runs, read back from "
+            "the emulated AWS APIs. The emulated AWS lives only as long as the command, so the "
+            "report is written before it stops (`run` also writes one in its state dir)."
+        ),
+    )
+    report.add_argument("--out", type=Path, required=True, help="folder of index.html")
+    report.add_argument("--runs", type=int, default=1, help="scheduled runs before reporting (1)")
+    report.add_argument("--api-url", help="read this MooVitamix API instead of the built-in one")
+    report.add_argument(
+        "--records", type=int, default=1000, help="rows per resource in the built-in API (1000)"
+    )
+    report.add_argument("--seed", type=int, default=0, help="seed of the built-in API's data (0)")
+    report.add_argument("--shards", type=int, default=2, help="Kinesis shards of the stream (2)")
+    report.add_argument(
+        "--state-dir",
+        type=Path,
+        help="where logs of the runs are kept (default: a new folder under .localcloud/)",
+    )
     return parser
 
 
@@ -59,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return command_run(args)
+    if args.command == "report":
+        return command_report(args)
     return 2  # pragma: no cover - argparse enforces the command
 
 
@@ -88,13 +119,45 @@ def command_run(args: argparse.Namespace) -> int:
             report = _run_with_progress(cloud, console)
         if args.dump:
             cloud.dump(args.dump)
+        health = None if args.no_report else write_report(cloud, state_dir / "report")
     if args.json:
-        sys.stdout.write(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
+        summary = report.as_dict()
+        if health is not None:
+            summary["report"] = str(health)
+        sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         _print_report(console, report, cloud)
         if args.dump:
             console.print(f"stored rows dumped to {args.dump}/")
+        alarming = [name for name, state in report.alarms.items() if state == "ALARM"]
+        if alarming:
+            console.print(f"[red]alarms in ALARM: {', '.join(alarming)}[/]")
+        if health is not None:
+            console.print(f"health report: {health}")
     return 0 if report.status == "succeeded" else 1
+
+
+def command_report(args: argparse.Namespace) -> int:
+    if args.records < 0 or args.runs < 1:
+        print("--records must be >= 0 and --runs >= 1", file=sys.stderr)
+        return 2
+    Path(".localcloud").mkdir(exist_ok=True)
+    state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="report-", dir=".localcloud"))
+    console = Console(stderr=True)
+    cloud = LocalCloud(
+        state_dir,
+        api_url=args.api_url,
+        records=args.records,
+        seed=args.seed,
+        shard_count=args.shards,
+    )
+    with cloud:
+        for number in range(1, args.runs + 1):
+            report = cloud.run()
+            console.print(f"run {number}/{args.runs} {report.run_id}: {report.status}")
+        health = write_report(cloud, args.out)
+    print(f"health report: {health}")
+    return 0
 
 
 def _run_with_progress(cloud: LocalCloud, console: Console) -> RunReport:

@@ -3,7 +3,8 @@
 `LocalCloud` starts the services, points the process's environment at them (the `local` stage
 of `.chalice/config.json`, with `AWS_ENDPOINT_URL` set to moto), provisions the stream, tables
 and bucket through `infra.provision` (the code path used for AWS), then runs the pipeline by
-calling the Chalice handlers exactly as Lambda would.
+calling the Chalice handlers exactly as Lambda would. `LocalMonitoring` adds the stage's alarms
+and dashboard and gets the handlers' metrics into CloudWatch (see localcloud/monitoring.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -25,6 +27,7 @@ import orjson
 
 from chalicelib import aws, wiring
 from chalicelib.contract import ENTITIES, entity_key
+from chalicelib.metrics import record_run_outcome
 from chalicelib.notify import publish_dataset_updated
 from chalicelib.settings import Settings, get_settings
 from chalicelib.sinks.postgres_connection import Credentials
@@ -35,6 +38,7 @@ from localcloud.driver import KinesisEventSourceMapping, ShardProgress
 from localcloud.events import EventCapture
 from localcloud.fakeapi import FakeApiServer
 from localcloud.lambda_runtime import LambdaContext, scheduled_event
+from localcloud.monitoring import LocalMonitoring
 from localcloud.postgres import EmbeddedPostgres
 from localcloud.services import MotoServer
 
@@ -65,6 +69,10 @@ class RunReport:
     errors: list[str] = field(default_factory=list)
     event: dict[str, Any] | None = None
     """The DatasetUpdated event as a subscriber received it (only after a succeeded run)."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Read back from CloudWatch: {metric: value summed over the run's entities}."""
+    alarms: dict[str, str] = field(default_factory=dict)
+    """{alarm name: state} after the run, as the local evaluator set them."""
 
     def as_dict(self) -> dict[str, Any]:
         summary: dict[str, Any] = {
@@ -72,6 +80,8 @@ class RunReport:
             "run_id": self.run_id,
             "entities": self.entities,
             "timings": self.timings,
+            "metrics": self.metrics,
+            "alarms": self.alarms,
         }
         if self.errors:
             summary["errors"] = self.errors
@@ -158,6 +168,8 @@ class LocalCloud:
         self._postgres_started: Future[Credentials] | None = None
         self.postgres_database: str | None = None
         self.events: EventCapture | None = None
+        self.monitoring = LocalMonitoring(state_dir)
+        self.last_success_at: datetime | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -178,6 +190,7 @@ class LocalCloud:
             self.events = EventCapture(
                 f"{self.settings.table_prefix}-dataset-events", self.settings.event_bus_name
             ).start()
+            self.monitoring.start(self.settings)
             self._route_logs()
         except BaseException:
             self.__exit__(None, None, None)
@@ -194,6 +207,7 @@ class LocalCloud:
         if self.fake_api is not None:
             self.fake_api.stop()
             self.fake_api = None
+        self.monitoring.stop()
         self.moto.stop()
         self._restore_environment()
         self._stop_postgres()
@@ -296,6 +310,7 @@ class LocalCloud:
 
         assert self.provisioned is not None
         settings = self.settings
+        window_start = self.monitoring.begin_run()
         started = time.monotonic()
         progress_handler = _ProgressHandler(progress or (lambda *_: None))
         pipeline_logger = logging.getLogger(SERVICE)
@@ -307,7 +322,7 @@ class LocalCloud:
         def fire_schedule() -> None:
             rule_arn = f"arn:aws:events:{REGION}:123456789012:rule/moovitamix-pipeline-ingest"
             try:
-                ingest_outcome["result"] = app.ingest(
+                ingest_outcome["result"] = self.monitoring.instrument("ingest", app.ingest)(
                     scheduled_event(rule_arn, REGION), LambdaContext("ingest", region=REGION)
                 )
             except Exception as error:
@@ -319,7 +334,7 @@ class LocalCloud:
             kinesis=aws.client("kinesis"),
             stream_name=settings.stream_name,
             stream_arn=self.provisioned.stream_arn,
-            handler=app.load,
+            handler=self.monitoring.instrument("load", app.load),
             region=REGION,
             batch_size=settings.batch_size,
         )
@@ -332,6 +347,7 @@ class LocalCloud:
 
         run_id = self._run_id(ingest_outcome)
         report = self._reconcile(run_id, ingest_outcome, shards)
+        report.metrics, report.alarms = self.monitoring.end_run(window_start)
         report.timings = {
             "total_s": round(self.started_s + time.monotonic() - started, 3),
             "pipeline_s": round(pipeline_s, 3),
@@ -387,6 +403,7 @@ class LocalCloud:
             if shard.error:
                 errors.append(f"{shard.shard_id}: {shard.error}")
         balanced = True
+        differences: dict[str, int] = {}
         for entity in settings.resource_list:
             counts: dict[str, Any] = {
                 "fetched": int(manifest.get(f"fetched.{entity}", 0)),
@@ -400,6 +417,8 @@ class LocalCloud:
             }
             entities[entity] = counts
             for sink_name, stored in counts["stored"].items():
+                difference = abs(int(counts["fetched"]) - stored - int(counts["quarantined"]))
+                differences[entity] = max(differences.get(entity, 0), difference)
                 if stored + int(counts["quarantined"]) != int(counts["fetched"]):
                     balanced = False
                     errors.append(
@@ -407,6 +426,16 @@ class LocalCloud:
                         f"{stored} and {counts['quarantined']} are quarantined"
                     )
         status = "succeeded" if balanced and not errors else "failed"
+        finished_at = datetime.now(UTC)
+        record_run_outcome(
+            succeeded=status == "succeeded",
+            differences=differences,
+            quarantine_backlog=sum(1 for _ in wiring.quarantine(settings).keys(run_id=None)),
+            last_success_at=self.last_success_at,
+            now=finished_at,
+        )
+        if status == "succeeded":
+            self.last_success_at = finished_at
         return RunReport(
             run_id=run_id,
             status=status,

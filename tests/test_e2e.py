@@ -93,7 +93,16 @@ def test_cli_json_summary_and_dump(tmp_path: Path) -> None:
 
     assert completed.returncode == 0, completed.stderr.decode()[-3000:]
     summary = json.loads(completed.stdout)  # stdout is the JSON summary and nothing else
-    assert set(summary) == {"status", "run_id", "entities", "timings", "event"}
+    assert set(summary) == {
+        "status",
+        "run_id",
+        "entities",
+        "timings",
+        "event",
+        "metrics",
+        "alarms",
+        "report",
+    }
     assert summary["event"]["detail-type"] == "DatasetUpdated"
     assert summary["status"] == "succeeded"
     assert isinstance(summary["run_id"], str)

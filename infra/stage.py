@@ -1,0 +1,87 @@
+"""Names of one stage's deployed resources, derived from its settings in one place.
+
+Alarms, the dashboard and the local cloud's emulation of AWS metrics all need the same names
+(Lambda functions as Chalice names them, stream, tables, queue, topic), so they come from here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from chalicelib.settings import Settings
+from infra.provision import TABLE_KEYS
+
+CHALICE_CONFIG = Path(__file__).resolve().parent.parent / ".chalice" / "config.json"
+FUNCTIONS = ("ingest", "load")
+"""The Lambda functions of `app.py`, by their Chalice name."""
+
+_RATE = re.compile(r"^rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)$")
+_UNIT_S = {"minute": 60, "hour": 3600, "day": 86400}
+
+
+@cache
+def chalice_app_name() -> str:
+    return str(json.loads(CHALICE_CONFIG.read_text())["app_name"])
+
+
+def schedule_interval_s(expression: str) -> int:
+    """Seconds between two runs of an EventBridge schedule.
+
+    `rate(...)` is exact; a `cron(...)` expression is taken as daily (the pipeline's schedule),
+    so a stage with another cron cadence must pass `stale_after_s` to the alarms.
+    """
+    match = _RATE.match(expression.strip())
+    if match:
+        return int(match.group(1)) * _UNIT_S[match.group(2).rstrip("s")]
+    if expression.strip().startswith("cron("):
+        return 86400
+    raise ValueError(f"not an EventBridge schedule expression: {expression!r}")
+
+
+@dataclass(frozen=True)
+class StageResources:
+    """What the alarms and the dashboard watch in one stage."""
+
+    stage: str
+    prefix: str
+    functions: dict[str, str]
+    stream: str
+    tables: tuple[str, ...]
+    quarantine_bucket: str
+    failure_queue: str
+    alarm_topic: str
+    dashboard: str
+    entities: tuple[str, ...]
+    sinks: tuple[str, ...]
+    schedule_s: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings, stage: str) -> StageResources:
+        prefix = settings.table_prefix
+        app_name = chalice_app_name()
+        return cls(
+            stage=stage,
+            prefix=prefix,
+            functions={name: f"{app_name}-{stage}-{name}" for name in FUNCTIONS},
+            stream=settings.stream_name,
+            tables=tuple(settings.table_name(suffix) for suffix in TABLE_KEYS),
+            quarantine_bucket=settings.quarantine_bucket,
+            failure_queue=f"{prefix}-load-failures",
+            alarm_topic=f"{prefix}-alarms",
+            dashboard=f"{prefix}-pipeline",
+            entities=tuple(settings.resource_list),
+            sinks=tuple(settings.sink_list),
+            schedule_s=schedule_interval_s(settings.schedule),
+        )
+
+    def alarm_name(self, slug: str) -> str:
+        return f"{self.prefix}-{slug}"
+
+    def stale_after_s(self, margin_s: int) -> int:
+        """No successful run for this long means the pipeline is stale."""
+        return int(math.ceil((self.schedule_s + margin_s) / 60.0) * 60)

@@ -1,0 +1,531 @@
+"""Monitoring end to end on the embedded local cloud: metrics, alarms, dashboard, logs, report.
+
+One cloud with a flaky API (429s and 5xx that retries absorb) serves most tests; two more
+clouds provoke what cannot share it: a broken load function fed poison records, and an API
+that is down. Metrics AWS publishes itself and the local cloud cannot cause (throttles), are
+published the way AWS would, at a moment of their own so they disturb no other test.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chalicelib import aws
+from chalicelib.metrics import NAMESPACE
+from chalicelib.stream import KinesisPublisher, OutgoingRecord
+from infra.alarms import alarm_definitions
+from infra.dashboard import dashboard_body, metric_lines
+from localcloud.fakeapi import FakeApiServer, FaultInjector
+from localcloud.metrics_bridge import dimension_list
+from localcloud.report import write_report
+from localcloud.services import free_port
+from localcloud.stack import LocalCloud, RunReport
+
+pytestmark = pytest.mark.e2e
+
+PREFIX = "moovitamix-local"
+FAST_RETRIES = {"PIPELINE_BACKOFF_FACTOR_S": "0", "PIPELINE_PAGE_SIZE": "10"}
+
+PROVOCATIONS = {
+    "pipeline-stale": "test_a_stale_pipeline_raises_the_stale_alarm",
+    "run-failed": "test_a_broken_load_with_poison_records_raises_its_alarms",
+    "reconciliation-mismatch": "test_a_broken_load_with_poison_records_raises_its_alarms",
+    "quarantine-not-empty": "test_a_broken_load_with_poison_records_raises_its_alarms",
+    "load-errors": "test_a_broken_load_with_poison_records_raises_its_alarms",
+    "ingest-errors": "test_an_api_outage_raises_ingest_errors",
+    "putrecords-failures": "test_rejected_put_records_are_counted_and_alarmed",
+    "load-failures-queue": "test_a_message_in_the_on_failure_queue_raises_its_alarm",
+    "iterator-age": "test_alarms_on_metrics_only_aws_publishes",
+    "ingest-throttles": "test_alarms_on_metrics_only_aws_publishes",
+    "load-throttles": "test_alarms_on_metrics_only_aws_publishes",
+    "dynamodb-throttles": "test_alarms_on_metrics_only_aws_publishes",
+}
+"""Which test provokes each alarm; a test keeps it complete."""
+
+
+@dataclass
+class FirstRun:
+    report: RunReport
+    retries_injected: int
+
+
+@pytest.fixture(scope="module")
+def flaky_api() -> Iterator[FakeApiServer]:
+    # Seed 5 draws 4 faults in all, fewer than the 6 attempts a request gets: every fault is
+    # retried successfully, whatever the order of the concurrent requests.
+    faults = FaultInjector({"api-5xx": 0.2, "api-429": 0.1}, seed=5, retry_after=0)
+    with FakeApiServer(records=30, seed=5, faults=faults) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def cloud(
+    flaky_api: FakeApiServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalCloud]:
+    with LocalCloud(
+        tmp_path_factory.mktemp("monitoring"), api_url=flaky_api.url, extra_env=FAST_RETRIES
+    ) as local:
+        yield local
+
+
+@pytest.fixture(scope="module")
+def first_run(cloud: LocalCloud, flaky_api: FakeApiServer) -> FirstRun:
+    report = cloud.run()
+    assert flaky_api.faults is not None
+    injected = flaky_api.faults.injected["api-5xx"] + flaky_api.faults.injected["api-429"]
+    return FirstRun(report, injected)
+
+
+def alarm_name(slug: str) -> str:
+    return f"{PREFIX}-{slug}"
+
+
+# -- metrics ------------------------------------------------------------------------------------
+
+
+def test_metrics_equal_the_run_s_counts(first_run: FirstRun) -> None:
+    report = first_run.report
+    assert report.status == "succeeded", report.errors
+    entities = report.entities.values()
+    assert report.metrics["RecordsFetched"] == sum(c["fetched"] for c in entities) == 90
+    assert report.metrics["RecordsPublished"] == sum(c["published"] for c in entities)
+    assert report.metrics["RecordsWritten"] == sum(sum(c["written"].values()) for c in entities)
+    assert report.metrics["RecordsQuarantined"] == sum(c["quarantined"] for c in entities) == 0
+    assert report.metrics["RecordsUnchanged"] == 0
+    assert report.metrics["PagesFetched"] == 9  # 30 rows per resource, 10 per page
+    assert report.metrics["ApiRetries"] == first_run.retries_injected > 0
+    assert report.metrics["RunSucceeded"] == 1
+    assert report.metrics["RunFailed"] == 0
+    assert report.metrics["ReconciliationDifference"] == 0
+    assert report.metrics["QuarantineBacklog"] == 0
+    assert report.metrics["Freshness"] == 0
+    assert report.metrics["PutRecordsFailedRecords"] == 0
+    assert report.metrics["EndToEndLatency"] > 0
+    assert report.metrics["FetchDuration"] > 0
+    assert "ApiErrors" not in report.metrics
+
+
+def test_the_json_summary_has_metrics_and_alarms(first_run: FirstRun) -> None:
+    summary = json.loads(json.dumps(first_run.report.as_dict()))
+    assert summary["metrics"]["RecordsFetched"] == 90
+    assert set(summary["alarms"]) == {a["AlarmName"] for a in definitions(first_run)}
+
+
+def definitions(first_run: FirstRun) -> list[dict[str, Any]]:
+    from chalicelib.settings import get_settings
+    from infra.stage import StageResources
+
+    resources = StageResources.from_settings(get_settings(), "local")
+    return alarm_definitions(resources, f"arn:aws:sns:us-east-1:123456789012:{PREFIX}-alarms")
+
+
+# -- alarms -------------------------------------------------------------------------------------
+
+
+def test_every_alarm_exists_and_is_ok_after_a_clean_run(
+    cloud: LocalCloud, first_run: FirstRun
+) -> None:
+    expected = {a["AlarmName"]: a for a in definitions(first_run)}
+    stored = {
+        alarm["AlarmName"]: alarm
+        for page in aws.client("cloudwatch")
+        .get_paginator("describe_alarms")
+        .paginate(AlarmNamePrefix=f"{PREFIX}-")
+        for alarm in page["MetricAlarms"]
+    }
+    assert set(stored) == set(expected)
+    topics = [t["TopicArn"] for t in aws.client("sns").list_topics()["Topics"]]
+    for name, alarm in stored.items():
+        assert alarm["AlarmDescription"] == expected[name]["AlarmDescription"]
+        assert alarm["AlarmActions"] == [f"arn:aws:sns:us-east-1:123456789012:{PREFIX}-alarms"]
+        assert alarm["AlarmActions"][0] in topics
+    assert first_run.report.alarms == dict.fromkeys(sorted(expected), "OK")
+
+
+def test_every_alarm_has_a_provocation() -> None:
+    slugs = {a["AlarmName"].removeprefix(f"{PREFIX}-") for a in definitions_for_local()}
+    assert set(PROVOCATIONS) == slugs
+    tests = {name for name in globals() if name.startswith("test_")}
+    assert set(PROVOCATIONS.values()) <= tests
+
+
+def definitions_for_local() -> list[dict[str, Any]]:
+    from chalicelib.settings import Settings
+    from infra.stage import StageResources
+    from localcloud.stack import stage_environment
+
+    environment = stage_environment("local")
+    settings = Settings(
+        table_prefix=environment["PIPELINE_TABLE_PREFIX"],
+        stream_name=environment["PIPELINE_STREAM_NAME"],
+    )
+    return alarm_definitions(StageResources.from_settings(settings, "local"), "arn:topic")
+
+
+def test_a_stale_pipeline_raises_the_stale_alarm(cloud: LocalCloud, first_run: FirstRun) -> None:
+    now = datetime.now(UTC)
+    assert cloud.monitoring.evaluate(now=now)[alarm_name("pipeline-stale")] == "OK"
+    a_day_later = now + timedelta(hours=26)
+    assert cloud.monitoring.evaluate(now=a_day_later)[alarm_name("pipeline-stale")] == "ALARM"
+    assert cloud.monitoring.evaluate(now=now)[alarm_name("pipeline-stale")] == "OK"
+
+
+@pytest.mark.parametrize(
+    ("slug", "namespace", "metric", "dimension", "value", "days"),
+    [
+        (
+            "iterator-age",
+            "AWS/Kinesis",
+            "GetRecords.IteratorAgeMilliseconds",
+            ("StreamName", "moovitamix-local-events"),
+            3_600_000,
+            3,
+        ),
+        (
+            "ingest-throttles",
+            "AWS/Lambda",
+            "Throttles",
+            ("FunctionName", "moovitamix-pipeline-local-ingest"),
+            1,
+            4,
+        ),
+        (
+            "load-throttles",
+            "AWS/Lambda",
+            "Throttles",
+            ("FunctionName", "moovitamix-pipeline-local-load"),
+            2,
+            5,
+        ),
+        (
+            "dynamodb-throttles",
+            "AWS/DynamoDB",
+            "WriteThrottleEvents",
+            ("TableName", "moovitamix-local-users"),
+            7,
+            6,
+        ),
+    ],
+)
+def test_alarms_on_metrics_only_aws_publishes(
+    cloud: LocalCloud,
+    first_run: FirstRun,
+    slug: str,
+    namespace: str,
+    metric: str,
+    dimension: tuple[str, str],
+    value: float,
+    days: int,
+) -> None:
+    moment = datetime.now(UTC) + timedelta(days=days)
+    assert cloud.monitoring.evaluate(now=moment)[alarm_name(slug)] == "OK"
+    aws.client("cloudwatch").put_metric_data(
+        Namespace=namespace,
+        MetricData=[
+            {
+                "MetricName": metric,
+                "Dimensions": [{"Name": dimension[0], "Value": dimension[1]}],
+                "Timestamp": moment - timedelta(seconds=30),
+                "Value": value,
+            }
+        ],
+    )
+    assert cloud.monitoring.evaluate(now=moment)[alarm_name(slug)] == "ALARM"
+
+
+def test_rejected_put_records_are_counted_and_alarmed(
+    cloud: LocalCloud, first_run: FirstRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kinesis rejects the first PutRecords call's records once (as when throttled)."""
+    original = KinesisPublisher._put_once
+    rejected: list[int] = []
+
+    def throttled_once(self: KinesisPublisher, batch: list[OutgoingRecord]) -> list[OutgoingRecord]:
+        if not rejected:
+            rejected.append(len(batch))
+            return list(batch)
+        return original(self, batch)
+
+    monkeypatch.setattr(KinesisPublisher, "_put_once", throttled_once)
+    report = cloud.run()
+
+    assert report.status == "succeeded", report.errors
+    assert report.metrics["PutRecordsFailedRecords"] == rejected[0] > 0
+    assert report.alarms[alarm_name("putrecords-failures")] == "ALARM"
+    # the same data again: every record is already stored (the local event-source mapping
+    # starts each run at TRIM_HORIZON, so the first run's records come by once more)
+    # RecordsUnchanged is counted per sink
+    sinks = len(cloud.settings.sink_list)
+    assert report.metrics["RecordsUnchanged"] in (90 * sinks, 180 * sinks)
+    assert "RecordsWritten" not in report.metrics or report.metrics["RecordsWritten"] == 0
+
+
+def test_a_message_in_the_on_failure_queue_raises_its_alarm(
+    cloud: LocalCloud, first_run: FirstRun
+) -> None:
+    sqs = aws.client("sqs")
+    queue = sqs.create_queue(QueueName=f"{PREFIX}-load-failures")["QueueUrl"]
+    slug = alarm_name("load-failures-queue")
+    cloud.monitoring.publish()
+    assert cloud.monitoring.evaluate()[slug] == "OK"
+    sqs.send_message(QueueUrl=queue, MessageBody=json.dumps({"shard": "shardId-000000000000"}))
+    cloud.monitoring.publish()
+    try:
+        assert cloud.monitoring.evaluate()[slug] == "ALARM"
+    finally:
+        sqs.purge_queue(QueueUrl=queue)
+
+
+# -- dashboard ----------------------------------------------------------------------------------
+
+
+def test_the_dashboard_in_cloudwatch_is_the_definition_and_its_metrics_have_data(
+    cloud: LocalCloud, first_run: FirstRun
+) -> None:
+    cloudwatch = aws.client("cloudwatch")
+    body = json.loads(cloudwatch.get_dashboard(DashboardName=f"{PREFIX}-pipeline")["DashboardBody"])
+    resources = cloud.monitoring.resources
+    assert resources is not None
+    names = [a["AlarmName"] for a in definitions(first_run)]
+    assert body == json.loads(
+        json.dumps(dashboard_body(resources, "us-east-1", "123456789012", names))
+    )
+    # Every custom metric line a healthy run feeds has data under exactly those dimensions.
+    only_on_failure = {"ApiErrors", "RecordsFailed"}
+    start = cloud.monitoring.started_at
+    for namespace, metric, dimensions, _ in metric_lines(body):
+        if namespace != NAMESPACE or metric in only_on_failure:
+            continue
+        if metric == "RecordsQuarantined" and dimensions.get("Step") == "load":
+            continue
+        response = cloudwatch.get_metric_data(
+            MetricDataQueries=[
+                {
+                    "Id": "q",
+                    "MetricStat": {
+                        "Metric": {
+                            "Namespace": namespace,
+                            "MetricName": metric,
+                            "Dimensions": dimension_list(dimensions),
+                        },
+                        "Period": 3600,
+                        "Stat": "SampleCount",
+                    },
+                }
+            ],
+            StartTime=start - timedelta(minutes=1),
+            EndTime=datetime.now(UTC) + timedelta(minutes=1),
+        )
+        assert response["MetricDataResults"][0]["Values"], (metric, dimensions)
+
+
+# -- structured logs ----------------------------------------------------------------------------
+
+
+def test_logs_are_json_and_correlate_pages_with_stored_records(
+    cloud: LocalCloud, first_run: FirstRun
+) -> None:
+    run_id = first_run.report.run_id
+    lines = [json.loads(line) for line in cloud.log_path.read_text().splitlines()]
+    assert lines
+    for line in lines:
+        assert {"level", "message", "timestamp", "service"} <= set(line)
+    published = {
+        line["page_id"]: line
+        for line in lines
+        if line["message"] == "page published" and line.get("run_id") == run_id
+    }
+    assert len(published) == 9
+    for page_id, line in published.items():
+        assert re.fullmatch(rf"{re.escape(run_id)}/{line['entity']}/p\d+", page_id)
+        assert line["step"] == "ingest"
+    written: dict[str, int] = {}
+    for line in lines:
+        if line["message"] != "batch loaded":
+            continue
+        assert line["step"] == "load"
+        for page_id, counts in line["pages"].items():
+            if page_id.startswith(f"{run_id}/"):
+                assert page_id in published
+                written[page_id] = written.get(page_id, 0) + counts.get("written.dynamodb", 0)
+    assert written == {page_id: line["items"] for page_id, line in published.items()}
+    text = cloud.log_path.read_text()
+    emails = [row["email"] for row in cloud.stored_items("dynamodb", "users")]
+    assert emails
+    assert not any(email in text for email in emails), "a payload field reached the logs"
+
+
+# -- the health report --------------------------------------------------------------------------
+
+
+class _Images(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[dict[str, str | None]] = []
+        self.status: dict[str, str | None] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if tag == "img":
+            self.images.append(attributes)
+        if attributes.get("id") == "image-status":
+            self.status = attributes
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    raise AssertionError("headless Chromium is needed: apt-get install -y chromium")
+
+
+def test_the_report_renders_every_chart_in_chromium(
+    cloud: LocalCloud, first_run: FirstRun, tmp_path: Path
+) -> None:
+    index = write_report(cloud, tmp_path / "report")
+    profile = tmp_path / "chromium-profile"
+    profile.mkdir()
+    result = subprocess.run(
+        [
+            chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            index.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    page = _Images()
+    page.feed(result.stdout)
+    charts = len(list((tmp_path / "report" / "charts").glob("*.png")))
+    widgets = sum(
+        1
+        for widget in json.loads(
+            aws.client("cloudwatch").get_dashboard(DashboardName=f"{PREFIX}-pipeline")[
+                "DashboardBody"
+            ]
+        )["widgets"]
+        if widget["type"] == "metric"
+    )
+    assert len(page.images) == charts == widgets + 2  # + runs over time, alarm states
+    assert all(image["data-loaded"] == "true" for image in page.images), page.images
+    assert page.status["data-images"] == page.status["data-loaded"] == str(charts)
+    assert first_run.report.run_id in result.stdout
+    assert alarm_name("pipeline-stale") in result.stdout
+    health = json.loads((tmp_path / "report" / "health.json").read_text())
+    assert {run["run_id"] for run in health["runs"]} >= {first_run.report.run_id}
+
+
+# -- clouds of their own ------------------------------------------------------------------------
+
+
+def test_a_broken_load_with_poison_records_raises_its_alarms(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("simulated bug in the load function")
+
+    monkeypatch.setattr("chalicelib.handlers.process_batch", broken)
+    faults = FaultInjector({"poison": 0.15}, seed=2)
+    with (
+        FakeApiServer(records=20, seed=2, faults=faults) as api,
+        LocalCloud(tmp_path / "state", api_url=api.url, extra_env=FAST_RETRIES) as local,
+    ):
+        report = local.run()
+
+    quarantined = sum(c["quarantined"] for c in report.entities.values())
+    assert report.status == "failed"
+    assert quarantined == faults.injected["poison"] > 0
+    assert report.metrics["RecordsQuarantined"] == quarantined
+    assert report.metrics["QuarantineBacklog"] == quarantined
+    assert report.metrics["ReconciliationDifference"] == sum(  # nothing was stored
+        c["fetched"] - c["quarantined"] for c in report.entities.values()
+    )
+    assert report.metrics["RunFailed"] == 1
+    assert "Freshness" not in report.metrics  # never succeeded: its age is unknown
+    for slug in (
+        "quarantine-not-empty",
+        "reconciliation-mismatch",
+        "run-failed",
+        "load-errors",
+        "pipeline-stale",
+    ):
+        assert report.alarms[alarm_name(slug)] == "ALARM", slug
+    assert report.alarms[alarm_name("ingest-errors")] == "OK"
+
+
+def test_an_api_outage_raises_ingest_errors(tmp_path: Path) -> None:
+    down = f"http://127.0.0.1:{free_port()}"
+    with LocalCloud(
+        tmp_path / "state",
+        api_url=down,
+        extra_env={**FAST_RETRIES, "PIPELINE_MAX_RETRIES": "1"},
+    ) as local:
+        report = local.run()
+        resources = local.monitoring.resources
+        assert resources is not None
+        retries = retries_by_status(local, resources.entities)
+
+    assert report.status == "failed"
+    assert report.metrics["ApiErrors"] == 3  # one per resource
+    assert report.metrics["ApiRetries"] == 3  # one retry each before giving up
+    assert retries == {"connection": 3.0}
+    assert report.alarms[alarm_name("ingest-errors")] == "ALARM"
+    assert report.alarms[alarm_name("run-failed")] == "ALARM"
+    assert report.alarms[alarm_name("load-errors")] == "OK"
+
+
+def retries_by_status(local: LocalCloud, entities: tuple[str, ...]) -> dict[str, float]:
+    found: dict[str, float] = {}
+    cloudwatch = aws.client("cloudwatch")
+    for status in ("connection", "timeout", "429", "503"):
+        queries = [
+            {
+                "Id": f"e{index}",
+                "MetricStat": {
+                    "Metric": {
+                        "Namespace": NAMESPACE,
+                        "MetricName": "ApiRetries",
+                        "Dimensions": dimension_list(
+                            {"Pipeline": PREFIX, "Entity": entity, "Status": status}
+                        ),
+                    },
+                    "Period": 3600,
+                    "Stat": "Sum",
+                },
+            }
+            for index, entity in enumerate(entities)
+        ]
+        response = cloudwatch.get_metric_data(
+            MetricDataQueries=queries,
+            StartTime=local.monitoring.started_at - timedelta(minutes=1),
+            EndTime=datetime.now(UTC) + timedelta(minutes=1),
+        )
+        value = sum(sum(r["Values"]) for r in response["MetricDataResults"])
+        if value:
+            found[status] = value
+    return found
