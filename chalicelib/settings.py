@@ -54,6 +54,26 @@ class Settings(BaseSettings):
     )
     sinks: str = Field(default="dynamodb", description="Comma list of sinks the load writes")
 
+    ingest_stop_margin_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="Seconds before the Lambda timeout at which the ingest checkpoints, stops "
+        "and continues in a new invocation",
+    )
+    ingest_max_invocations: int = Field(
+        default=24, ge=1, description="Invocations one run may use before it is declared failed"
+    )
+    reconcile_schedule: str = Field(
+        default="rate(15 minutes)",
+        description="EventBridge schedule of the reconciliation of finished runs (read at deploy)",
+    )
+    reconcile_grace_s: int = Field(
+        default=7 * 3600,
+        ge=0,
+        description="Seconds after its start within which a run may still balance; after it, "
+        "an unbalanced run is declared failed (more than the mapping's maximum record age)",
+    )
+
     @property
     def resource_list(self) -> list[str]:
         return [name.strip() for name in self.resources.split(",") if name.strip()]

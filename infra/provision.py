@@ -13,6 +13,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib import aws
+from chalicelib.failures import failure_queue_name
 from chalicelib.settings import Settings
 
 TABLE_KEYS: dict[str, list[tuple[str, str, str]]] = {
@@ -21,6 +22,8 @@ TABLE_KEYS: dict[str, list[tuple[str, str, str]]] = {
     "tracks": [("id", "N", "HASH")],
     "listen_history": [("user_id", "N", "HASH"), ("created_at", "S", "RANGE")],
     "runs": [("run_id", "S", "HASH")],
+    # the ingest's per-page ledger of published keys (reconciliation, resumable ingestion)
+    "run-pages": [("run_id", "S", "HASH"), ("page_id", "S", "RANGE")],
 }
 
 
@@ -31,6 +34,8 @@ class Provisioned:
     stream_arn: str = ""
     tables: dict[str, str] = field(default_factory=dict)
     bucket: str = ""
+    failure_queue_url: str = ""
+    failure_queue_arn: str = ""
     created: list[str] = field(default_factory=list)
 
 
@@ -43,6 +48,9 @@ def provision(settings: Settings, shard_count: int = 2) -> Provisioned:
         result.tables[suffix] = name
     ensure_bucket(settings.quarantine_bucket, result)
     result.bucket = settings.quarantine_bucket
+    result.failure_queue_url, result.failure_queue_arn = ensure_queue(
+        failure_queue_name(settings), result
+    )
     return result
 
 
@@ -107,3 +115,27 @@ def ensure_bucket(name: str, result: Provisioned) -> None:
         },
     )
     result.created.append(f"s3 bucket {name}")
+
+
+def ensure_queue(name: str, result: Provisioned) -> tuple[str, str]:
+    """The load mapping's on-failure destination; messages kept 14 days (the maximum)."""
+    sqs = aws.client("sqs")
+    try:
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    except ClientError as error:
+        if error.response["Error"]["Code"] not in (
+            "AWS.SimpleQueueService.NonExistentQueue",
+            "QueueDoesNotExist",
+        ):
+            raise
+        url = sqs.create_queue(
+            QueueName=name,
+            Attributes={
+                "MessageRetentionPeriod": str(14 * 24 * 3600),
+                "SqsManagedSseEnabled": "true",
+            },
+        )["QueueUrl"]
+        result.created.append(f"sqs queue {name}")
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+    arn = attributes["Attributes"]["QueueArn"]
+    return str(url), str(arn)

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from localcloud.chaos import FAULTS, Chaos, ChaosSpecError
 from localcloud.stack import LocalCloud, RunReport
 
 
@@ -52,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="where logs of the run are kept (default: a new folder under .localcloud/)",
     )
+    run.add_argument(
+        "--chaos",
+        metavar="SPEC",
+        help="inject faults: `all` or a comma list of NAME or NAME=probability, NAME in "
+        f"{', '.join(FAULTS)}; api-* and poison only with the built-in API",
+    )
     return parser
 
 
@@ -66,6 +73,13 @@ def command_run(args: argparse.Namespace) -> int:
     if args.records < 0:
         print("--records must be >= 0", file=sys.stderr)
         return 2
+    chaos = None
+    if args.chaos:
+        try:
+            chaos = Chaos.from_spec(args.chaos, seed=args.seed, fake_api=args.api_url is None)
+        except ChaosSpecError as error:
+            print(f"--chaos: {error}", file=sys.stderr)
+            return 2
     Path(".localcloud").mkdir(exist_ok=True)
     state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="run-", dir=".localcloud"))
     console = Console(stderr=args.json)
@@ -75,6 +89,7 @@ def command_run(args: argparse.Namespace) -> int:
         records=args.records,
         seed=args.seed,
         shard_count=args.shards,
+        chaos=chaos,
     )
     with cloud:
         if args.json:
@@ -146,6 +161,9 @@ def _print_report(console: Console, report: RunReport, cloud: LocalCloud) -> Non
             row += [str(counts["written"].get(sink, 0)), str(counts["stored"].get(sink, 0))]
         table.add_row(*row)
     console.print(table)
+    if report.chaos is not None:
+        injected = ", ".join(f"{name} x{times}" for name, times in report.chaos.items())
+        console.print(f"chaos injected: {injected}")
     colour = "green" if report.status == "succeeded" else "red"
     console.print(
         f"[{colour} bold]{report.status}[/] in {report.timings['pipeline_s']:.1f} s "
