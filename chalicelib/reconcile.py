@@ -270,11 +270,12 @@ class Reconciler:
     def reconcile_pending(
         self, grace_s: float, now: datetime | None = None
     ) -> list[Reconciliation]:
-        """Reconcile every run that is not settled; give up on those older than `grace_s`."""
+        """Reconcile every run that is not settled; give up on those older than `grace_s`
+        (counted from their start, or from their last redrive)."""
         moment = now or datetime.now(UTC)
         results = []
-        for run_id, started_at in self._unsettled_runs():
-            age_s = (moment - _as_utc(started_at)).total_seconds()
+        for run_id, since in self._unsettled_runs():
+            age_s = (moment - _as_utc(since)).total_seconds()
             results.append(self.reconcile(run_id, final=age_s > grace_s))
         return results
 
@@ -282,12 +283,17 @@ class Reconciler:
         paginator = self.manifests.client.get_paginator("scan")
         for response in paginator.paginate(
             TableName=self.manifests.table_name,
-            ProjectionExpression="run_id, started_at, #s",
+            ProjectionExpression="run_id, started_at, redriven_at, #s",
             ExpressionAttributeNames={"#s": "status"},
         ):
             for item in response.get("Items", []):
                 if item.get("status", {}).get("S") not in SETTLED:
-                    yield item["run_id"]["S"], item.get("started_at", {}).get("S", "")
+                    since = max(
+                        item.get("started_at", {}).get("S", ""),
+                        item.get("redriven_at", {}).get("S", ""),
+                        key=lambda value: _as_utc(value) if value else _as_utc("1970-01-01"),
+                    )
+                    yield item["run_id"]["S"], since
 
 
 def _as_utc(value: str) -> datetime:

@@ -22,6 +22,7 @@ from chalicelib.stream import KinesisPublisher
 
 if TYPE_CHECKING:
     from chalicelib.reconcile import Reconciler
+    from chalicelib.redrive import Redriver
 
 
 def manifests(settings: Settings) -> RunManifests:
@@ -42,6 +43,26 @@ def reconciler(settings: Settings) -> Reconciler:
         quarantine=quarantine(settings),
         sinks=build_sinks(settings),
         manifests=manifests(settings),
+    )
+
+
+def redriver(settings: Settings) -> Redriver:
+    from chalicelib.failures import failure_queue_name
+    from chalicelib.redrive import Redriver
+
+    sqs = aws.client("sqs")
+    return Redriver(
+        publisher=KinesisPublisher(
+            client=aws.client("kinesis"),
+            stream_name=settings.stream_name,
+            max_attempts=settings.put_records_max_attempts,
+            backoff_s=settings.put_records_backoff_s,
+        ),
+        quarantine=quarantine(settings),
+        manifests=manifests(settings),
+        sqs=sqs,
+        kinesis=aws.client("kinesis"),
+        failure_queue_url=sqs.get_queue_url(QueueName=failure_queue_name(settings))["QueueUrl"],
     )
 
 

@@ -59,6 +59,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="inject faults: `all` or a comma list of NAME or NAME=probability, NAME in "
         f"{', '.join(FAULTS)}; api-* and poison only with the built-in API",
     )
+    redrive = commands.add_parser(
+        "redrive",
+        help="re-publish quarantined records and failed batches (against AWS_ENDPOINT_URL/AWS)",
+        description=(
+            "Re-validate quarantined records and re-publish those that pass; read the batches "
+            "described in the load trigger's on-failure queue back from the stream and "
+            "re-publish them. Works against the AWS endpoint of the environment (AWS, "
+            "LocalStack, a moto server) with the names of --stage from .chalice/config.json; "
+            "PIPELINE_* variables already set win. Exits 1 when something could not be redriven."
+        ),
+    )
+    redrive.add_argument("--stage", default="local", help="stage whose names to use (local)")
+    redrive.add_argument("--run-id", help="only records of this run (quarantine only)")
+    redrive.add_argument("--entity", help="only records of this entity (quarantine only)")
+    redrive.add_argument(
+        "--source",
+        choices=("all", "quarantine", "failures"),
+        default="all",
+        help="what to redrive (all)",
+    )
+    redrive.add_argument(
+        "--dry-run", action="store_true", help="count what would be redriven; change nothing"
+    )
+    redrive.add_argument("--json", action="store_true", help="print only a JSON report")
     return parser
 
 
@@ -66,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return command_run(args)
+    if args.command == "redrive":
+        return command_redrive(args)
     return 2  # pragma: no cover - argparse enforces the command
 
 
@@ -171,3 +197,39 @@ def _print_report(console: Console, report: RunReport, cloud: LocalCloud) -> Non
     )
     for error in report.errors:
         console.print(f"[red]- {error}[/]")
+
+
+def command_redrive(args: argparse.Namespace) -> int:
+    """`python -m localcloud redrive`: the redrive code of `chalicelib`, run by an operator."""
+    import os
+
+    from chalicelib import wiring
+    from chalicelib.redrive import RedriveReport, new_redrive_id
+    from localcloud.stack import stage_environment
+
+    for name, value in stage_environment(args.stage).items():
+        os.environ.setdefault(name, value)
+    wiring.reset()
+    from chalicelib.settings import get_settings
+
+    settings = get_settings()
+    report = RedriveReport(new_redrive_id(), dry_run=args.dry_run)
+    redriver = wiring.redriver(settings)
+    if args.source in ("all", "quarantine"):
+        redriver.redrive_quarantine(report, run_id=args.run_id, entity=args.entity)
+    if args.source in ("all", "failures"):
+        redriver.redrive_failures(report)
+    summary = report.as_dict()
+    if args.json:
+        sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        console = Console()
+        console.print(f"[bold]{report.redrive_id}[/]{' (dry run)' if args.dry_run else ''}")
+        for entity, counts in summary["quarantine"].items():
+            console.print(f"quarantine {entity}: {counts}")
+        console.print(f"on-failure queue: {summary['failures'] or 'empty'}")
+        for line in summary["still_invalid"]:
+            console.print(f"[yellow]still invalid[/] {line}")
+        if report.runs:
+            console.print(f"runs to reconcile again: {', '.join(sorted(report.runs))}")
+    return 0 if not report.still_invalid and not report.failures.get("expired") else 1

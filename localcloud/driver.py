@@ -62,6 +62,8 @@ class ShardProgress:
     stuck_at: str | None = None
     """First sequence number of the records given up on (sent to the on-failure destination)."""
     error: str | None = None
+    last_sequence: str | None = None
+    """The mapping's position: a later `run()` continues after it (the mapping's checkpoint)."""
 
 
 @dataclass
@@ -115,7 +117,7 @@ class KinesisEventSourceMapping:
         threads = []
         for shard in shards:
             shard_id = shard["ShardId"]
-            self.progress[shard_id] = ShardProgress(shard_id)
+            self.progress.setdefault(shard_id, ShardProgress(shard_id))
             thread = threading.Thread(
                 target=self._consume_safely,
                 args=(shard_id, producer_done),
@@ -136,7 +138,12 @@ class KinesisEventSourceMapping:
             self.progress[shard_id].error = f"{type(error).__name__}: {error}"
 
     def _consume(self, shard_id: str, producer_done: threading.Event) -> None:
-        iterator = self._iterator(shard_id, "TRIM_HORIZON")
+        position = self.progress[shard_id].last_sequence
+        iterator = (
+            self._iterator(shard_id, "AFTER_SEQUENCE_NUMBER", position)
+            if position
+            else self._iterator(shard_id, "TRIM_HORIZON")
+        )
         while True:
             done_before_poll = producer_done.is_set()
             response = self.kinesis.get_records(
@@ -150,6 +157,7 @@ class KinesisEventSourceMapping:
                 time.sleep(self.idle_poll_s)
                 continue
             self.deliver(records, shard_id)
+            self.progress[shard_id].last_sequence = records[-1]["SequenceNumber"]
 
     def deliver(self, records: list[dict[str, Any]], shard_id: str) -> None:
         """Hand one polled batch to the handler until it is processed or given up on."""

@@ -24,6 +24,7 @@ import orjson
 from chalicelib import aws, wiring
 from chalicelib.contract import ENTITIES, entity_key
 from chalicelib.progress import run_id_for_event
+from chalicelib.redrive import RedriveReport, new_redrive_id
 from chalicelib.settings import Settings, get_settings
 from chalicelib.telemetry import SERVICE
 from infra.event_source import KinesisEventSourceSettings
@@ -129,6 +130,8 @@ class LocalCloud:
         self.extra_env = {**(chaos.environment() if chaos else {}), **(extra_env or {})}
         self.chaos = chaos
         self.event_source = event_source
+        self.positions: dict[str, str] = {}
+        """Where the load trigger stopped on each shard: the next drain continues there."""
         self.moto = MotoServer(state_dir / "moto.log")
         self.fake_api: FakeApiServer | None = None
         self.provisioned: Provisioned | None = None
@@ -273,21 +276,13 @@ class LocalCloud:
             wiring.load_dependencies()  # builds the sinks, hence PynamoDB's clients, to hook
             chaos.attach(self._aws_clients())
             load_handler = chaos.wrap_load(app.load, lambda: chaos.attach(self._aws_clients()))
-        mapping = KinesisEventSourceMapping(
-            kinesis=aws.client("kinesis"),
-            stream_name=settings.stream_name,
-            stream_arn=self.provisioned.stream_arn,
-            handler=load_handler,
-            region=REGION,
-            settings=self.mapping_settings(),
-            sqs=aws.client("sqs"),
-            destination_url=self.provisioned.failure_queue_url,
-        )
+        mapping = self._mapping(load_handler)
         producer = threading.Thread(target=fire_schedule, name="ingest", daemon=True)
         producer.start()
         try:
             shards = mapping.run(producer_done)
             producer.join()
+            self._remember_positions(shards)
         finally:
             if chaos is not None:
                 chaos.detach()
@@ -304,6 +299,48 @@ class LocalCloud:
             "pipeline_s": round(pipeline_s, 3),
         }
         return report
+
+    def _mapping(self, handler: Any) -> KinesisEventSourceMapping:
+        """The load trigger, continuing where the previous drain stopped."""
+        assert self.provisioned is not None
+        return KinesisEventSourceMapping(
+            kinesis=aws.client("kinesis"),
+            stream_name=self.settings.stream_name,
+            stream_arn=self.provisioned.stream_arn,
+            handler=handler,
+            region=REGION,
+            settings=self.mapping_settings(),
+            sqs=aws.client("sqs"),
+            destination_url=self.provisioned.failure_queue_url,
+            progress={
+                shard_id: ShardProgress(shard_id, last_sequence=sequence)
+                for shard_id, sequence in self.positions.items()
+            },
+        )
+
+    def _remember_positions(self, shards: dict[str, ShardProgress]) -> None:
+        for shard_id, shard in shards.items():
+            if shard.last_sequence:
+                self.positions[shard_id] = shard.last_sequence
+
+    def redrive(
+        self, run_id: str, *, sources: tuple[str, ...] = ("quarantine", "failures")
+    ) -> tuple[RedriveReport, RunReport]:
+        """Redrive what `run_id` set aside (the code an operator runs against AWS), drain the
+        stream again (without chaos) and reconcile the run anew."""
+        import app
+
+        report = RedriveReport(new_redrive_id())
+        redriver = wiring.redriver(self.settings)
+        if "quarantine" in sources:
+            redriver.redrive_quarantine(report, run_id=run_id)
+        if "failures" in sources:
+            redriver.redrive_failures(report)
+        drained = threading.Event()
+        drained.set()
+        shards = self._mapping(app.load).run(drained)
+        self._remember_positions(shards)
+        return report, self._reconcile(run_id, {}, shards)
 
     def _aws_clients(self) -> list[Any]:
         """The pipeline's AWS clients: boto3's cached ones and PynamoDB's (chaos hooks them)."""
