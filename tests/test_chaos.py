@@ -37,7 +37,9 @@ Dump = dict[str, list[dict[str, Any]]]
 
 def read_dump(directory: Path) -> Dump:
     return {
-        str(path.relative_to(directory)): [orjson.loads(line) for line in path.read_bytes().splitlines()]
+        str(path.relative_to(directory)): [
+            orjson.loads(line) for line in path.read_bytes().splitlines()
+        ]
         for path in sorted(directory.rglob("*.jsonl"))
         if path.name != "quarantine.jsonl"
     }

@@ -167,9 +167,9 @@ def test_an_unknown_item_identifier_fails_the_whole_batch(stream: Stream) -> Non
 
 def test_the_failure_message_has_the_shape_aws_sends(stream: Stream) -> None:
     handler = ScriptedHandler(poison={0}, mode="raise")
-    stream.mapping(
-        handler, bisect_batch_on_function_error=False, maximum_retry_attempts=0
-    ).deliver(stream.records, stream.shard_id)
+    stream.mapping(handler, bisect_batch_on_function_error=False, maximum_retry_attempts=0).deliver(
+        stream.records, stream.shard_id
+    )
     body = stream.sqs.receive_message(QueueUrl=stream.queue_url)["Messages"][0]["Body"]
     document = orjson.loads(body)
     assert set(document) == {

@@ -124,9 +124,7 @@ def test_a_crash_after_publishing_repeats_only_unchecked_pages(pipeline: str) ->
         with pytest.raises(RuntimeError, match="Lambda timeout"):
             run_ingest(wiring.ingest_dependencies(), run_id=run_id)
     finally:
-        dynamodb.meta.events.unregister(
-            "before-call.dynamodb.UpdateItem", die_at_second_checkpoint
-        )
+        dynamodb.meta.events.unregister("before-call.dynamodb.UpdateItem", die_at_second_checkpoint)
     assert manifest(run_id)["ingest_status"] == "running"
 
     run_ingest(wiring.ingest_dependencies(), run_id=run_id)
