@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint typecheck check clean
+.PHONY: help venv run test lint typecheck check clean security
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -33,7 +33,11 @@ lint: $(STAMP) ## ruff
 typecheck: $(STAMP) ## mypy
 	$(BIN)/mypy
 
-check: lint typecheck test ## everything CI runs
+security: $(STAMP) ## bandit on the code, pip-audit on the installed dependencies
+	$(BIN)/bandit -q -c pyproject.toml -r .
+	$(BIN)/pip-audit --progress-spinner off
+
+check: lint typecheck security test ## everything CI runs
 
 clean: ## remove the virtual environment and local state
 	rm -rf $(VENV) .localcloud .pytest_cache .mypy_cache .ruff_cache

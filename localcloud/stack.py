@@ -37,6 +37,8 @@ from localcloud.services import MotoServer
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
+MOTO_CREDENTIAL = "testing"
+"""moto accepts any credentials; these are not a secret."""
 
 ProgressCallback = Callable[[str, str, int, int | None], None]
 """(step, entity, count, total) -> None; step is "fetched" or "loaded"."""
@@ -184,8 +186,8 @@ class LocalCloud:
         environment.update(
             {
                 "AWS_ENDPOINT_URL": self.moto.url,
-                "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_ACCESS_KEY_ID": MOTO_CREDENTIAL,
+                "AWS_SECRET_ACCESS_KEY": MOTO_CREDENTIAL,
                 "AWS_DEFAULT_REGION": REGION,
                 "AWS_REGION": REGION,
                 "PIPELINE_API_URL": api_url,
