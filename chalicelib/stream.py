@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
+from botocore.exceptions import ClientError
 
 from chalicelib.contract import SCHEMA_VERSION, Envelope
 
@@ -23,6 +24,10 @@ if TYPE_CHECKING:
 
 MAX_RECORDS_PER_CALL: Final = 500
 MAX_BYTES_PER_CALL: Final = 5 * 1024 * 1024
+THROTTLING_ERRORS: Final = frozenset(
+    {"ProvisionedThroughputExceededException", "ThrottlingException", "LimitExceededException"}
+)
+"""Errors of a whole PutRecords call that the publisher retries like failed records."""
 MAX_BYTES_PER_RECORD: Final = 1024 * 1024
 """Kinesis counts the partition key and the data blob against the 1 MiB record limit."""
 
@@ -127,10 +132,15 @@ class KinesisPublisher:
 
     def _put_once(self, batch: Sequence[OutgoingRecord]) -> list[OutgoingRecord]:
         """One PutRecords call; returns the records that failed and must be retried."""
-        response = self.client.put_records(
-            StreamName=self.stream_name,
-            Records=[{"Data": r.data, "PartitionKey": r.partition_key} for r in batch],
-        )
+        try:
+            response = self.client.put_records(
+                StreamName=self.stream_name,
+                Records=[{"Data": r.data, "PartitionKey": r.partition_key} for r in batch],
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] not in THROTTLING_ERRORS:
+                raise
+            return list(batch)  # still throttled after botocore's retries: back off, resend
         self.stats.calls += 1
         failed: list[OutgoingRecord] = []
         for record, result in zip(batch, response["Records"], strict=True):
