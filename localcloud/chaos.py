@@ -265,8 +265,8 @@ class PostgresDisconnect(Fault):
     description = "the PostgreSQL server drops the sink's connections"
 
     def install(self, chaos: Chaos) -> None:
-        if chaos.postgres_dsn:
-            chaos.before_load.append(lambda: self.maybe_disconnect(chaos.postgres_dsn))
+        # the DSN is read at each invocation: the local cloud sets it once PostgreSQL is up
+        chaos.before_load.append(lambda: self.maybe_disconnect(chaos.postgres_dsn))
 
     def maybe_disconnect(self, dsn: str | None) -> int:
         if not dsn or not self.decide():

@@ -157,6 +157,10 @@ class LocalCloud:
                 self.fake_api.start()
                 api_url = self.fake_api.url
             self._apply_environment(api_url)
+            # TODO(lead, at the merge with the PostgreSQL sink): once the embedded PostgreSQL
+            # is up, give chaos its DSN so that `postgres-disconnect` is injected:
+            #     if self.chaos is not None: self.chaos.postgres_dsn = <the sink's DSN>
+            # (an admin DSN of the sink's database; see localcloud/chaos.PostgresDisconnect).
             self.provisioned = provision(self.settings, shard_count=self.shard_count)
             self._route_logs()
         except BaseException:

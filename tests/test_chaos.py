@@ -8,19 +8,24 @@ opportunities; the stores must then end exactly as in a clean run of the same da
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
+import boto3
 import orjson
 import pytest
 
-from chalicelib.contract import ENTITIES, entity_key
+from chalicelib import wiring
+from chalicelib.contract import ENTITIES, Envelope, entity_key
+from chalicelib.settings import get_settings
+from chalicelib.sinks.dynamodb import UserRow
+from chalicelib.stream import KinesisPublisher, OutgoingRecord
+from infra.provision import provision
 from localcloud import cli
 from localcloud.chaos import FAULTS, Chaos, ChaosSpecError, parse_spec
 from localcloud.fakeapi import FakeApiServer, FaultInjector, generate_item
 from localcloud.stack import LocalCloud, RunReport
-
-pytestmark = pytest.mark.e2e
 
 RECORDS = 120
 SEED = 7
@@ -84,6 +89,7 @@ def test_cli_rejects_a_bad_spec(capsys: pytest.CaptureFixture[str]) -> None:
     assert "unknown fault" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "spec",
     [
@@ -127,6 +133,7 @@ def expected_without_poison(clean: Dump, chaos: Chaos) -> tuple[Dump, int]:
     return expected, poisoned_total
 
 
+@pytest.mark.e2e
 def test_poison_is_quarantined_and_the_rest_stored(clean: Dump, tmp_path: Path) -> None:
     chaos = Chaos.from_spec("poison=0.05", seed=1)
     report, dump, directory = run_cloud(tmp_path, chaos)
@@ -143,6 +150,7 @@ def test_poison_is_quarantined_and_the_rest_stored(clean: Dump, tmp_path: Path) 
     assert all("payload" in line for line in lines)
 
 
+@pytest.mark.e2e
 def test_all_faults_at_once(clean: Dump, tmp_path: Path) -> None:
     chaos = Chaos.from_spec("all", seed=1)
     report, dump, _ = run_cloud(tmp_path, chaos)
@@ -155,6 +163,7 @@ def test_all_faults_at_once(clean: Dump, tmp_path: Path) -> None:
         assert report.chaos[name] > 0
 
 
+@pytest.mark.e2e
 def test_cli_chaos_with_an_external_api(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with FakeApiServer(records=60, seed=2) as api:
         code = cli.main(
@@ -176,3 +185,56 @@ def test_cli_chaos_with_an_external_api(tmp_path: Path, capsys: pytest.CaptureFi
     assert summary["chaos"]["api-5xx"] == 0  # lives in the built-in API: not injected
     assert summary["chaos"]["duplicate-delivery"] > 0
     assert summary["status"] == "succeeded"
+
+
+@pytest.fixture
+def tables(aws_env: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    prefix = f"hooks-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("PIPELINE_TABLE_PREFIX", prefix)
+    monkeypatch.setenv("PIPELINE_STREAM_NAME", f"{prefix}-events")
+    monkeypatch.setenv("PIPELINE_QUARANTINE_BUCKET", f"{prefix}-quarantine")
+    wiring.reset()
+    provision(get_settings(), shard_count=1)
+    return prefix
+
+
+def test_dynamodb_faults_reach_pynamodb_and_are_absorbed(tables: str) -> None:
+    """A throttled call is retried by botocore; unprocessed items are resent by PynamoDB."""
+    sink = wiring.load_dependencies().sinks[0]
+    chaos = Chaos({"dynamodb-throttle": 0.3}, seed=2)
+    chaos.attach([UserRow._get_connection().connection.client])
+    try:
+        items = [generate_item("users", index, 50, 0) for index in range(50)]
+        envelopes = [
+            Envelope(entity="users", run_id="r", fetched_at="2026-01-01T00:00:00", item=item)
+            for item in items
+        ]
+        written = sink.write("users", envelopes)
+    finally:
+        chaos.detach()
+    assert chaos.counts()["dynamodb-throttle"] > 0
+    assert len(written) == 50
+    assert sink.count("users") == 50
+
+
+def test_kinesis_partial_failures_are_faithful(tables: str) -> None:
+    """Records reported failed were not written: after the publisher's resends each record
+    is in the stream exactly once."""
+    kinesis = boto3.client("kinesis")
+    chaos = Chaos({"kinesis-partial": 1.0}, seed=3)
+    chaos.attach([kinesis])
+    publisher = KinesisPublisher(kinesis, get_settings().stream_name, sleep=lambda _: None)
+    try:
+        for index in range(40):
+            publisher.add(OutgoingRecord(f"users:{index}", b"{}", "users"))
+        publisher.flush()
+    finally:
+        chaos.detach()
+    assert chaos.counts()["kinesis-partial"] > 0
+    assert publisher.stats.failed_attempts > 0
+    shard = kinesis.list_shards(StreamName=get_settings().stream_name)["Shards"][0]["ShardId"]
+    iterator = kinesis.get_shard_iterator(
+        StreamName=get_settings().stream_name, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    keys = [r["PartitionKey"] for r in kinesis.get_records(ShardIterator=iterator)["Records"]]
+    assert sorted(keys) == sorted(f"users:{index}" for index in range(40))

