@@ -167,9 +167,7 @@ def run_ingest(
             else None
         )
         try:
-            finished = _ingest_resource(
-                deps, result.run_id, resource, counts, checkpoint, deadline
-            )
+            finished = _ingest_resource(deps, result.run_id, resource, counts, checkpoint, deadline)
         except (SourceError, PublishError) as error:
             finished = True
             counts.error = str(error)

@@ -366,6 +366,7 @@ class ProducerTimeout(Fault):
     _armed: str | None = None
     _countdown: int = 0
     _planned: int = 0
+    _context: ShortLivedContext | None = None
 
     def install(self, chaos: Chaos) -> None:
         chaos.hook("kinesis", "before-call.kinesis.PutRecords", self._maybe_die_at_put)
@@ -373,8 +374,13 @@ class ProducerTimeout(Fault):
         chaos.ingest_context = self.context_for
 
     def context_for(self, number: int, function_name: str, region: str) -> LambdaContext:
-        self._armed = None
         with self._lock:
+            unfired = self._armed is not None or (
+                self._context is not None and not self._context.expired
+            )
+            if unfired:  # the last cut-off never happened: it does not count against the limit
+                self._planned -= 1
+            self._armed, self._context = None, None
             eligible = self.probability > 0 and self._planned < self.max_per_run
             inject = eligible and (self._planned == 0 or self._rng.random() < self.probability)
             if inject:
@@ -384,7 +390,8 @@ class ProducerTimeout(Fault):
         if not inject:
             return LambdaContext(function_name, region=region)
         if mode == "deadline":
-            return ShortLivedContext(function_name, region, checks=countdown + 1, fault=self)
+            self._context = ShortLivedContext(function_name, region, countdown + 1, self)
+            return self._context
         self._armed, self._countdown = mode, countdown
         return LambdaContext(function_name, region=region)
 
