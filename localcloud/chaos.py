@@ -355,7 +355,8 @@ class ProducerTimeout(Fault):
     Two ways, drawn per injection: its context runs out of time after a few pages (the ingest
     stops cleanly and continues in a new invocation), or its process dies at a PutRecords call
     or at a checkpoint write (Lambda's async retry re-invokes it). At most `max_per_run`
-    cut-offs per run, so that the run can finish.
+    cut-offs per run, and never in the retry of a crashed invocation (Lambda retries an async
+    invocation twice only), so that the run can finish.
     """
 
     name = "producer-timeout"
@@ -367,6 +368,7 @@ class ProducerTimeout(Fault):
     _countdown: int = 0
     _planned: int = 0
     _context: ShortLivedContext | None = None
+    _crashed: bool = False
 
     def install(self, chaos: Chaos) -> None:
         chaos.hook("kinesis", "before-call.kinesis.PutRecords", self._maybe_die_at_put)
@@ -380,8 +382,10 @@ class ProducerTimeout(Fault):
             )
             if unfired:  # the last cut-off never happened: it does not count against the limit
                 self._planned -= 1
+            # never two crashes in a row: Lambda retries a crashed async invocation only twice
+            after_crash, self._crashed = self._crashed, False
             self._armed, self._context = None, None
-            eligible = self.probability > 0 and self._planned < self.max_per_run
+            eligible = self.probability > 0 and self._planned < self.max_per_run and not after_crash
             inject = eligible and (self._planned == 0 or self._rng.random() < self.probability)
             if inject:
                 self._planned += 1
@@ -402,6 +406,7 @@ class ProducerTimeout(Fault):
             self._countdown -= 1
             return
         self._armed = None
+        self._crashed = True
         self.count()
         raise SimulatedCrash(f"ingest function timed out (chaos: died at {mode})")
 
