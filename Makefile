@@ -16,7 +16,7 @@ LOCAL_AWS = env -u AWS_PROFILE -u AWS_SESSION_TOKEN \
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1}
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run report test lint typecheck check clean
+.PHONY: help venv run report test lint typecheck check clean security
 .PHONY: deploy deploy-local package destroy destroy-local invoke-local
 
 help: ## list the targets
@@ -46,7 +46,11 @@ lint: $(STAMP) ## ruff
 typecheck: $(STAMP) ## mypy
 	$(BIN)/mypy
 
-check: lint typecheck test ## everything CI runs
+security: $(STAMP) ## bandit on the code, pip-audit on the installed dependencies
+	$(BIN)/bandit -q -c pyproject.toml -r .
+	$(BIN)/pip-audit --progress-spinner off
+
+check: lint typecheck security test ## everything CI runs
 
 clean: ## remove the virtual environment and local state
 	rm -rf $(VENV) .localcloud .pytest_cache .mypy_cache .ruff_cache

@@ -32,3 +32,9 @@ def ingest(event: CloudWatchEvent) -> dict[str, Any]:
 def load(event: KinesisEvent) -> dict[str, Any]:
     """Write a batch of stream records into the stores, newest wins."""
     return handlers.handle_kinesis(event.to_dict(), event.context)
+
+
+@app.schedule(settings.reconcile_schedule, name="reconcile")
+def reconcile(event: CloudWatchEvent) -> dict[str, Any]:
+    """Mark finished runs succeeded (fetched = stored + quarantined) or failed, naming losses."""
+    return handlers.handle_reconcile(event.to_dict(), event.context)

@@ -9,22 +9,52 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib import wiring
+from chalicelib import aws, wiring
+from chalicelib.continuation import continue_in_new_invocation
 from chalicelib.ingest import run_ingest
 from chalicelib.load import process_batch
 from chalicelib.metrics import metrics
+from chalicelib.notify import publish_dataset_updated
+from chalicelib.progress import Deadline, run_id_for_event
+from chalicelib.settings import get_settings
 from chalicelib.telemetry import logger
 
 
 @metrics.log_metrics
 def handle_schedule(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """EventBridge scheduled event -> one ingestion run; returns the run summary."""
+    """EventBridge scheduled event -> one ingestion run; returns the run summary.
+
+    Every delivery of one event (Lambda's async retries, the run's own continuations) works on
+    the same run, resuming after its checkpoints.
+    """
     logger.info(
         "scheduled run fired",
         extra={"step": "ingest", "event_id": event.get("id"), "time": event.get("time")},
     )
-    result = run_ingest(wiring.ingest_dependencies())
+    deadline = Deadline(context, get_settings().ingest_stop_margin_s)
+    result = run_ingest(
+        wiring.ingest_dependencies(), run_id=run_id_for_event(event), deadline=deadline
+    )
+    if result.continuing:
+        continue_in_new_invocation(event, context)
     return result.as_dict()
+
+
+@metrics.log_metrics
+def handle_reconcile(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Scheduled: settle every run whose stream records should all be loaded by now."""
+    settings = get_settings()
+    results = wiring.reconciler(settings).reconcile_pending(settings.reconcile_grace_s)
+    for result in results:
+        if result.status == "succeeded":  # settled now: the next sweep will not see it again
+            publish_dataset_updated(
+                aws.client("events"),
+                settings.event_bus_name,
+                result.run_id,
+                result.status,
+                {name: balance.as_dict() for name, balance in result.entities.items()},
+            )
+    return {"runs": {result.run_id: result.status for result in results}}
 
 
 @metrics.log_metrics

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 UNATTRIBUTED_RUN = "unattributed"
 """Run id for stream records too broken to say which run produced them."""
 
+REDRIVEN_PREFIX = "redriven/"
+"""Where a redriven record's object moves (`redriven/<run_id>/<entity>/<origin>.json`), with
+the key and version it was re-published as: the reconciler then looks for it in the stores."""
+
 
 @dataclass(frozen=True, slots=True)
 class QuarantinedRecord:
@@ -61,6 +65,19 @@ class QuarantinedRecord:
         return f"{self.run_id}/{self.entity}/{self.origin}.json"
 
 
+@dataclass(frozen=True, slots=True)
+class RedriveMarker:
+    """A quarantined record that was re-published: what it became, and when."""
+
+    run_id: str
+    entity: str
+    origin: str
+    key_parts: list[Any] | None
+    updated_at: str | None
+    redrive_id: str
+    redriven_at: str
+
+
 class Quarantine:
     """Writes and lists quarantined records in one bucket."""
 
@@ -88,12 +105,70 @@ class Quarantine:
             raise
         return True
 
+    def replace(self, record: QuarantinedRecord) -> None:
+        """Overwrite a quarantined record: an operator's fix of its payload before a redrive."""
+        self.client.put_object(
+            Bucket=self.bucket,
+            Key=record.key,
+            Body=record.to_json(),
+            ContentType="application/json",
+        )
+
     def keys(self, run_id: str | None = None) -> Iterator[str]:
+        """Keys of quarantined records (of one run, or `<run_id>/<entity>`); not redriven ones."""
         paginator = self.client.get_paginator("list_objects_v2")
         prefix = f"{run_id}/" if run_id else ""
         for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
-                yield obj["Key"]
+                if not obj["Key"].startswith(REDRIVEN_PREFIX):
+                    yield obj["Key"]
+
+    def get(self, key: str) -> QuarantinedRecord:
+        body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        return QuarantinedRecord.from_json(body)
+
+    def mark_redriven(
+        self,
+        record: QuarantinedRecord,
+        *,
+        key_parts: list[Any] | None,
+        updated_at: str | None,
+        redrive_id: str,
+        redriven_at: str,
+    ) -> None:
+        """Move the record under `redriven/` with what it was re-published as."""
+        document = orjson.loads(record.to_json())
+        document["redriven"] = {
+            "key": key_parts,
+            "updated_at": updated_at,
+            "redrive_id": redrive_id,
+            "redriven_at": redriven_at,
+        }
+        self.client.put_object(
+            Bucket=self.bucket,
+            Key=REDRIVEN_PREFIX + record.key,
+            Body=orjson.dumps(document),
+            ContentType="application/json",
+        )
+        self.delete(record)
+
+    def redriven(self, run_id: str, entity: str | None = None) -> Iterator[RedriveMarker]:
+        prefix = f"{REDRIVEN_PREFIX}{run_id}/" + (f"{entity}/" if entity else "")
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                body = self.client.get_object(Bucket=self.bucket, Key=obj["Key"])["Body"].read()
+                document = orjson.loads(body)
+                marker = document.get("redriven") or {}
+                yield RedriveMarker(
+                    run_id=document["run_id"],
+                    entity=document["entity"],
+                    origin=document["origin"],
+                    key_parts=marker.get("key"),
+                    updated_at=marker.get("updated_at"),
+                    redrive_id=str(marker.get("redrive_id", "")),
+                    redriven_at=str(marker.get("redriven_at", "")),
+                )
 
     def count_by_entity(self, run_id: str) -> dict[str, int]:
         counts: dict[str, int] = {}

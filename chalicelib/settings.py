@@ -80,7 +80,7 @@ class Settings(BaseSettings):
         default=10, ge=-1, le=10_000, description="Retries of a failing batch (-1: until expiry)"
     )
     trigger_max_record_age_s: int = Field(
-        default=86_400,
+        default=21_600,
         ge=-1,
         le=604_800,
         description="Records older than this go to the on-failure queue (-1: never)",
@@ -89,6 +89,26 @@ class Settings(BaseSettings):
         default=True, description="Split a failing batch in two to isolate the bad record"
     )
     stream_shards: int = Field(default=2, ge=1, description="Shards of the Kinesis stream")
+
+    ingest_stop_margin_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="Seconds before the Lambda timeout at which the ingest checkpoints, stops "
+        "and continues in a new invocation",
+    )
+    ingest_max_invocations: int = Field(
+        default=24, ge=1, description="Invocations one run may use before it is declared failed"
+    )
+    reconcile_schedule: str = Field(
+        default="rate(15 minutes)",
+        description="EventBridge schedule of the reconciliation of finished runs (read at deploy)",
+    )
+    reconcile_grace_s: int = Field(
+        default=7 * 3600,
+        ge=0,
+        description="Seconds after its start within which a run may still balance; after it, "
+        "an unbalanced run is declared failed (more than the mapping's maximum record age)",
+    )
 
     @property
     def resource_list(self) -> list[str]:

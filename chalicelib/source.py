@@ -159,32 +159,33 @@ def build_session(settings: Settings) -> requests.Session:
 
 
 def fetch_pages(
-    session: requests.Session, settings: Settings, resource: str
+    session: requests.Session, settings: Settings, resource: str, first_page: int = 1
 ) -> Generator[Page, None, None]:
     """Yield the pages of `resource` in order, fetching ahead with bounded concurrency.
 
-    Page 1 is fetched first (and always yielded, even when empty, so the caller learns `total`);
-    pages 2..`pages` follow through a sliding window of at most 2 x `fetch_concurrency` requests
-    submitted ahead, so memory stays bounded whatever the page count. Iteration stops after page
-    `pages` (following a later page that reports more) or at the first empty page, which is not
-    yielded. Closing the generator early cancels what is queued and waits for what is running.
+    Page `first_page` (1 unless an interrupted run resumes) is fetched first (and always
+    yielded, even when empty, so the caller learns `total`); the next pages up to `pages` follow
+    through a sliding window of at most 2 x `fetch_concurrency` requests submitted ahead, so
+    memory stays bounded whatever the page count. Iteration stops after page `pages` (following
+    a later page that reports more) or at the first empty page, which is not yielded. Closing
+    the generator early cancels what is queued and waits for what is running.
 
     Raises `SourceError` for anything that is not a well-formed page after retries, and when more
     than `settings.max_pages` pages would be fetched.
     """
     base_url = f"{str(settings.api_url).rstrip('/')}/{resource}"
 
-    first = _fetch_page(session, settings, base_url, resource, 1)
+    first = _fetch_page(session, settings, base_url, resource, first_page)
     last = max(first.pages, 1)
     _check_page_count(settings, base_url, last)
     yield first
-    if not first.items or last <= 1:
+    if not first.items or last <= first_page:
         return
 
     window = 2 * settings.fetch_concurrency
     pending: dict[int, Future[Page]] = {}
-    next_to_submit = 2
-    next_to_yield = 2
+    next_to_submit = first_page + 1
+    next_to_yield = first_page + 1
     pool = ThreadPoolExecutor(
         max_workers=settings.fetch_concurrency, thread_name_prefix=f"source-{resource}"
     )

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 
 MAX_RECORDS_PER_CALL: Final = 500
 MAX_BYTES_PER_CALL: Final = 5 * 1024 * 1024
+THROTTLING_ERRORS: Final = frozenset(
+    {"ProvisionedThroughputExceededException", "ThrottlingException", "LimitExceededException"}
+)
+"""Errors of a whole PutRecords call that the publisher retries like failed records."""
 MAX_BYTES_PER_RECORD: Final = 1024 * 1024
 """Kinesis counts the partition key and the data blob against the 1 MiB record limit."""
 
@@ -146,7 +150,13 @@ class KinesisPublisher:
                 StreamName=self.stream_name,
                 Records=[{"Data": r.data, "PartitionKey": r.partition_key} for r in batch],
             )
-        except (ClientError, BotoCoreError) as error:
+        except ClientError as error:
+            if error.response["Error"]["Code"] in THROTTLING_ERRORS:
+                return list(batch)  # still throttled after botocore's retries: back off, resend
+            raise PublishError(
+                f"PutRecords of {len(batch)} records to stream {self.stream_name} failed: {error}"
+            ) from error
+        except BotoCoreError as error:
             raise PublishError(
                 f"PutRecords of {len(batch)} records to stream {self.stream_name} failed: {error}"
             ) from error

@@ -7,20 +7,63 @@ Lambda reuses a warm process across invocations, so clients and connections are 
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from chalicelib import aws
 from chalicelib.ingest import IngestDependencies
 from chalicelib.load import LoadDependencies
 from chalicelib.manifest import RunManifests
+from chalicelib.progress import RunProgress
 from chalicelib.quarantine import Quarantine
 from chalicelib.settings import Settings, get_settings
 from chalicelib.sinks import Sink
 from chalicelib.source import build_session
 from chalicelib.stream import KinesisPublisher
 
+if TYPE_CHECKING:
+    from chalicelib.reconcile import Reconciler
+    from chalicelib.redrive import Redriver
+
 
 def manifests(settings: Settings) -> RunManifests:
     return RunManifests(aws.client("dynamodb"), settings.table_name("runs"))
+
+
+def progress(settings: Settings) -> RunProgress:
+    return RunProgress(
+        aws.client("dynamodb"), settings.table_name("runs"), settings.table_name("run-pages")
+    )
+
+
+def reconciler(settings: Settings) -> Reconciler:
+    from chalicelib.reconcile import Reconciler
+
+    return Reconciler(
+        progress=progress(settings),
+        quarantine=quarantine(settings),
+        sinks=build_sinks(settings),
+        manifests=manifests(settings),
+    )
+
+
+def redriver(settings: Settings) -> Redriver:
+    from chalicelib.failures import failure_queue_name
+    from chalicelib.redrive import Redriver
+
+    sqs = aws.client("sqs")
+    return Redriver(
+        publisher=KinesisPublisher(
+            client=aws.client("kinesis"),
+            stream_name=settings.stream_name,
+            max_attempts=settings.put_records_max_attempts,
+            backoff_s=settings.put_records_backoff_s,
+        ),
+        quarantine=quarantine(settings),
+        manifests=manifests(settings),
+        sqs=sqs,
+        kinesis=aws.client("kinesis"),
+        failure_queue_url=sqs.get_queue_url(QueueName=failure_queue_name(settings))["QueueUrl"],
+    )
 
 
 def quarantine(settings: Settings) -> Quarantine:
@@ -58,6 +101,7 @@ def ingest_dependencies() -> IngestDependencies:
         ),
         quarantine=quarantine(settings),
         manifests=manifests(settings),
+        progress=progress(settings),
     )
 
 

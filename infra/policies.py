@@ -74,6 +74,17 @@ class Arns:
         # Secrets Manager appends "-" and six random characters to a secret's name.
         return self._arn("secretsmanager", f"secret:{self.spec.postgres_secret_name}-??????")
 
+    @property
+    def quarantine_bucket(self) -> str:
+        return f"arn:aws:s3:::{self.spec.settings.quarantine_bucket}"
+
+    def function(self, function: str) -> str:
+        return self._arn("lambda", f"function:{self.spec.function_name(function)}")
+
+    @property
+    def event_bus(self) -> str:
+        return self._arn("events", f"event-bus/{self.spec.settings.event_bus_name}")
+
     def ec2(self, kind: str, identifier: str = "*") -> str:
         return self._arn("ec2", f"{kind}/{identifier}")
 
@@ -139,10 +150,41 @@ def function_policy(stage: Stage, function: str) -> dict[str, Any]:
             _statement("PublishToStream", ["kinesis:PutRecords"], [arns.stream]),
             _statement(
                 "RunManifests",
-                ["dynamodb:PutItem", "dynamodb:UpdateItem"],
+                ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
                 [arns.table("runs")],
             ),
+            _statement(
+                "RunPageLedger",  # the keys each page published, for the reconciliation
+                ["dynamodb:BatchWriteItem", "dynamodb:Query"],
+                [arns.table("run-pages")],
+            ),
             _statement("QuarantineRecords", ["s3:PutObject"], [arns.quarantine_objects]),
+            _statement(
+                "ContinueRun",  # a long run re-invokes itself before its timeout
+                ["lambda:InvokeFunction"],
+                [arns.function("ingest")],
+            ),
+            _metrics(namespace),
+        ]
+    elif function == "reconcile":
+        statements += [
+            _statement(
+                "SettleRuns",
+                ["dynamodb:Scan", "dynamodb:GetItem", "dynamodb:UpdateItem"],
+                [arns.table("runs")],
+            ),
+            _statement("ReadRunPageLedger", ["dynamodb:Query"], [arns.table("run-pages")]),
+            _statement(
+                "LookUpStoredVersions",
+                ["dynamodb:BatchGetItem"],
+                [arns.table(suffix) for suffix in DATA_TABLES],
+            ),
+            _statement("ListQuarantine", ["s3:ListBucket"], [arns.quarantine_bucket]),
+            _statement("ReadQuarantine", ["s3:GetObject"], [arns.quarantine_objects]),
+            _statement(
+                "ReadPostgresCredentials", ["secretsmanager:GetSecretValue"], [arns.postgres_secret]
+            ),
+            _statement("SignalDatasetUpdated", ["events:PutEvents"], [arns.event_bus]),
             _metrics(namespace),
         ]
     elif function == "load":

@@ -32,6 +32,8 @@ TABLE_KEYS: dict[str, list[tuple[str, str, str]]] = {
     "tracks": [("id", "N", "HASH")],
     "listen_history": [("user_id", "N", "HASH"), ("created_at", "S", "RANGE")],
     "runs": [("run_id", "S", "HASH")],
+    # the ingest's per-page ledger of published keys (reconciliation, resumable ingestion)
+    "run-pages": [("run_id", "S", "HASH"), ("page_id", "S", "RANGE")],
 }
 
 STREAM = "EventStream"
@@ -43,7 +45,7 @@ ALARM_TOPIC = "AlarmTopic"
 
 
 def table_logical_id(suffix: str) -> str:
-    return "".join(part.capitalize() for part in suffix.split("_")) + "Table"
+    return "".join(part.capitalize() for part in suffix.replace("-", "_").split("_")) + "Table"
 
 
 def core_resources(spec: StackSpec) -> list[Resource]:

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from localcloud.chaos import FAULTS, Chaos, ChaosSpecError
 from localcloud.report import write_report
 from localcloud.stack import LocalCloud, RunReport
 
@@ -81,6 +82,36 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="where logs of the runs are kept (default: a new folder under .localcloud/)",
     )
+    run.add_argument(
+        "--chaos",
+        metavar="SPEC",
+        help="inject faults: `all` or a comma list of NAME or NAME=probability, NAME in "
+        f"{', '.join(FAULTS)}; api-* and poison only with the built-in API",
+    )
+    redrive = commands.add_parser(
+        "redrive",
+        help="re-publish quarantined records and failed batches (against AWS_ENDPOINT_URL/AWS)",
+        description=(
+            "Re-validate quarantined records and re-publish those that pass; read the batches "
+            "described in the load trigger's on-failure queue back from the stream and "
+            "re-publish them. Works against the AWS endpoint of the environment (AWS, "
+            "LocalStack, a moto server) with the names of --stage from .chalice/config.json; "
+            "PIPELINE_* variables already set win. Exits 1 when something could not be redriven."
+        ),
+    )
+    redrive.add_argument("--stage", default="local", help="stage whose names to use (local)")
+    redrive.add_argument("--run-id", help="only records of this run (quarantine only)")
+    redrive.add_argument("--entity", help="only records of this entity (quarantine only)")
+    redrive.add_argument(
+        "--source",
+        choices=("all", "quarantine", "failures"),
+        default="all",
+        help="what to redrive (all)",
+    )
+    redrive.add_argument(
+        "--dry-run", action="store_true", help="count what would be redriven; change nothing"
+    )
+    redrive.add_argument("--json", action="store_true", help="print only a JSON report")
     return parser
 
 
@@ -90,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         return command_run(args)
     if args.command == "report":
         return command_report(args)
+    if args.command == "redrive":
+        return command_redrive(args)
     return 2  # pragma: no cover - argparse enforces the command
 
 
@@ -97,6 +130,13 @@ def command_run(args: argparse.Namespace) -> int:
     if args.records < 0:
         print("--records must be >= 0", file=sys.stderr)
         return 2
+    chaos = None
+    if args.chaos:
+        try:
+            chaos = Chaos.from_spec(args.chaos, seed=args.seed, fake_api=args.api_url is None)
+        except ChaosSpecError as error:
+            print(f"--chaos: {error}", file=sys.stderr)
+            return 2
     Path(".localcloud").mkdir(exist_ok=True)
     state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="run-", dir=".localcloud"))
     console = Console(stderr=args.json)
@@ -106,6 +146,7 @@ def command_run(args: argparse.Namespace) -> int:
         records=args.records,
         seed=args.seed,
         shard_count=args.shards,
+        chaos=chaos,
     )
     with cloud:
         if args.json:
@@ -210,6 +251,9 @@ def _print_report(console: Console, report: RunReport, cloud: LocalCloud) -> Non
             row += [str(counts["written"].get(sink, 0)), str(counts["stored"].get(sink, 0))]
         table.add_row(*row)
     console.print(table)
+    if report.chaos is not None:
+        injected = ", ".join(f"{name} x{times}" for name, times in report.chaos.items())
+        console.print(f"chaos injected: {injected}")
     colour = "green" if report.status == "succeeded" else "red"
     console.print(
         f"[{colour} bold]{report.status}[/] in {report.timings['pipeline_s']:.1f} s "
@@ -223,3 +267,39 @@ def _print_report(console: Console, report: RunReport, cloud: LocalCloud) -> Non
         )
     for error in report.errors:
         console.print(f"[red]- {error}[/]")
+
+
+def command_redrive(args: argparse.Namespace) -> int:
+    """`python -m localcloud redrive`: the redrive code of `chalicelib`, run by an operator."""
+    import os
+
+    from chalicelib import wiring
+    from chalicelib.redrive import RedriveReport, new_redrive_id
+    from localcloud.stack import stage_environment
+
+    for name, value in stage_environment(args.stage).items():
+        os.environ.setdefault(name, value)
+    wiring.reset()
+    from chalicelib.settings import get_settings
+
+    settings = get_settings()
+    report = RedriveReport(new_redrive_id(), dry_run=args.dry_run)
+    redriver = wiring.redriver(settings)
+    if args.source in ("all", "quarantine"):
+        redriver.redrive_quarantine(report, run_id=args.run_id, entity=args.entity)
+    if args.source in ("all", "failures"):
+        redriver.redrive_failures(report)
+    summary = report.as_dict()
+    if args.json:
+        sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        console = Console()
+        console.print(f"[bold]{report.redrive_id}[/]{' (dry run)' if args.dry_run else ''}")
+        for entity, counts in summary["quarantine"].items():
+            console.print(f"quarantine {entity}: {counts}")
+        console.print(f"on-failure queue: {summary['failures'] or 'empty'}")
+        for line in summary["still_invalid"]:
+            console.print(f"[yellow]still invalid[/] {line}")
+        if report.runs:
+            console.print(f"runs to reconcile again: {', '.join(sorted(report.runs))}")
+    return 0 if not report.still_invalid and not report.failures.get("expired") else 1

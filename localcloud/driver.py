@@ -1,23 +1,52 @@
-"""The parts of Lambda that moto does not run: the schedule and the Kinesis trigger.
+"""The parts of Lambda that moto does not run: the Kinesis trigger and async invocations.
 
-`KinesisEventSourceMapping` polls every shard from `TRIM_HORIZON` in its own thread, hands
-batches of at most `batch_size` records to the handler as the real Lambda Kinesis event, and
-on a partial failure re-delivers from the lowest reported sequence number, as AWS does with
-`ReportBatchItemFailures`. A handler exception re-delivers the whole batch. A batch that keeps
-failing stops its shard after `max_retries` (the records stay in the stream) and the run fails.
+`KinesisEventSourceMapping` polls every shard from `TRIM_HORIZON` in its own thread and hands
+batches of at most `BatchSize` records to the load handler as the real Lambda Kinesis event,
+with the failure semantics of the mapping's settings (`infra.event_source`), as AWS applies
+them:
+
+- `ReportBatchItemFailures`: the batch is retried from the lowest reported sequence number; an
+  identifier that is not in the batch fails the whole batch;
+- `BisectBatchOnFunctionError`: when the handler raises, the batch is split in two halves that
+  are retried in order; splitting does not consume the retry quota;
+- `MaximumRetryAttempts` (-1: forever) bounds the retries of a batch (or of a half);
+- `MaximumRecordAgeInSeconds` (-1: forever): records older than this are not delivered again;
+- records given up on are described in the on-failure destination (an SQS queue) with the JSON
+  AWS sends, then the shard moves on. Those records are lost until redriven, so the run that
+  produced them does not reconcile.
+
+`AsyncInvoker` plays Lambda's asynchronous invocation of the ingest function: an invocation
+that raises is retried (twice, as AWS does by default) with the same event, and an invocation
+that calls `lambda:Invoke` on itself (the ingest continuing before its timeout) is captured and
+run next, again with the same event.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+from botocore.awsrequest import AWSResponse, HTTPHeaders
+
+from chalicelib.failures import (
+    RECORD_AGE_EXCEEDED,
+    RETRY_ATTEMPTS_EXHAUSTED,
+    FailureRecord,
+    batch_info,
+    now_iso,
+)
+from infra.event_source import KinesisEventSourceSettings
 from localcloud.lambda_runtime import LambdaContext, kinesis_event
 
 Handler = Callable[[dict[str, Any], Any], Any]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -27,8 +56,23 @@ class ShardProgress:
     records_delivered: int = 0
     redeliveries: int = 0
     handler_errors: int = 0
+    bisections: int = 0
+    discarded_records: int = 0
+    failure_messages: int = 0
     stuck_at: str | None = None
+    """First sequence number of the records given up on (sent to the on-failure destination)."""
     error: str | None = None
+    last_sequence: str | None = None
+    """The mapping's position: a later `run()` continues after it (the mapping's checkpoint)."""
+
+
+@dataclass
+class _Outcome:
+    """What one invocation asks of the mapping."""
+
+    retry_from: int | None = None
+    """Index in the batch to retry from; None when the batch succeeded."""
+    function_error: bool = False
 
 
 @dataclass
@@ -43,8 +87,29 @@ class KinesisEventSourceMapping:
     region: str = "us-east-1"
     batch_size: int = 100
     max_retries: int = 10
+    settings: KinesisEventSourceSettings | None = None
+    """The mapping's settings; None builds them from `batch_size` and `max_retries`."""
+    sqs: Any = None
+    """Client for the on-failure destination, when `settings` names one."""
+    destination_url: str | None = None
     idle_poll_s: float = 0.05
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     progress: dict[str, ShardProgress] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.settings is None:
+            self.settings = KinesisEventSourceSettings(
+                batch_size=self.batch_size, maximum_retry_attempts=self.max_retries
+            )
+
+    @property
+    def config(self) -> KinesisEventSourceSettings:
+        assert self.settings is not None
+        return self.settings
+
+    @property
+    def function_arn(self) -> str:
+        return LambdaContext(self.function_name, region=self.region).invoked_function_arn
 
     def run(self, producer_done: threading.Event) -> dict[str, ShardProgress]:
         """Consume every shard until the producer is done and every shard is drained."""
@@ -52,7 +117,7 @@ class KinesisEventSourceMapping:
         threads = []
         for shard in shards:
             shard_id = shard["ShardId"]
-            self.progress[shard_id] = ShardProgress(shard_id)
+            self.progress.setdefault(shard_id, ShardProgress(shard_id))
             thread = threading.Thread(
                 target=self._consume_safely,
                 args=(shard_id, producer_done),
@@ -69,56 +134,148 @@ class KinesisEventSourceMapping:
         try:
             self._consume(shard_id, producer_done)
         except Exception as error:  # a broken poller must fail the run, not hang it
+            log.exception("shard poller %s failed", shard_id)
             self.progress[shard_id].error = f"{type(error).__name__}: {error}"
 
     def _consume(self, shard_id: str, producer_done: threading.Event) -> None:
-        progress = self.progress[shard_id]
-        iterator = self._iterator(shard_id, "TRIM_HORIZON")
-        attempts_at: dict[str, int] = {}
+        position = self.progress[shard_id].last_sequence
+        iterator = (
+            self._iterator(shard_id, "AFTER_SEQUENCE_NUMBER", position)
+            if position
+            else self._iterator(shard_id, "TRIM_HORIZON")
+        )
         while True:
             done_before_poll = producer_done.is_set()
-            response = self.kinesis.get_records(ShardIterator=iterator, Limit=self.batch_size)
+            response = self.kinesis.get_records(
+                ShardIterator=iterator, Limit=self.config.batch_size
+            )
             records = response["Records"]
+            iterator = response["NextShardIterator"]
             if not records:
                 if done_before_poll:
                     return
                 time.sleep(self.idle_poll_s)
-                iterator = response["NextShardIterator"]
                 continue
-            failed_from = self._invoke(records, shard_id, progress)
-            if failed_from is None:
-                iterator = response["NextShardIterator"]
+            self.deliver(records, shard_id)
+            self.progress[shard_id].last_sequence = records[-1]["SequenceNumber"]
+
+    def deliver(self, records: list[dict[str, Any]], shard_id: str) -> None:
+        """Hand one polled batch to the handler until it is processed or given up on."""
+        progress = self.progress.setdefault(shard_id, ShardProgress(shard_id))
+        config = self.config
+        work: deque[tuple[list[dict[str, Any]], int]] = deque([(records, 0)])
+        while work:
+            batch, retries = work.popleft()
+            batch = self._without_expired(batch, shard_id, progress, retries)
+            if not batch:
                 continue
-            attempts = attempts_at.get(failed_from, 0) + 1
-            attempts_at[failed_from] = attempts
-            if attempts > self.max_retries:
-                progress.stuck_at = failed_from
-                return
+            outcome = self._invoke(batch, shard_id, progress)
+            if outcome.retry_from is None:
+                continue
+            if outcome.function_error and config.bisect_batch_on_function_error and len(batch) > 1:
+                middle = len(batch) // 2
+                progress.bisections += 1
+                work.appendleft((batch[middle:], retries))
+                work.appendleft((batch[:middle], retries))
+                continue
+            remaining = batch[outcome.retry_from :]
+            if 0 <= config.maximum_retry_attempts <= retries:
+                self._give_up(
+                    remaining,
+                    shard_id,
+                    progress,
+                    RETRY_ATTEMPTS_EXHAUSTED,
+                    invoke_count=retries + 1,
+                    function_error=outcome.function_error,
+                )
+                continue
             progress.redeliveries += 1
-            iterator = self._iterator(shard_id, "AT_SEQUENCE_NUMBER", failed_from)
+            work.appendleft((remaining, retries + 1))
+
+    def _without_expired(
+        self, batch: list[dict[str, Any]], shard_id: str, progress: ShardProgress, retries: int
+    ) -> list[dict[str, Any]]:
+        """Give up on the records older than `MaximumRecordAgeInSeconds` (a prefix: they arrive
+        in order) before delivering the rest."""
+        max_age = self.config.maximum_record_age_in_seconds
+        if max_age < 0:
+            return batch
+        now = self.now()
+        expired = 0
+        for record in batch:
+            arrival: datetime = record["ApproximateArrivalTimestamp"]
+            if (now - arrival).total_seconds() <= max_age:
+                break
+            expired += 1
+        if expired:
+            self._give_up(
+                batch[:expired],
+                shard_id,
+                progress,
+                RECORD_AGE_EXCEEDED,
+                invoke_count=retries,
+                function_error=False,
+            )
+        return batch[expired:]
 
     def _invoke(
         self, records: list[dict[str, Any]], shard_id: str, progress: ShardProgress
-    ) -> str | None:
-        """Call the handler once; return the sequence number to re-deliver from, if any."""
+    ) -> _Outcome:
+        """Call the handler once and read its answer."""
         event = kinesis_event(
             records, shard_id=shard_id, stream_arn=self.stream_arn, region=self.region
         )
         progress.invocations += 1
         progress.records_delivered += len(records)
-        sequences = [record["SequenceNumber"] for record in records]
         try:
             response = self.handler(event, LambdaContext(self.function_name, region=self.region))
-        except Exception:
+        except Exception as error:
             progress.handler_errors += 1
-            return sequences[0]
+            log.info("load handler raised %s: %s", type(error).__name__, error)
+            return _Outcome(retry_from=0, function_error=True)
+        if not self.config.reports_batch_item_failures:
+            return _Outcome()
         failures = (response or {}).get("batchItemFailures") or []
         if not failures:
-            return None
+            return _Outcome()
+        sequences = [record["SequenceNumber"] for record in records]
         identifiers = [failure.get("itemIdentifier") for failure in failures]
         if any(identifier not in sequences for identifier in identifiers):
-            return sequences[0]  # an unknown identifier fails the whole batch, as in AWS
-        return min(identifiers, key=lambda identifier: int(identifier))
+            return _Outcome(retry_from=0)  # an unknown identifier fails the whole batch
+        lowest = min(identifiers, key=lambda identifier: int(identifier))
+        return _Outcome(retry_from=sequences.index(lowest))
+
+    def _give_up(
+        self,
+        records: list[dict[str, Any]],
+        shard_id: str,
+        progress: ShardProgress,
+        condition: str,
+        *,
+        invoke_count: int,
+        function_error: bool,
+    ) -> None:
+        """Skip `records`, describing them in the on-failure destination."""
+        progress.discarded_records += len(records)
+        if progress.stuck_at is None:
+            progress.stuck_at = records[0]["SequenceNumber"]
+        event_records = kinesis_event(
+            records, shard_id=shard_id, stream_arn=self.stream_arn, region=self.region
+        )["Records"]
+        message = FailureRecord(
+            condition=condition,
+            batch=batch_info(event_records, shard_id=shard_id, stream_arn=self.stream_arn),
+            function_arn=self.function_arn,
+            approximate_invoke_count=invoke_count,
+            timestamp=now_iso(),
+            function_error="Unhandled" if function_error else None,
+        )
+        log.warning("gave up on %d records of %s (%s)", len(records), shard_id, condition)
+        if self.sqs is not None and self.destination_url:
+            self.sqs.send_message(
+                QueueUrl=self.destination_url, MessageBody=message.to_json().decode()
+            )
+            progress.failure_messages += 1
 
     def _iterator(self, shard_id: str, kind: str, sequence: str | None = None) -> str:
         arguments: dict[str, Any] = {
@@ -129,3 +286,83 @@ class KinesisEventSourceMapping:
         if sequence is not None:
             arguments["StartingSequenceNumber"] = sequence
         return str(self.kinesis.get_shard_iterator(**arguments)["ShardIterator"])
+
+
+ContextFactory = Callable[[int], Any]
+"""Builds the Lambda context of the n-th invocation (1-based)."""
+
+
+@dataclass
+class InvocationRecord:
+    number: int
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    retry_of: int | None = None
+
+
+@dataclass
+class AsyncInvoker:
+    """Lambda's async invocation of one function: retries on error, captured self-invokes."""
+
+    handler: Handler
+    lambda_client: Any
+    function_name: str = "ingest"
+    region: str = "us-east-1"
+    maximum_retry_attempts: int = 2
+    max_invocations: int = 100
+    """A guard against a function that keeps re-invoking itself."""
+    context_factory: ContextFactory | None = None
+    invocations: list[InvocationRecord] = field(default_factory=list)
+    _queued: deque[dict[str, Any]] = field(default_factory=deque)
+
+    @property
+    def function_arn(self) -> str:
+        return LambdaContext(self.function_name, region=self.region).invoked_function_arn
+
+    def run(self, event: dict[str, Any]) -> InvocationRecord:
+        """Invoke with `event`, then every invocation it asks for; the last one's record."""
+        events = self.lambda_client.meta.events
+        events.register_first("before-call.lambda.Invoke", self._capture_invoke)
+        try:
+            self._queued.append(event)
+            last = InvocationRecord(0, error="never invoked")
+            while self._queued and len(self.invocations) < self.max_invocations:
+                last = self._invoke_with_retries(self._queued.popleft())
+            if self._queued:
+                last = InvocationRecord(
+                    len(self.invocations),
+                    error=f"stopped after {self.max_invocations} invocations",
+                )
+            return last
+        finally:
+            events.unregister("before-call.lambda.Invoke", self._capture_invoke)
+
+    def _invoke_with_retries(self, event: dict[str, Any]) -> InvocationRecord:
+        first: int | None = None
+        record = InvocationRecord(0)
+        for _attempt in range(self.maximum_retry_attempts + 1):
+            number = len(self.invocations) + 1
+            record = InvocationRecord(number, retry_of=first)
+            self.invocations.append(record)
+            context = (
+                self.context_factory(number)
+                if self.context_factory is not None
+                else LambdaContext(self.function_name, region=self.region)
+            )
+            try:
+                record.result = self.handler(event, context)
+                return record
+            except Exception as error:
+                record.error = f"{type(error).__name__}: {error}"
+                log.info("async invocation %d failed: %s", number, record.error)
+                first = first or number
+        return record
+
+    def _capture_invoke(
+        self, params: dict[str, Any], **_: Any
+    ) -> tuple[AWSResponse, dict[str, Any]]:
+        """Queue an async `Invoke` instead of sending it (moto cannot run our function)."""
+        body = params.get("body") or b"{}"
+        self._queued.append(orjson.loads(body))
+        response = AWSResponse(params.get("url", ""), 202, HTTPHeaders(), None)
+        return response, {"StatusCode": 202, "ResponseMetadata": {"HTTPStatusCode": 202}}

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from chalicelib.sinks.postgres_connection import Credentials
 
@@ -232,11 +233,13 @@ class EmbeddedPostgres:
     def port(self) -> int:
         return int(self._info().port or 5432)
 
+    def admin_dsn(self, dbname: str = "postgres") -> str:
+        """The superuser's connection string (trusted over the socket; no password)."""
+        return make_conninfo(host=self.host, port=self.port, user=SUPERUSER, dbname=dbname)
+
     def admin_connect(self, dbname: str = "postgres") -> psycopg.Connection:
         """A superuser connection (trusted over the socket), autocommit."""
-        return psycopg.connect(
-            host=self.host, port=self.port, user=SUPERUSER, dbname=dbname, autocommit=True
-        )
+        return psycopg.connect(self.admin_dsn(dbname), autocommit=True)
 
     def create_database(self, name: str, owner: str | None = None) -> Credentials:
         """A new login role with a generated password and a database it owns.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import subprocess
+import subprocess  # nosec B404
 import sys
 import time
 from pathlib import Path
@@ -58,7 +58,8 @@ class MotoServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         env = {**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "false"}
-        self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+        # our own interpreter with our own arguments, no shell (ruff S603, bandit B603)
+        self._process = subprocess.Popen(  # noqa: S603  # nosec B603
             [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
             stdout=log,
             stderr=subprocess.STDOUT,

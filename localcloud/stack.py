@@ -29,21 +29,27 @@ from chalicelib import aws, wiring
 from chalicelib.contract import ENTITIES, entity_key
 from chalicelib.metrics import record_run_outcome
 from chalicelib.notify import publish_dataset_updated
+from chalicelib.progress import run_id_for_event
+from chalicelib.redrive import RedriveReport, new_redrive_id
 from chalicelib.settings import Settings, get_settings
 from chalicelib.sinks.postgres_connection import Credentials
 from chalicelib.telemetry import SERVICE
+from infra.event_source import KinesisEventSourceSettings
 from infra.postgres_secret import ensure_postgres_secret
 from infra.provision import Provisioned, provision
-from localcloud.driver import KinesisEventSourceMapping, ShardProgress
+from localcloud.chaos import Chaos
+from localcloud.driver import AsyncInvoker, KinesisEventSourceMapping, ShardProgress
 from localcloud.events import EventCapture
 from localcloud.fakeapi import FakeApiServer
-from localcloud.lambda_runtime import LambdaContext, scheduled_event
+from localcloud.lambda_runtime import scheduled_event
 from localcloud.monitoring import LocalMonitoring
 from localcloud.postgres import EmbeddedPostgres
 from localcloud.services import MotoServer
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
+MOTO_CREDENTIAL = "testing"
+"""moto accepts any credentials; these are not a secret."""
 
 ProgressCallback = Callable[[str, str, int, int | None], None]
 """(step, entity, count, total) -> None; step is "fetched" or "loaded"."""
@@ -73,6 +79,8 @@ class RunReport:
     """Read back from CloudWatch: {metric: value summed over the run's entities}."""
     alarms: dict[str, str] = field(default_factory=dict)
     """{alarm name: state} after the run, as the local evaluator set them."""
+    chaos: dict[str, int] | None = None
+    ingest_invocations: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         summary: dict[str, Any] = {
@@ -83,6 +91,8 @@ class RunReport:
             "metrics": self.metrics,
             "alarms": self.alarms,
         }
+        if self.chaos is not None:
+            summary["chaos"] = self.chaos
         if self.errors:
             summary["errors"] = self.errors
         if self.event is not None:
@@ -150,13 +160,19 @@ class LocalCloud:
         shard_count: int = 2,
         extra_env: dict[str, str] | None = None,
         postgres: EmbeddedPostgres | None = None,
+        chaos: Chaos | None = None,
+        event_source: KinesisEventSourceSettings | None = None,
     ) -> None:
         self.state_dir = state_dir
         self.api_url = api_url
         self.records = records
         self.seed = seed
         self.shard_count = shard_count
-        self.extra_env = extra_env or {}
+        self.extra_env = {**(chaos.environment() if chaos else {}), **(extra_env or {})}
+        self.chaos = chaos
+        self.event_source = event_source
+        self.positions: dict[str, str] = {}
+        """Where the load trigger stopped on each shard: the next drain continues there."""
         self.moto = MotoServer(state_dir / "moto.log")
         self.fake_api: FakeApiServer | None = None
         self.provisioned: Provisioned | None = None
@@ -181,12 +197,19 @@ class LocalCloud:
             self.moto.start()
             api_url = self.api_url
             if api_url is None:
-                self.fake_api = FakeApiServer(records=self.records, seed=self.seed)
+                self.fake_api = FakeApiServer(
+                    records=self.records,
+                    seed=self.seed,
+                    faults=self.chaos.api_injector if self.chaos else None,
+                )
                 self.fake_api.start()
                 api_url = self.fake_api.url
             self._apply_environment(api_url)
             self.provisioned = provision(self.settings, shard_count=self.shard_count)
             self._prepare_postgres()
+            if self.chaos is not None and self.postgres and self.postgres_database:
+                # postgres-disconnect terminates the sink's sessions through this admin DSN
+                self.chaos.postgres_dsn = self.postgres.admin_dsn(self.postgres_database)
             self.events = EventCapture(
                 f"{self.settings.table_prefix}-dataset-events", self.settings.event_bus_name
             ).start()
@@ -221,8 +244,8 @@ class LocalCloud:
         environment.update(
             {
                 "AWS_ENDPOINT_URL": self.moto.url,
-                "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_ACCESS_KEY_ID": MOTO_CREDENTIAL,
+                "AWS_SECRET_ACCESS_KEY": MOTO_CREDENTIAL,
                 "AWS_DEFAULT_REGION": REGION,
                 "AWS_REGION": REGION,
                 "PIPELINE_API_URL": api_url,
@@ -304,6 +327,15 @@ class LocalCloud:
 
     # -- one run -----------------------------------------------------------------------------
 
+    def mapping_settings(self) -> KinesisEventSourceSettings:
+        """The load trigger's settings, with the on-failure queue made by provisioning."""
+        assert self.provisioned is not None
+        if self.event_source is not None:
+            return self.event_source
+        return KinesisEventSourceSettings.from_settings(
+            self.settings, on_failure_destination_arn=self.provisioned.failure_queue_arn
+        )
+
     def run(self, progress: ProgressCallback | None = None) -> RunReport:
         """Fire the schedule once, drive the stream until drained, and reconcile the counts."""
         import app  # the Chalice app: imported after the environment points at the cloud
@@ -318,36 +350,56 @@ class LocalCloud:
 
         producer_done = threading.Event()
         ingest_outcome: dict[str, Any] = {}
+        rule_arn = f"arn:aws:events:{REGION}:123456789012:rule/moovitamix-pipeline-ingest"
+        event = scheduled_event(rule_arn, REGION)
+        chaos = self.chaos
+        invoker = AsyncInvoker(
+            handler=self.monitoring.instrument("ingest", app.ingest),
+            lambda_client=aws.client("lambda"),
+            function_name="ingest",
+            region=REGION,
+            max_invocations=settings.ingest_max_invocations + 10,
+            context_factory=(
+                (lambda number: chaos.ingest_context_for(number, "ingest", REGION))
+                if chaos is not None
+                else None
+            ),
+        )
 
         def fire_schedule() -> None:
-            rule_arn = f"arn:aws:events:{REGION}:123456789012:rule/moovitamix-pipeline-ingest"
             try:
-                ingest_outcome["result"] = self.monitoring.instrument("ingest", app.ingest)(
-                    scheduled_event(rule_arn, REGION), LambdaContext("ingest", region=REGION)
-                )
-            except Exception as error:
-                ingest_outcome["error"] = f"{type(error).__name__}: {error}"
+                last = invoker.run(event)
+                if last.error is not None:
+                    ingest_outcome["error"] = last.error
+                else:
+                    ingest_outcome["result"] = last.result
             finally:
                 producer_done.set()
 
-        mapping = KinesisEventSourceMapping(
-            kinesis=aws.client("kinesis"),
-            stream_name=settings.stream_name,
-            stream_arn=self.provisioned.stream_arn,
-            handler=self.monitoring.instrument("load", app.load),
-            region=REGION,
-            batch_size=settings.batch_size,
-        )
+        load_handler = self.monitoring.instrument("load", app.load)
+        if chaos is not None:
+            wiring.load_dependencies()  # builds the sinks, hence PynamoDB's clients, to hook
+            chaos.attach(self._aws_clients())
+            load_handler = chaos.wrap_load(load_handler, lambda: chaos.attach(self._aws_clients()))
+        mapping = self._mapping(load_handler)
         producer = threading.Thread(target=fire_schedule, name="ingest", daemon=True)
         producer.start()
-        shards = mapping.run(producer_done)
-        producer.join()
-        pipeline_logger.removeHandler(progress_handler)
+        try:
+            shards = mapping.run(producer_done)
+            producer.join()
+            self._remember_positions(shards)
+        finally:
+            if chaos is not None:
+                chaos.detach()
+            pipeline_logger.removeHandler(progress_handler)
         pipeline_s = time.monotonic() - started
 
-        run_id = self._run_id(ingest_outcome)
+        run_id = run_id_for_event(event)
         report = self._reconcile(run_id, ingest_outcome, shards)
         report.metrics, report.alarms = self.monitoring.end_run(window_start)
+        report.ingest_invocations = len(invoker.invocations)
+        if chaos is not None:
+            report.chaos = chaos.counts()
         report.timings = {
             "total_s": round(self.started_s + time.monotonic() - started, 3),
             "pipeline_s": round(pipeline_s, 3),
@@ -374,20 +426,64 @@ class LocalCloud:
         if report.errors:
             report.status = "failed"
 
-    def _run_id(self, ingest_outcome: dict[str, Any]) -> str:
-        result = ingest_outcome.get("result")
-        if result:
-            return str(result["run_id"])
-        # A failed ingest raised; its manifest still exists: take the newest run.
-        client = aws.client("dynamodb")
-        items = client.scan(TableName=self.settings.table_name("runs"))["Items"]
-        run_ids = sorted(item["run_id"]["S"] for item in items)
-        return run_ids[-1] if run_ids else "none"
+    def _mapping(self, handler: Any) -> KinesisEventSourceMapping:
+        """The load trigger, continuing where the previous drain stopped."""
+        assert self.provisioned is not None
+        return KinesisEventSourceMapping(
+            kinesis=aws.client("kinesis"),
+            stream_name=self.settings.stream_name,
+            stream_arn=self.provisioned.stream_arn,
+            handler=handler,
+            region=REGION,
+            settings=self.mapping_settings(),
+            sqs=aws.client("sqs"),
+            destination_url=self.provisioned.failure_queue_url,
+            progress={
+                shard_id: ShardProgress(shard_id, last_sequence=sequence)
+                for shard_id, sequence in self.positions.items()
+            },
+        )
+
+    def _remember_positions(self, shards: dict[str, ShardProgress]) -> None:
+        for shard_id, shard in shards.items():
+            if shard.last_sequence:
+                self.positions[shard_id] = shard.last_sequence
+
+    def redrive(
+        self, run_id: str, *, sources: tuple[str, ...] = ("quarantine", "failures")
+    ) -> tuple[RedriveReport, RunReport]:
+        """Redrive what `run_id` set aside (the code an operator runs against AWS), drain the
+        stream again (without chaos) and reconcile the run anew."""
+        import app
+
+        report = RedriveReport(new_redrive_id())
+        redriver = wiring.redriver(self.settings)
+        if "quarantine" in sources:
+            redriver.redrive_quarantine(report, run_id=run_id)
+        if "failures" in sources:
+            redriver.redrive_failures(report)
+        drained = threading.Event()
+        drained.set()
+        shards = self._mapping(app.load).run(drained)
+        self._remember_positions(shards)
+        return report, self._reconcile(run_id, {}, shards)
+
+    def _aws_clients(self) -> list[Any]:
+        """The pipeline's AWS clients: boto3's cached ones and PynamoDB's (chaos hooks them)."""
+        from chalicelib.sinks.dynamodb import ROW_MODELS
+
+        clients = [aws.client("kinesis"), aws.client("dynamodb")]
+        for model in ROW_MODELS.values():
+            clients.append(model._get_connection().connection.client)
+        return clients
 
     def _reconcile(
         self, run_id: str, ingest_outcome: dict[str, Any], shards: dict[str, ShardProgress]
     ) -> RunReport:
+        """The run's verdict: `chalicelib.reconcile`, the code AWS runs, plus what the local
+        driver saw (ingest errors, records sent to the on-failure queue)."""
         settings = self.settings
+        verdict = wiring.reconciler(settings).reconcile(run_id, final=True)
         manifest = wiring.manifests(settings).get(run_id) or {}
         quarantined = wiring.quarantine(settings).count_by_entity(run_id)
         sinks = wiring.build_sinks(settings)
@@ -396,14 +492,16 @@ class LocalCloud:
         if "error" in ingest_outcome:
             errors.append(f"ingest: {ingest_outcome['error']}")
         for shard in shards.values():
-            if shard.stuck_at:
+            if shard.discarded_records:
                 errors.append(
-                    f"{shard.shard_id}: stopped at sequence {shard.stuck_at} after retries"
+                    f"{shard.shard_id}: {shard.discarded_records} records given up on from "
+                    f"sequence {shard.stuck_at} ({shard.failure_messages} batches described in "
+                    f"the on-failure queue; redrive them)"
                 )
             if shard.error:
                 errors.append(f"{shard.shard_id}: {shard.error}")
-        balanced = True
         differences: dict[str, int] = {}
+        errors.extend(verdict.reasons)
         for entity in settings.resource_list:
             counts: dict[str, Any] = {
                 "fetched": int(manifest.get(f"fetched.{entity}", 0)),
@@ -415,17 +513,13 @@ class LocalCloud:
                 },
                 "stored": {sink.name: sink.count(entity) for sink in sinks},
             }
+            balance = verdict.entities.get(entity)
+            if balance is not None and balance.missing:
+                counts["missing"] = balance.missing
+                counts["missing_records"] = balance.missing_records
             entities[entity] = counts
-            for sink_name, stored in counts["stored"].items():
-                difference = abs(int(counts["fetched"]) - stored - int(counts["quarantined"]))
-                differences[entity] = max(differences.get(entity, 0), difference)
-                if stored + int(counts["quarantined"]) != int(counts["fetched"]):
-                    balanced = False
-                    errors.append(
-                        f"{entity}: fetched {counts['fetched']} but {sink_name} stores "
-                        f"{stored} and {counts['quarantined']} are quarantined"
-                    )
-        status = "succeeded" if balanced and not errors else "failed"
+            differences[entity] = balance.missing if balance is not None else 0
+        status = "succeeded" if verdict.status == "succeeded" and not errors else "failed"
         finished_at = datetime.now(UTC)
         record_run_outcome(
             succeeded=status == "succeeded",
@@ -454,8 +548,29 @@ class LocalCloud:
         return sorted(rows, key=lambda item: entity_key(entity, item))
 
     def dump(self, directory: Path) -> list[Path]:
-        """Write `DIR/<sink>/<entity>.jsonl`, one stored row per line."""
+        """Write `DIR/<sink>/<entity>.jsonl`, one stored row per line, and
+        `DIR/quarantine.jsonl`, one quarantined record (payload and reason) per line."""
         written: list[Path] = []
+        directory.mkdir(parents=True, exist_ok=True)
+        quarantine_path = directory / "quarantine.jsonl"
+        with quarantine_path.open("wb") as handle:
+            for record in wiring.quarantine(self.settings).records():
+                document = orjson.loads(record.to_json())
+                handle.write(
+                    orjson.dumps(
+                        {
+                            "run_id": record.run_id,
+                            "entity": record.entity,
+                            "origin": record.origin,
+                            "reason": record.reason,
+                            "payload": document["payload"],
+                            "payload_base64": document["payload_base64"],
+                        },
+                        option=orjson.OPT_SORT_KEYS,
+                    )
+                    + b"\n"
+                )
+        written.append(quarantine_path)
         for sink in wiring.build_sinks(self.settings):
             folder = directory / sink.name
             folder.mkdir(parents=True, exist_ok=True)

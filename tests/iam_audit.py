@@ -142,6 +142,14 @@ class CallRecorder:
             return [arn(f"secret:{secret}-AbCdEf")], {}
         if service == "cloudwatch" and operation == "PutMetricData":
             return ["*"], {"cloudwatch:namespace": params["Namespace"]}
+        if service == "events" and operation == "PutEvents":
+            buses = {entry.get("EventBusName", "default") for entry in params["Entries"]}
+            return [
+                bus if bus.startswith("arn:") else arn(f"event-bus/{bus}") for bus in sorted(buses)
+            ], {}
+        if service == "lambda" and "FunctionName" in params:
+            name = str(params["FunctionName"])
+            return [name if name.startswith("arn:") else arn(f"function:{name}")], {}
         if service == "logs" and "logGroupName" in params:
             return [arn(f"log-group:{params['logGroupName']}")], {}
         return [f"<no resource mapping for {service}:{operation}; add one>"], {}

@@ -1,306 +1,239 @@
-"""The local event-source mapping against a moto stream: the Lambda Kinesis event and retries.
+"""The local event-source mapping honours the same failure settings as Lambda's.
 
-The load handler is written for what AWS sends; the driver must send exactly that (base64
-data, real sequence numbers, the stream ARN, `eventID` "<shard>:<sequence>") and retry like
-AWS with `ReportBatchItemFailures`: from the lowest reported failure, the whole batch on an
-exception, and never past a record that keeps failing.
+Each test puts real records into a Kinesis stream of the session's moto server, reads them
+back and hands them to the driver with a scripted handler, then checks what the handler saw
+and what reached the on-failure queue (the JSON AWS sends).
 """
 
 from __future__ import annotations
 
 import base64
-import threading
-from collections import defaultdict
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import boto3
+import orjson
 import pytest
 
-from chalicelib import aws
-from localcloud.driver import KinesisEventSourceMapping
-from localcloud.lambda_runtime import LambdaContext
-from tests.factories import create_stream, unique_name
+from chalicelib.failures import RECORD_AGE_EXCEEDED, RETRY_ATTEMPTS_EXHAUSTED, FailureRecord
+from infra.event_source import KinesisEventSourceSettings
+from localcloud.driver import AsyncInvoker, KinesisEventSourceMapping
 
 
-@dataclass
 class Stream:
-    name: str
-    arn: str
-    # (shard id, sequence number, partition key, data) of every record put, in put order
-    records: list[tuple[str, str, str, bytes]] = field(default_factory=list)
+    """A one-shard stream with `n` records and an SQS queue as on-failure destination."""
 
-    def put(self, count: int, start: int = 0) -> None:
-        kinesis = aws.client("kinesis")
-        for offset in range(0, count, 500):
-            batch = [
-                (f"key-{n}", f'{{"n": {n}}}'.encode())
-                for n in range(start + offset, start + min(offset + 500, count))
-            ]
-            response = kinesis.put_records(
-                StreamName=self.name,
-                Records=[{"PartitionKey": key, "Data": data} for key, data in batch],
-            )
-            assert response["FailedRecordCount"] == 0
-            for (key, data), result in zip(batch, response["Records"], strict=True):
-                self.records.append((result["ShardId"], result["SequenceNumber"], key, data))
+    def __init__(self, n: int) -> None:
+        self.name = f"driver-{uuid.uuid4().hex[:8]}"
+        self.kinesis = boto3.client("kinesis")
+        self.sqs = boto3.client("sqs")
+        self.kinesis.create_stream(StreamName=self.name, ShardCount=1)
+        self.kinesis.get_waiter("stream_exists").wait(
+            StreamName=self.name, WaiterConfig={"Delay": 1}
+        )
+        summary = self.kinesis.describe_stream_summary(StreamName=self.name)
+        self.arn = summary["StreamDescriptionSummary"]["StreamARN"]
+        self.kinesis.put_records(
+            StreamName=self.name,
+            Records=[{"Data": f"record-{i}".encode(), "PartitionKey": "k"} for i in range(n)],
+        )
+        self.shard_id = self.kinesis.list_shards(StreamName=self.name)["Shards"][0]["ShardId"]
+        iterator = self.kinesis.get_shard_iterator(
+            StreamName=self.name, ShardId=self.shard_id, ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        self.records = self.kinesis.get_records(ShardIterator=iterator, Limit=1000)["Records"]
+        self.queue_url = self.sqs.create_queue(QueueName=f"{self.name}-failures")["QueueUrl"]
 
-    def pairs(self) -> set[tuple[str, str]]:
-        """(shard, sequence) of every record: moto numbers each shard from 1, so a sequence
-        number alone is not unique in a stream."""
-        return {(shard, sequence) for shard, sequence, _, _ in self.records}
+    def mapping(self, handler: Any, **settings: Any) -> KinesisEventSourceMapping:
+        return KinesisEventSourceMapping(
+            kinesis=self.kinesis,
+            stream_name=self.name,
+            stream_arn=self.arn,
+            handler=handler,
+            settings=KinesisEventSourceSettings(**settings),
+            sqs=self.sqs,
+            destination_url=self.queue_url,
+        )
 
-    def by_shard(self) -> dict[str, list[str]]:
-        shards: dict[str, list[str]] = defaultdict(list)
-        for shard, sequence, _, _ in self.records:
-            shards[shard].append(sequence)
-        return dict(shards)
+    def failures(self) -> list[FailureRecord]:
+        messages = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10)
+        return [FailureRecord.from_json(m["Body"]) for m in messages.get("Messages", [])]
+
+
+class ScriptedHandler:
+    """Records every batch it sees (as record indexes) and fails as told."""
+
+    def __init__(self, poison: set[int] | None = None, mode: str = "raise") -> None:
+        self.poison = poison or set()
+        self.mode = mode
+        self.batches: list[list[int]] = []
+        self.done: list[int] = []
+
+    def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        indexes = [
+            int(base64.b64decode(r["kinesis"]["data"]).decode().split("-")[1])
+            for r in event["Records"]
+        ]
+        self.batches.append(indexes)
+        bad = [i for i, index in enumerate(indexes) if index in self.poison]
+        if not bad:
+            self.done.extend(indexes)
+            return {"batchItemFailures": []}
+        if self.mode == "raise":
+            raise RuntimeError("handler failed")
+        self.done.extend(indexes[: bad[0]])
+        sequence = event["Records"][bad[0]]["kinesis"]["sequenceNumber"]
+        return {"batchItemFailures": [{"itemIdentifier": sequence}]}
 
 
 @pytest.fixture
-def stream(aws_env: str) -> Iterator[Stream]:
-    name = unique_name("esm")
-    arn = create_stream(name)
-    yield Stream(name, arn)
-    aws.client("kinesis").delete_stream(StreamName=name, EnforceConsumerDeletion=True)
+def stream(aws_env: str) -> Stream:
+    return Stream(10)
 
 
-Handler = Callable[[dict[str, Any], Any], Any]
+def test_a_successful_batch_is_delivered_once(stream: Stream) -> None:
+    handler = ScriptedHandler()
+    stream.mapping(handler).deliver(stream.records, stream.shard_id)
+    assert handler.batches == [list(range(10))]
+    assert stream.failures() == []
 
 
-@dataclass
-class Recorder:
-    """A handler that records every event; `decide(event)` returns its response or raises."""
-
-    decide: Callable[[dict[str, Any]], Any] = lambda event: {"batchItemFailures": []}
-    events: list[dict[str, Any]] = field(default_factory=list)
-    contexts: list[Any] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __call__(self, event: dict[str, Any], context: Any) -> Any:
-        with self.lock:
-            self.events.append(event)
-            self.contexts.append(context)
-        return self.decide(event)
-
-    def sequences(self, shard: str | None = None) -> list[list[str]]:
-        """The sequence numbers of each invocation (of one shard), in call order."""
-        return [
-            [r["kinesis"]["sequenceNumber"] for r in event["Records"]]
-            for event in self.events
-            if shard is None or event["Records"][0]["eventID"].startswith(f"{shard}:")
-        ]
-
-    def pairs(self) -> list[tuple[str, str]]:
-        """(shard, sequence) of every record delivered, repeats included."""
-        return [
-            (r["eventID"].split(":")[0], r["kinesis"]["sequenceNumber"])
-            for event in self.events
-            for r in event["Records"]
-        ]
+def test_partial_failure_redelivers_from_the_lowest_reported_record(stream: Stream) -> None:
+    handler = ScriptedHandler(poison={4}, mode="report")
+    mapping = stream.mapping(handler, maximum_retry_attempts=2)
+    mapping.deliver(stream.records, stream.shard_id)
+    # first the whole batch, then twice from record 4 (the retry limit), then given up
+    assert handler.batches == [list(range(10)), list(range(4, 10)), list(range(4, 10))]
+    failures = stream.failures()
+    assert len(failures) == 1
+    assert failures[0].condition == RETRY_ATTEMPTS_EXHAUSTED
+    assert failures[0].batch.start_sequence_number == stream.records[4]["SequenceNumber"]
+    assert failures[0].batch.end_sequence_number == stream.records[9]["SequenceNumber"]
+    assert failures[0].batch.batch_size == 6
+    assert mapping.progress[stream.shard_id].discarded_records == 6
 
 
-def drive(stream: Stream, handler: Handler, **options: Any) -> KinesisEventSourceMapping:
-    mapping = KinesisEventSourceMapping(
-        kinesis=aws.client("kinesis"),
-        stream_name=stream.name,
-        stream_arn=stream.arn,
-        handler=handler,
-        idle_poll_s=0.01,
-        **options,
+def test_bisect_isolates_the_record_that_makes_the_handler_fail(stream: Stream) -> None:
+    handler = ScriptedHandler(poison={6}, mode="raise")
+    mapping = stream.mapping(handler, bisect_batch_on_function_error=True, maximum_retry_attempts=1)
+    mapping.deliver(stream.records, stream.shard_id)
+    assert sorted(handler.done) == [i for i in range(10) if i != 6]
+    assert [6] in handler.batches  # bisected down to the bad record alone
+    assert handler.batches.count([6]) == 2  # the single record: first attempt + 1 retry
+    failures = stream.failures()
+    assert len(failures) == 1
+    info = failures[0].batch
+    assert info.start_sequence_number == info.end_sequence_number
+    assert info.start_sequence_number == stream.records[6]["SequenceNumber"]
+    assert failures[0].function_error == "Unhandled"
+    # the records after the bad one were delivered after it, in order
+    assert handler.done.index(7) > handler.done.index(5)
+
+
+def test_without_bisect_the_whole_batch_is_retried_then_given_up(stream: Stream) -> None:
+    handler = ScriptedHandler(poison={0}, mode="raise")
+    mapping = stream.mapping(
+        handler, bisect_batch_on_function_error=False, maximum_retry_attempts=3
     )
-    done = threading.Event()
-    done.set()
-    mapping.run(done)
-    return mapping
+    mapping.deliver(stream.records, stream.shard_id)
+    assert handler.batches == [list(range(10))] * 4
+    failures = stream.failures()
+    assert [f.batch.batch_size for f in failures] == [10]
+    assert failures[0].approximate_invoke_count == 4
 
 
-def test_builds_the_lambda_kinesis_event(stream: Stream) -> None:
-    stream.put(40)
-    recorder = Recorder()
-    drive(stream, recorder, batch_size=100, function_name="load-fn", region="us-east-1")
-
-    put = {(shard, sequence): (key, data) for shard, sequence, key, data in stream.records}
-    seen = set()
-    for event in recorder.events:
-        assert set(event) == {"Records"}
-        shards = {r["eventID"].split(":")[0] for r in event["Records"]}
-        assert len(shards) == 1  # one invocation reads one shard
-        for record in event["Records"]:
-            sequence = record["kinesis"]["sequenceNumber"]
-            shard = record["eventID"].removesuffix(f":{sequence}")
-            assert shard.startswith("shardId-")
-            key, data = put[(shard, sequence)]
-            assert record["eventSourceARN"] == stream.arn
-            assert record["eventSource"] == "aws:kinesis"
-            assert record["eventName"] == "aws:kinesis:record"
-            assert record["eventVersion"] == "1.0"
-            assert record["awsRegion"] == "us-east-1"
-            assert record["invokeIdentityArn"].startswith("arn:aws:iam::")
-            assert record["kinesis"]["partitionKey"] == key
-            assert record["kinesis"]["kinesisSchemaVersion"] == "1.0"
-            assert base64.b64decode(record["kinesis"]["data"], validate=True) == data
-            assert isinstance(record["kinesis"]["approximateArrivalTimestamp"], float)
-            seen.add((shard, sequence))
-    assert seen == set(put)
-    context = recorder.contexts[0]
-    assert isinstance(context, LambdaContext)
-    assert context.function_name == "load-fn"
-    assert context.invoked_function_arn.endswith(":function:load-fn")
-    assert context.get_remaining_time_in_millis() > 0
+def test_records_older_than_the_maximum_age_are_not_delivered(stream: Stream) -> None:
+    handler = ScriptedHandler()
+    mapping = stream.mapping(handler, maximum_record_age_in_seconds=60)
+    mapping.now = lambda: datetime.now(UTC) + timedelta(seconds=120)
+    mapping.deliver(stream.records, stream.shard_id)
+    assert handler.batches == []
+    failures = stream.failures()
+    assert [f.condition for f in failures] == [RECORD_AGE_EXCEEDED]
+    assert failures[0].batch.batch_size == 10
 
 
-def test_honours_batch_size_and_drains_every_shard_in_order(stream: Stream) -> None:
-    stream.put(230)
-    recorder = Recorder()
-    mapping = drive(stream, recorder, batch_size=7)
+def test_an_unknown_item_identifier_fails_the_whole_batch(stream: Stream) -> None:
+    calls: list[int] = []
 
-    assert all(1 <= len(batch) <= 7 for batch in recorder.sequences())
-    expected = stream.by_shard()
-    assert len(expected) == 2  # the keys spread over both shards
-    for shard, sequences in expected.items():
-        delivered = [s for batch in recorder.sequences(shard) for s in batch]
-        assert delivered == sequences  # every record once, in shard order
-        assert mapping.progress[shard].records_delivered == len(sequences)
-        assert mapping.progress[shard].redeliveries == 0
-        assert mapping.progress[shard].stuck_at is None
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        calls.append(len(event["Records"]))
+        return {"batchItemFailures": [{"itemIdentifier": "not-a-sequence-number"}]}
+
+    stream.mapping(handler, maximum_retry_attempts=1).deliver(stream.records, stream.shard_id)
+    assert calls == [10, 10]
 
 
-def test_consumes_while_the_producer_is_still_publishing(stream: Stream) -> None:
-    recorder = Recorder()
-    mapping = KinesisEventSourceMapping(
-        kinesis=aws.client("kinesis"),
-        stream_name=stream.name,
-        stream_arn=stream.arn,
-        handler=recorder,
-        batch_size=50,
-        idle_poll_s=0.01,
+def test_the_failure_message_has_the_shape_aws_sends(stream: Stream) -> None:
+    handler = ScriptedHandler(poison={0}, mode="raise")
+    stream.mapping(handler, bisect_batch_on_function_error=False, maximum_retry_attempts=0).deliver(
+        stream.records, stream.shard_id
     )
-    done = threading.Event()
-    consumer = threading.Thread(target=mapping.run, args=(done,), daemon=True)
-    consumer.start()
-    for start in range(0, 300, 100):
-        stream.put(100, start=start)
-    done.set()
-    consumer.join(timeout=60)
-
-    assert not consumer.is_alive()
-    assert sorted(recorder.pairs()) == sorted(stream.pairs())  # each exactly once
-
-
-def test_redelivers_from_the_lowest_reported_failure(stream: Stream) -> None:
-    stream.put(60)
-    shard, sequences = next(iter(stream.by_shard().items()))
-    assert len(sequences) >= 10
-    failing = {sequences[7], sequences[4]}  # reported out of order, as a handler may
-    reported: list[list[str]] = []
-
-    def decide(event: dict[str, Any]) -> Any:
-        if not event["Records"][0]["eventID"].startswith(f"{shard}:"):
-            return {}
-        ids = [r["kinesis"]["sequenceNumber"] for r in event["Records"]]
-        failed = [s for s in (sequences[7], sequences[4]) if s in ids and s in failing]
-        failing.difference_update(failed)  # the retry succeeds
-        reported.append(failed)
-        return {"batchItemFailures": [{"itemIdentifier": s} for s in failed]}
-
-    recorder = Recorder(decide)
-    mapping = drive(stream, recorder, batch_size=10)
-
-    batches = recorder.sequences(shard)
-    assert batches[0] == sequences[:10]
-    assert batches[1][0] == sequences[4]  # from the lowest failure, not the first reported
-    assert batches[1] == sequences[4:14]
-    delivered = [s for batch in batches for s in batch]
-    assert delivered.count(sequences[3]) == 1  # before the failure: never again
-    assert set(delivered) == set(sequences)
-    assert mapping.progress[shard].redeliveries == 1
-    assert reported[0] == [sequences[7], sequences[4]]
+    body = stream.sqs.receive_message(QueueUrl=stream.queue_url)["Messages"][0]["Body"]
+    document = orjson.loads(body)
+    assert set(document) == {
+        "requestContext",
+        "responseContext",
+        "version",
+        "timestamp",
+        "KinesisBatchInfo",
+    }
+    assert document["requestContext"]["condition"] == "RetryAttemptsExhausted"
+    assert document["requestContext"]["functionArn"].endswith(":function:load")
+    assert set(document["KinesisBatchInfo"]) == {
+        "shardId",
+        "startSequenceNumber",
+        "endSequenceNumber",
+        "approximateArrivalOfFirstRecord",
+        "approximateArrivalOfLastRecord",
+        "batchSize",
+        "streamArn",
+    }
+    assert document["KinesisBatchInfo"]["streamArn"] == stream.arn
+    assert document["KinesisBatchInfo"]["approximateArrivalOfFirstRecord"].endswith("Z")
 
 
-def test_handler_exception_redelivers_the_whole_batch(stream: Stream) -> None:
-    stream.put(30)
-    crashes = [True]
+def test_async_invoker_retries_a_failed_invocation_twice(aws_env: str) -> None:
+    attempts: list[str] = []
 
-    def decide(event: dict[str, Any]) -> Any:
-        if crashes:
-            crashes.pop()
-            raise RuntimeError("Lambda crashed")
-        return None  # a handler that returns nothing: nothing failed
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        attempts.append(event["id"])
+        if len(attempts) < 3:
+            raise RuntimeError("crashed")
+        return {"ok": True}
 
-    recorder = Recorder(decide)
-    mapping = drive(stream, recorder, batch_size=5)
-
-    first = recorder.events[0]["Records"][0]["eventID"].split(":")[0]
-    batches = recorder.sequences(first)
-    assert batches[0] == batches[1]
-    assert mapping.progress[first].handler_errors == 1
-    assert mapping.progress[first].redeliveries == 1
-    assert set(recorder.pairs()) == stream.pairs()
+    invoker = AsyncInvoker(handler=handler, lambda_client=boto3.client("lambda"))
+    last = invoker.run({"id": "event-1"})
+    assert last.result == {"ok": True}
+    assert attempts == ["event-1"] * 3
+    assert [record.retry_of for record in invoker.invocations] == [None, 1, 1]
 
 
-def test_unknown_item_identifier_redelivers_the_whole_batch(stream: Stream) -> None:
-    stream.put(20)
-    answers = [{"batchItemFailures": [{"itemIdentifier": "12345"}]}]
+def test_async_invoker_gives_up_after_the_retries(aws_env: str) -> None:
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        raise RuntimeError("always")
 
-    def decide(event: dict[str, Any]) -> Any:
-        return answers.pop() if answers else {}
-
-    recorder = Recorder(decide)
-    drive(stream, recorder, batch_size=4)
-    first = recorder.events[0]["Records"][0]["eventID"].split(":")[0]
-    batches = recorder.sequences(first)
-    assert batches[0] == batches[1]
+    invoker = AsyncInvoker(handler=handler, lambda_client=boto3.client("lambda"))
+    last = invoker.run({"id": "e"})
+    assert last.error == "RuntimeError: always"
+    assert len(invoker.invocations) == 3
 
 
-def test_stops_a_shard_after_max_retries(stream: Stream) -> None:
-    stream.put(80)
-    shards = stream.by_shard()
-    stuck_shard, sequences = next(iter(shards.items()))
-    poison = sequences[5]
+def test_async_invoker_runs_the_invocations_a_function_asks_for(aws_env: str) -> None:
+    client = boto3.client("lambda")
+    seen: list[int] = []
 
-    def decide(event: dict[str, Any]) -> Any:
-        ids = [r["eventID"] for r in event["Records"]]
-        stuck = f"{stuck_shard}:{poison}" in ids
-        return {"batchItemFailures": [{"itemIdentifier": poison}] if stuck else []}
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        seen.append(event["n"])
+        if event["n"] < 3:
+            client.invoke(
+                FunctionName=context.invoked_function_arn,
+                InvocationType="Event",
+                Payload=orjson.dumps({"n": event["n"] + 1}),
+            )
+        return {"n": event["n"]}
 
-    recorder = Recorder(decide)
-    mapping = drive(stream, recorder, batch_size=10, max_retries=3)
-
-    progress = mapping.progress[stuck_shard]
-    assert progress.stuck_at == poison
-    assert progress.redeliveries == 3
-    batches = recorder.sequences(stuck_shard)
-    assert len(batches) == 1 + 3  # the first delivery and 3 retries
-    assert all(batch[0] == poison for batch in batches[1:])
-    assert sequences[-1] not in {s for batch in batches for s in batch}  # stays in the stream
-    for other, other_sequences in shards.items():  # the other shard is unaffected
-        if other != stuck_shard:
-            assert mapping.progress[other].stuck_at is None
-            delivered = [s for batch in recorder.sequences(other) for s in batch]
-            assert delivered == other_sequences
-
-
-def test_broken_poller_is_reported_not_hung(stream: Stream) -> None:
-    class BrokenKinesis:
-        """The real client, except that GetRecords fails (e.g. expired credentials)."""
-
-        def __getattr__(self, name: str) -> Any:
-            if name == "get_records":
-                raise RuntimeError("GetRecords is broken")
-            return getattr(aws.client("kinesis"), name)
-
-    stream.put(5)
-    recorder = Recorder()
-    mapping = KinesisEventSourceMapping(
-        kinesis=BrokenKinesis(),
-        stream_name=stream.name,
-        stream_arn=stream.arn,
-        handler=recorder,
-    )
-    done = threading.Event()
-    done.set()
-    progress = mapping.run(done)
-    assert len(progress) == 2
-    assert all("GetRecords is broken" in (p.error or "") for p in progress.values())
-    assert recorder.events == []
+    last = AsyncInvoker(handler=handler, lambda_client=client).run({"n": 1})
+    assert seen == [1, 2, 3]
+    assert last.result == {"n": 3}

@@ -41,6 +41,15 @@ NOT_EXERCISED_LOCALLY = {
     ("load", "kinesis:DescribeStreamSummary"): "Lambda's poller describes the stream",
     ("load", "sqs:SendMessage"): "Lambda sends a batch it gave up on, with the function's role",
     ("load", "secretsmanager:GetSecretValue"): "only with the PostgreSQL sink enabled",
+    ("reconcile", "logs:CreateLogGroup"): "Lambda writes the logs, not the code",
+    ("reconcile", "logs:CreateLogStream"): "Lambda writes the logs, not the code",
+    ("reconcile", "logs:PutLogEvents"): "Lambda writes the logs, not the code",
+    ("reconcile", "cloudwatch:PutMetricData"): "metrics may be flushed as EMF log lines",
+    ("reconcile", "s3:GetObject"): "reads only records quarantined by the load function",
+    ("reconcile", "secretsmanager:GetSecretValue"): "read once per process; the load read it",
+    ("ingest", "lambda:InvokeFunction"): "only when a run continues past the Lambda timeout",
+    ("ingest", "dynamodb:GetItem"): "only when a delivery resumes a run (test_resume.py)",
+    ("ingest", "dynamodb:Query"): "only when a delivery resumes a run (test_resume.py)",
 }
 
 
@@ -94,6 +103,11 @@ def recorded_calls(tmp_path_factory: pytest.TempPathFactory) -> list[Call]:
                 ),
                 LambdaContext("load", region=REGION),
             )
+        with recorder.acting_as("reconcile"):
+            app.reconcile(
+                scheduled_event(rule_arn.replace("-ingest", "-reconcile"), REGION),
+                LambdaContext("reconcile", region=REGION),
+            )
         assert faults.injected["poison"] > 0, "the run must exercise the ingest quarantine"
     return recorder.calls
 
@@ -112,6 +126,9 @@ def test_the_recording_saw_both_functions_work(recorded_calls: list[Call]) -> No
         ("load", "kinesis:GetRecords"),
         ("load", "dynamodb:BatchWriteItem"),
         ("load", "s3:PutObject"),
+        ("reconcile", "dynamodb:Scan"),
+        ("reconcile", "dynamodb:BatchGetItem"),
+        ("reconcile", "events:PutEvents"),
     ]:
         assert expected in actions
 

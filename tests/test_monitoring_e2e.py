@@ -491,9 +491,11 @@ def test_an_api_outage_raises_ingest_errors(tmp_path: Path) -> None:
         retries = retries_by_status(local, resources.entities)
 
     assert report.status == "failed"
-    assert report.metrics["ApiErrors"] == 3  # one per resource
-    assert report.metrics["ApiRetries"] == 3  # one retry each before giving up
-    assert retries == {"connection": 3.0}
+    # one per resource and invocation: Lambda retries a failed asynchronous invocation twice
+    assert report.ingest_invocations == 3
+    assert report.metrics["ApiErrors"] == 3 * report.ingest_invocations
+    assert report.metrics["ApiRetries"] == 3 * report.ingest_invocations  # one retry each
+    assert retries == {"connection": 3.0 * report.ingest_invocations}
     assert report.alarms[alarm_name("ingest-errors")] == "ALARM"
     assert report.alarms[alarm_name("run-failed")] == "ALARM"
     assert report.alarms[alarm_name("load-errors")] == "OK"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from chalicelib.contract import Envelope, entity_key, version_of
@@ -22,6 +22,13 @@ class Sink(Protocol):
     def write(self, entity: str, envelopes: Sequence[Envelope]) -> Sequence[Envelope]: ...
 
     def count(self, entity: str) -> int: ...
+
+    def stored_versions(self, entity: str, keys: Sequence[Hashable]) -> Mapping[Hashable, str]:
+        """The stored `updated_at` of each key that exists; keys are `entity_key` tuples.
+
+        The reconciliation checks every fetched record against every sink with it.
+        """
+        ...
 
 
 def rejection(sinks: Iterable[Sink], entity: str, envelope: Envelope) -> str | None:

@@ -182,6 +182,10 @@ class DynamoDBSink:
                 batch.save(to_row(entity, envelope))
         return newer
 
+    def stored_versions(self, entity: str, keys: Sequence[Hashable]) -> dict[Hashable, str]:
+        """`updated_at` stored for each of `keys` that exists (the reconciliation reads it)."""
+        return self._stored_versions(entity, list(keys))
+
     def _stored_versions(self, entity: str, keys: list[Hashable]) -> dict[Hashable, str]:
         model = ROW_MODELS[entity]
         lookup = [key[0] if len(key) == 1 else key for key in keys]  # type: ignore[index, arg-type]

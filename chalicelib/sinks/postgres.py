@@ -18,7 +18,7 @@ deleted. Rows are written in key order so concurrent writers lock in the same or
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -292,6 +292,27 @@ _ROWS = {
     """,
 }
 
+
+def _key_item(entity: str, key: Hashable) -> dict[str, Any]:
+    """An item holding just the key fields of an `entity_key` tuple."""
+    if not isinstance(key, tuple):
+        raise TypeError(f"a key is an entity_key tuple, got {type(key).__name__}")
+    if entity == "listen_history":
+        return {"user_id": key[0], "created_at": key[1]}
+    return {"id": key[0]}
+
+
+_VERSIONS = {
+    "users": "SELECT t.id, t.updated_at, t.timestamps_as_served FROM {table} t "
+    "WHERE t.id = ANY(%s::bigint[]) AND NOT t.is_placeholder",
+    "tracks": "SELECT t.id, t.updated_at, t.timestamps_as_served FROM {table} t "
+    "WHERE t.id = ANY(%s::bigint[]) AND NOT t.is_placeholder",
+    "listen_history": "SELECT t.user_id, t.created_at, t.updated_at, t.timestamps_as_served "
+    "FROM {table} t JOIN unnest(%s::bigint[], %s::timestamp[]) AS k(user_id, created_at) "
+    "USING (user_id, created_at)",
+}
+"""Stored versions of a list of keys, one array parameter per key column."""
+
 _COUNTS = {
     "users": "SELECT count(*) FROM users WHERE NOT is_placeholder",
     "tracks": "SELECT count(*) FROM tracks WHERE NOT is_placeholder",
@@ -323,6 +344,33 @@ class PostgresSink:
             return []
         writer = _WRITERS[entity]
         return self.database.run(lambda connection: writer(connection, entity, candidates))
+
+    def stored_versions(self, entity: str, keys: Sequence[Hashable]) -> dict[Hashable, str]:
+        """`updated_at` as served for each of `keys` stored; the reconciliation reads it.
+
+        Keys are `entity_key` tuples (the served `created_at` text for listen history); the
+        table holds parsed timestamps, so each key is looked up by its parsed form.
+        """
+        by_stored: dict[StoredKey, Hashable] = {
+            stored_key(entity, _key_item(entity, key)): key for key in keys
+        }
+        table = TABLES[entity]
+
+        def lookup(connection: psycopg.Connection) -> dict[Hashable, str]:
+            versions: dict[Hashable, str] = {}
+            stored = list(by_stored)
+            for start in range(0, len(stored), 1000):
+                chunk = stored[start : start + 1000]
+                columns = [list(column) for column in zip(*chunk, strict=True)]
+                statement = _VERSIONS[entity]
+                for *key, updated_at, as_served in connection.execute(
+                    sql.SQL(statement).format(table=sql.Identifier(table.name)), columns
+                ):
+                    text = (as_served or {}).get("updated_at") or updated_at.isoformat()
+                    versions[by_stored[tuple(key)]] = text
+            return versions
+
+        return self.database.run(lookup) if by_stored else {}
 
     def count(self, entity: str) -> int:
         """Rows stored (placeholders are not stored rows: nothing was served for them yet)."""

@@ -1,0 +1,335 @@
+"""Resumable ingestion: per-page ledger of what a run published, and its checkpoints.
+
+After the records of some pages are in Kinesis (never before: the publisher is flushed first),
+the ingest writes one ledger item per page to the `<prefix>-run-pages` table (the page's keys
+and versions, and the positions it quarantined), then advances the run's checkpoint for that
+resource in the manifest, adding the pages' counts in the same conditional update. Hence:
+
+- a re-invocation of the same run (same EventBridge event: Lambda's async retry after a crash
+  or timeout, or the ingest's own continuation before its timeout) resumes after the last
+  checkpointed page; pages published but not checkpointed are published again, which the
+  newest-wins sinks absorb, and their ledger items are overwritten, so nothing counts twice;
+- the reconciler reads the ledger page by page to check every fetched key against the stores,
+  so no process ever holds a whole run's keys in memory.
+
+The checkpoint update is conditional on the previous value, so two invocations racing on one
+run (a duplicated event) cannot both count a page: the loser stops (`RunSuperseded`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final
+
+import orjson
+from botocore.exceptions import ClientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+LEDGER_FLUSH_RECORDS: Final = 500
+"""Commit a checkpoint about every PutRecords call's worth of records."""
+LEDGER_FLUSH_PAGES: Final = 25
+"""... or every 25 pages (one BatchWriteItem), whichever comes first."""
+
+
+class RunSuperseded(RuntimeError):
+    """Another invocation advanced this run's checkpoint: this one must stop."""
+
+
+class RunExhausted(RuntimeError):
+    """The run used all the invocations it may use; it is declared failed."""
+
+
+def run_id_for_event(event: Mapping[str, Any], now: datetime | None = None) -> str:
+    """A run id that every delivery of one EventBridge event maps to.
+
+    `<event time>Z-<8 hex of the event id>`: sortable like `new_run_id`, and the same for the
+    retries and continuations of one scheduled event, which is how they find their run. An
+    event without an id (a manual invocation) gets a fresh run.
+    """
+    event_id = event.get("id")
+    moment = now or datetime.now(UTC)
+    raw_time = event.get("time")
+    if isinstance(raw_time, str):
+        with contextlib.suppress(ValueError):
+            moment = datetime.fromisoformat(raw_time.replace("Z", "+00:00")).astimezone(UTC)
+    suffix = (
+        hashlib.sha256(str(event_id).encode()).hexdigest()[:8] if event_id else uuid.uuid4().hex[:8]
+    )
+    return f"{moment:%Y%m%dT%H%M%SZ}-{suffix}"
+
+
+class Deadline:
+    """When to stop: `margin_s` before the Lambda context runs out of time."""
+
+    def __init__(self, context: Any, margin_s: float) -> None:
+        self.context = context
+        self.margin_ms = margin_s * 1000
+
+    def reached(self) -> bool:
+        remaining = getattr(self.context, "get_remaining_time_in_millis", None)
+        if remaining is None:
+            return False
+        return bool(remaining() < self.margin_ms)
+
+
+NEVER = Deadline(None, 0)
+
+
+LedgerEntry = tuple[int, list[Any] | None, str | None]
+"""(position in the page, key parts or None when quarantined at ingest, updated_at or None)."""
+
+
+@dataclass
+class PageLedger:
+    """What one fetched page held, as the ledger keeps it."""
+
+    resource: str
+    number: int
+    entries: list[LedgerEntry] = field(default_factory=list)
+
+    @property
+    def fetched(self) -> int:
+        return len(self.entries)
+
+    @property
+    def published(self) -> int:
+        return sum(1 for _, key, _ in self.entries if key is not None)
+
+    @property
+    def quarantined(self) -> int:
+        return self.fetched - self.published
+
+    @property
+    def page_id(self) -> str:
+        return f"{self.resource}#{self.number:09d}"
+
+    def to_item(self, run_id: str) -> dict[str, Any]:
+        return {
+            "run_id": {"S": run_id},
+            "page_id": {"S": self.page_id},
+            "resource": {"S": self.resource},
+            "page": {"N": str(self.number)},
+            "entries": {"B": orjson.dumps(self.entries)},
+        }
+
+    @classmethod
+    def from_item(cls, item: Mapping[str, Any]) -> PageLedger:
+        entries = [
+            (int(position), key, version)
+            for position, key, version in orjson.loads(item["entries"]["B"])
+        ]
+        return cls(resource=item["resource"]["S"], number=int(item["page"]["N"]), entries=entries)
+
+
+@dataclass(frozen=True)
+class RunState:
+    """A run's manifest as an invocation finds it."""
+
+    run_id: str
+    manifest: dict[str, Any]
+    resumed: bool
+
+    def checkpoint(self, resource: str) -> int:
+        """The last page of `resource` whose records are all in the stream (0: none)."""
+        return int(self.manifest.get(f"checkpoint.{resource}", 0))
+
+    def complete(self, resource: str) -> bool:
+        return bool(self.manifest.get(f"complete.{resource}", 0))
+
+    @property
+    def ingest_status(self) -> str:
+        return str(self.manifest.get("ingest_status", "running"))
+
+    @property
+    def invocations(self) -> int:
+        return int(self.manifest.get("ingest_invocations", 0))
+
+
+class RunProgress:
+    """The run manifest's checkpoints and the `<prefix>-run-pages` ledger."""
+
+    def __init__(
+        self,
+        client: DynamoDBClient,
+        runs_table: str,
+        pages_table: str,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.runs_table = runs_table
+        self.pages_table = pages_table
+        self.sleep = sleep
+
+    def begin(self, run_id: str, started_at: str, resources: Sequence[str]) -> RunState:
+        """Create the run's manifest, or find it when this invocation resumes the run."""
+        item: dict[str, Any] = {
+            "run_id": {"S": run_id},
+            "started_at": {"S": started_at},
+            "status": {"S": "running"},
+            "ingest_status": {"S": "running"},
+            "resources": {"S": ",".join(resources)},
+        }
+        for resource in resources:
+            item[f"checkpoint.{resource}"] = {"N": "0"}
+        resumed = False
+        try:
+            self.client.put_item(
+                TableName=self.runs_table,
+                Item=item,
+                ConditionExpression="attribute_not_exists(run_id)",
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            resumed = True
+        response = self.client.update_item(
+            TableName=self.runs_table,
+            Key={"run_id": {"S": run_id}},
+            UpdateExpression="ADD ingest_invocations :one",
+            ExpressionAttributeValues={":one": {"N": "1"}},
+            ReturnValues="ALL_NEW",
+        )
+        return RunState(run_id, _plain(response["Attributes"]), resumed)
+
+    def commit(
+        self,
+        run_id: str,
+        resource: str,
+        pages: Sequence[PageLedger],
+        previous_checkpoint: int,
+        *,
+        complete: bool = False,
+    ) -> int:
+        """Record `pages` (all already in the stream) and advance the checkpoint past them.
+
+        Returns the new checkpoint. Raises `RunSuperseded` when the stored checkpoint is not
+        `previous_checkpoint` any more (another invocation works on the run).
+        """
+        self._write_ledger(run_id, pages)
+        checkpoint = max([previous_checkpoint, *(page.number for page in pages)])
+        counts = {
+            f"fetched.{resource}": sum(page.fetched for page in pages),
+            f"published.{resource}": sum(page.published for page in pages),
+            f"quarantined.ingest.{resource}": sum(page.quarantined for page in pages),
+            f"pages.{resource}": len(pages),
+        }
+        names = {"#cp": f"checkpoint.{resource}"}
+        values: dict[str, Any] = {
+            ":previous": {"N": str(previous_checkpoint)},
+            ":checkpoint": {"N": str(checkpoint)},
+        }
+        sets = ["#cp = :checkpoint"]
+        if complete:
+            names["#done"] = f"complete.{resource}"
+            values[":done"] = {"N": "1"}
+            sets.append("#done = :done")
+        adds = []
+        for index, (name, value) in enumerate(counts.items()):
+            if value:
+                names[f"#c{index}"] = name
+                values[f":c{index}"] = {"N": str(value)}
+                adds.append(f"#c{index} :c{index}")
+        expression = "SET " + ", ".join(sets)
+        if adds:
+            expression += " ADD " + ", ".join(adds)
+        try:
+            self.client.update_item(
+                TableName=self.runs_table,
+                Key={"run_id": {"S": run_id}},
+                UpdateExpression=expression,
+                ConditionExpression="#cp = :previous",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise RunSuperseded(
+                    f"run {run_id}: the checkpoint of {resource} moved past page "
+                    f"{previous_checkpoint} in another invocation"
+                ) from error
+            raise
+        return checkpoint
+
+    def pages(self, run_id: str) -> Iterator[PageLedger]:
+        """Every ledger page of a run, one DynamoDB query page at a time."""
+        paginator = self.client.get_paginator("query")
+        for response in paginator.paginate(
+            TableName=self.pages_table,
+            KeyConditionExpression="run_id = :run",
+            ExpressionAttributeValues={":run": {"S": run_id}},
+            ConsistentRead=True,
+        ):
+            for item in response.get("Items", []):
+                yield PageLedger.from_item(item)
+
+    def _write_ledger(self, run_id: str, pages: Sequence[PageLedger]) -> None:
+        """BatchWriteItem in chunks of 25, resending UnprocessedItems with backoff."""
+        for start in range(0, len(pages), 25):
+            requests: list[Any] = [
+                {"PutRequest": {"Item": page.to_item(run_id)}} for page in pages[start : start + 25]
+            ]
+            for attempt in range(12):
+                if attempt:
+                    self.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))  # noqa: S311
+                response = self.client.batch_write_item(RequestItems={self.pages_table: requests})
+                requests = response.get("UnprocessedItems", {}).get(self.pages_table, [])
+                if not requests:
+                    break
+            else:
+                raise RuntimeError(
+                    f"run {run_id}: {len(requests)} ledger pages still unprocessed after retries"
+                )
+
+
+def _plain(item: Mapping[str, Any]) -> dict[str, Any]:
+    plain: dict[str, Any] = {}
+    for name, value in item.items():
+        if "N" in value:
+            plain[name] = int(value["N"])
+        elif "S" in value:
+            plain[name] = value["S"]
+    return plain
+
+
+@dataclass
+class ResourceCheckpoint:
+    """Pages of one resource waiting for their checkpoint, committed after a flush.
+
+    `flush` sends what the publisher buffers; it runs before every commit, so the checkpoint
+    never covers a record that is not in the stream yet.
+    """
+
+    progress: RunProgress
+    run_id: str
+    resource: str
+    checkpoint: int
+    flush: Callable[[], None]
+    pending: list[PageLedger] = field(default_factory=list)
+
+    @property
+    def next_page(self) -> int:
+        return self.checkpoint + 1
+
+    def add(self, page: PageLedger) -> None:
+        self.pending.append(page)
+        records = sum(pending.fetched for pending in self.pending)
+        if records >= LEDGER_FLUSH_RECORDS or len(self.pending) >= LEDGER_FLUSH_PAGES:
+            self.commit()
+
+    def commit(self, *, complete: bool = False) -> None:
+        if not self.pending and not complete:
+            return
+        self.flush()
+        self.checkpoint = self.progress.commit(
+            self.run_id, self.resource, self.pending, self.checkpoint, complete=complete
+        )
+        self.pending = []
