@@ -16,7 +16,7 @@ LOCAL_AWS = env -u AWS_PROFILE -u AWS_SESSION_TOKEN \
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1}
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run report test lint typecheck check clean security
+.PHONY: help venv run report test browser lint typecheck check clean security
 .PHONY: deploy deploy-local package destroy destroy-local invoke-local
 
 help: ## list the targets
@@ -36,8 +36,12 @@ run: $(STAMP) ## start the embedded local cloud and run one scheduled ingestion 
 report: $(STAMP) ## run the local cloud and write its health report to .localcloud/report/ (ARGS="--runs 3")
 	$(BIN)/python -m localcloud report --out .localcloud/report $(ARGS)
 
-test: $(STAMP) ## run the whole test suite against the embedded local cloud
+test: $(STAMP) browser ## run the whole test suite against the embedded local cloud
 	$(BIN)/python -m pytest $(ARGS)
+
+browser: ## Debian's chromium, which the health-report test opens (apt-get when missing)
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq chromium; }
 
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check .

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from infra.provision import FAILURE_QUEUE, STREAM, stack_resources
+from infra.monitoring import cloudformation_resources
+from infra.provision import ALARM_TOPIC, FAILURE_QUEUE, STREAM, stack_resources
 from infra.resources import Attr
 from infra.spec import StackSpec
 from infra.trigger import FailureSettings, sam_event_overrides
@@ -33,6 +34,9 @@ def infra_template(spec: StackSpec) -> dict[str, Any]:
     for resource in stack_resources(spec):
         resources.update(resource.cloudformation())
         outputs.update(resource.outputs())
+    # the alarms and the dashboard (infra/monitoring.py); the topic is already in the stack
+    monitoring = cloudformation_resources(spec.settings, spec.stage)
+    resources.update({name: value for name, value in monitoring.items() if name != ALARM_TOPIC})
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": f"MooVitamix pipeline, stage {spec.stage}: what Chalice does not create",

@@ -33,6 +33,7 @@ from botocore.exceptions import ClientError
 from chalicelib import aws
 from infra import policies
 from infra.cloudformation import add_to_terraform, infra_template, sam_merge_template
+from infra.monitoring import apply_monitoring, remove_monitoring
 from infra.provision import FAILURE_QUEUE, STREAM, StackResult, apply_stack, destroy_stack
 from infra.resources import Change
 from infra.spec import StackSpec
@@ -139,6 +140,12 @@ def deploy(stage: Stage) -> Report:
         queue_arn=infra.attributes[FAILURE_QUEUE]["Arn"],
     )
     _print_changes("trigger", [report.trigger])
+    monitoring = apply_monitoring(stage.settings, stage.name)
+    print(
+        f"monitoring: {len(monitoring.alarms)} alarms -> {monitoring.topic_arn}, "
+        f"dashboard {monitoring.dashboard}",
+        flush=True,
+    )
     report.deployment = describe_deployment(stage)
     _print_deployment(report.deployment)
     return report
@@ -249,6 +256,7 @@ def destroy(stage: Stage) -> Report:
             if error.response["Error"]["Code"] != "ResourceNotFoundException":
                 raise
             report.removed.append(Change(f"log group {group}", "absent"))
+    report.removed += remove_monitoring(stage.settings, stage.name)
     report.removed += destroy_stack(spec).changes
     _print_changes("removed", report.removed)
     return report

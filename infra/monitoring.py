@@ -14,10 +14,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from chalicelib import aws
 from chalicelib.settings import Settings
 from infra.alarms import AlarmThresholds, alarm_definitions
 from infra.dashboard import dashboard_body
+from infra.resources import Change
 from infra.stage import StageResources
 
 
@@ -43,6 +46,31 @@ def apply_monitoring(
     body = dashboard_body(resources, region, account_id, names, thresholds)
     cloudwatch.put_dashboard(DashboardName=resources.dashboard, DashboardBody=json.dumps(body))
     return MonitoringApplied(topic_arn=topic_arn, dashboard=resources.dashboard, alarms=names)
+
+
+def remove_monitoring(settings: Settings, stage: str) -> list[Change]:
+    """Delete the alarms and the dashboard of `stage` (the topic goes with the stack)."""
+    resources = StageResources.from_settings(settings, stage)
+    cloudwatch = aws.client("cloudwatch")
+    names = [alarm["AlarmName"] for alarm in alarm_definitions(resources, "TOPIC")]
+    existing = {
+        alarm["AlarmName"]
+        for page in cloudwatch.get_paginator("describe_alarms").paginate(AlarmNames=names)
+        for alarm in page.get("MetricAlarms", [])
+    }
+    changes = [
+        Change(f"alarm {name}", "deleted" if name in existing else "absent") for name in names
+    ]
+    if existing:
+        cloudwatch.delete_alarms(AlarmNames=sorted(existing))
+    try:
+        cloudwatch.delete_dashboards(DashboardNames=[resources.dashboard])
+        changes.append(Change(f"dashboard {resources.dashboard}", "deleted"))
+    except ClientError as error:
+        if error.response["Error"]["Code"] not in ("ResourceNotFound", "DashboardNotFoundError"):
+            raise
+        changes.append(Change(f"dashboard {resources.dashboard}", "absent"))
+    return changes
 
 
 def cloudformation_resources(

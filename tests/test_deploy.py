@@ -175,6 +175,14 @@ class Cloud:
             ),
             "buckets": sorted(b["Name"] for b in self.client("s3").list_buckets()["Buckets"]),
             "topics": sorted(t["TopicArn"] for t in self.client("sns").list_topics()["Topics"]),
+            "alarms": sorted(
+                alarm["AlarmName"]
+                for alarm in self.client("cloudwatch").describe_alarms()["MetricAlarms"]
+            ),
+            "dashboards": sorted(
+                board["DashboardName"]
+                for board in self.client("cloudwatch").list_dashboards()["DashboardEntries"]
+            ),
             "log_groups": {group["logGroupName"]: group.get("retentionInDays") for group in logs},
         }
 
@@ -304,7 +312,8 @@ def test_the_data_stores_exist_and_are_locked_down(deployment: Deployment) -> No
     assert stream["OpenShardCount"] == settings.stream_shards
     assert stream["EncryptionType"] == "KMS"
     assert snapshot["tables"] == sorted(
-        settings.table_name(suffix) for suffix in ("users", "tracks", "listen_history", "runs")
+        settings.table_name(suffix)
+        for suffix in ("users", "tracks", "listen_history", "runs", "run-pages")
     )
     assert snapshot["buckets"] == [settings.quarantine_bucket]
     s3 = deployment.cloud.client("s3")
@@ -321,6 +330,21 @@ def test_the_data_stores_exist_and_are_locked_down(deployment: Deployment) -> No
     )
     assert set(json.loads(secret["SecretString"])) == {"username", "password"}
     assert [arn.rsplit(":", 1)[-1] for arn in snapshot["topics"]] == [f"{prefix}-alarms"]
+
+
+def test_the_alarms_and_the_dashboard_exist(deployment: Deployment) -> None:
+    from infra.alarms import alarm_definitions
+    from infra.stage import StageResources
+
+    stage = deployment.stage
+    resources = StageResources.from_settings(stage.settings, stage.name)
+    expected = sorted(alarm["AlarmName"] for alarm in alarm_definitions(resources, "TOPIC"))
+    assert deployment.first["alarms"] == expected
+    assert deployment.first["dashboards"] == [resources.dashboard]
+    alarms = deployment.cloud.client("cloudwatch").describe_alarms()["MetricAlarms"]
+    topic = f"{stage.settings.table_prefix}-alarms"
+    assert all(alarm["AlarmActions"][0].endswith(f":{topic}") for alarm in alarms)
+    assert all("operations.md#" in alarm["AlarmDescription"] for alarm in alarms)
 
 
 def test_the_deploy_prints_what_exists(deployment: Deployment) -> None:
@@ -368,6 +392,8 @@ def test_destroy_removes_everything(deployment: Deployment) -> None:
         "secrets": [],
         "buckets": [],
         "topics": [],
+        "alarms": [],
+        "dashboards": [],
         "log_groups": {},
     }
     again = run_deploy_cli(

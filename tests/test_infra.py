@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from chalicelib.settings import Settings
 from infra import provision as provisioning
 from infra.cloudformation import infra_template, sam_merge_template
+from infra.monitoring import cloudformation_resources
 from infra.provision import (
     ALARM_TOPIC,
     FAILURE_QUEUE,
@@ -191,7 +192,13 @@ def test_the_cloudformation_template_is_lint_clean_and_matches_the_script(stage_
     matches = lint(json.dumps(template), config=ManualArgs(regions=["us-east-1"]))
     assert [str(match) for match in matches] == []
     resources = template["Resources"]
-    assert list(resources) == [r.logical_id for r in stack_resources(spec)]
+    monitoring = [
+        name
+        for name in cloudformation_resources(stage.settings, stage.name)
+        if name != "AlarmTopic"  # one topic, already a stack resource
+    ]
+    assert list(resources) == [r.logical_id for r in stack_resources(spec)] + monitoring
+    assert len(monitoring) > 10  # every alarm and the dashboard
     assert resources[STREAM]["Properties"]["Name"] == stage.settings.stream_name
     assert resources[STREAM]["Properties"]["ShardCount"] == stage.settings.stream_shards
     assert (
