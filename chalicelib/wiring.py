@@ -52,17 +52,22 @@ def redriver(settings: Settings) -> Redriver:
 
     sqs = aws.client("sqs")
     return Redriver(
-        publisher=KinesisPublisher(
-            client=aws.client("kinesis"),
-            stream_name=settings.stream_name,
-            max_attempts=settings.put_records_max_attempts,
-            backoff_s=settings.put_records_backoff_s,
-        ),
+        publisher=publisher(settings),
         quarantine=quarantine(settings),
         manifests=manifests(settings),
         sqs=sqs,
         kinesis=aws.client("kinesis"),
         failure_queue_url=sqs.get_queue_url(QueueName=failure_queue_name(settings))["QueueUrl"],
+    )
+
+
+def publisher(settings: Settings) -> KinesisPublisher:
+    """A publisher of its own: its counters belong to one run or redrive."""
+    return KinesisPublisher(
+        client=aws.client("kinesis"),
+        stream_name=settings.stream_name,
+        max_attempts=settings.put_records_max_attempts,
+        backoff_s=settings.put_records_backoff_s,
     )
 
 
@@ -93,12 +98,7 @@ def ingest_dependencies() -> IngestDependencies:
     return IngestDependencies(
         settings=settings,
         session=_session(),
-        publisher=KinesisPublisher(
-            client=aws.client("kinesis"),
-            stream_name=settings.stream_name,
-            max_attempts=settings.put_records_max_attempts,
-            backoff_s=settings.put_records_backoff_s,
-        ),
+        publisher=publisher(settings),
         quarantine=quarantine(settings),
         manifests=manifests(settings),
         progress=progress(settings),
