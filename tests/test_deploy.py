@@ -563,8 +563,19 @@ def test_the_terraform_package_is_consistent(packaged: Packaged) -> None:
 
 
 def make_dry_run(*arguments: str) -> str:
+    """The last command `make -n` prints; standalone, also when the tests run under make."""
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")
+    }
     completed = subprocess.run(
-        ["make", "-n", *arguments], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+        ["make", "--no-print-directory", "-n", *arguments],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=environment,
     )
     return completed.stdout.strip().splitlines()[-1]
 
