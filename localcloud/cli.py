@@ -238,18 +238,23 @@ def _loaded(counts: dict[str, Any]) -> int:
 
 def _print_report(console: Console, report: RunReport, cloud: LocalCloud) -> None:
     sinks = sorted({sink for counts in report.entities.values() for sink in counts["stored"]})
-    table = Table(title=f"run {report.run_id}")
-    table.add_column("resource")
-    for column in ("fetched", "published", "quarantined"):
-        table.add_column(column, justify="right")
-    for sink in sinks:
-        table.add_column(f"written {sink}", justify="right")
-        table.add_column(f"stored {sink}", justify="right")
+    # one column per step, the sinks side by side in it: fits an 80-column terminal
+    table = Table(
+        title=f"run {report.run_id}",
+        caption=f"written and stored per sink: {' / '.join(sinks)}" if len(sinks) > 1 else None,
+    )
+    table.add_column("resource", no_wrap=True)
+    for column in ("fetched", "published", "quarantined", "written", "stored"):
+        table.add_column(column, justify="right", no_wrap=True)
     for entity, counts in report.entities.items():
-        row = [entity, str(counts["fetched"]), str(counts["published"]), str(counts["quarantined"])]
-        for sink in sinks:
-            row += [str(counts["written"].get(sink, 0)), str(counts["stored"].get(sink, 0))]
-        table.add_row(*row)
+        table.add_row(
+            entity,
+            str(counts["fetched"]),
+            str(counts["published"]),
+            str(counts["quarantined"]),
+            " / ".join(str(counts["written"].get(sink, 0)) for sink in sinks),
+            " / ".join(str(counts["stored"].get(sink, 0)) for sink in sinks),
+        )
     console.print(table)
     if report.chaos is not None:
         injected = ", ".join(f"{name} x{times}" for name, times in report.chaos.items())
