@@ -1,4 +1,4 @@
-"""Chalice entry point: the two Lambda functions of the pipeline, each a few lines.
+"""Chalice entry point: the pipeline's three Lambda functions, each a few lines.
 
 The schedule, stream and batch settings are read from the environment when Chalice loads the
 app (at deploy time), the same variables the functions read at run time.
