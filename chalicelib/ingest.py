@@ -283,6 +283,7 @@ def _ingest_resource(
                     break
             else:
                 finished = True
+        _flush_and_checkpoint(publisher, checkpoint, complete=finished)
     except SourceError:
         # The fetch failed, not the publishing: what was fetched must reach the stream.
         _flush_and_checkpoint(publisher, checkpoint, complete=False)
@@ -292,9 +293,6 @@ def _ingest_resource(
         counts.put_records_failed = (
             publisher.stats.failed_by_entity.get(resource, 0) - failed_before
         )
-    _flush_and_checkpoint(publisher, checkpoint, complete=finished)
-    counts.published = publisher.stats.published_by_entity.get(resource, 0) - published_before
-    counts.put_records_failed = publisher.stats.failed_by_entity.get(resource, 0) - failed_before
     return finished
 
 
