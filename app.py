@@ -7,7 +7,7 @@ app (at deploy time), the same variables the functions read at run time.
 from typing import Any
 
 from chalice import Chalice
-from chalice.app import CloudWatchEvent, KinesisEvent
+from chalice.app import CloudWatchEvent, KinesisEvent, SQSEvent
 
 from chalicelib import handlers
 from chalicelib.settings import get_settings
@@ -32,3 +32,9 @@ def ingest(event: CloudWatchEvent) -> dict[str, Any]:
 def load(event: KinesisEvent) -> dict[str, Any]:
     """Write a batch of stream records into the stores, newest wins."""
     return handlers.handle_kinesis(event.to_dict(), event.context)
+
+
+@app.on_sqs_message(queue=settings.work_queue, batch_size=1, name="ingest_worker")
+def ingest_worker(event: SQSEvent) -> dict[str, Any]:
+    """Fetch and publish one page range of a resource too large for one invocation."""
+    return handlers.handle_work(event.to_dict(), event.context)

@@ -19,7 +19,9 @@ import orjson
 import requests
 from pydantic import ValidationError
 
+from chalicelib.changes import ChangeDetector
 from chalicelib.contract import describe_validation_error, partition_key, validate_item
+from chalicelib.fanout import WorkQueue
 from chalicelib.manifest import RunManifests
 from chalicelib.quarantine import Quarantine, QuarantinedRecord
 from chalicelib.settings import Settings
@@ -45,6 +47,10 @@ class IngestDependencies:
     publisher: KinesisPublisher
     quarantine: Quarantine
     manifests: RunManifests
+    changes: ChangeDetector | None = None
+    """Skips records every sink already processed; None publishes everything."""
+    work_queue: WorkQueue | None = None
+    """Where a resource larger than `pages_per_worker` pages is split; None never splits."""
 
 
 @dataclass
@@ -53,6 +59,8 @@ class ResourceCounts:
     published: int = 0
     quarantined: int = 0
     pages: int = 0
+    unchanged: int = 0
+    work_items: int = 0
     error: str | None = None
 
     def as_manifest(self, resource: str) -> dict[str, int]:
@@ -61,6 +69,8 @@ class ResourceCounts:
             f"published.{resource}": self.published,
             f"quarantined.ingest.{resource}": self.quarantined,
             f"pages.{resource}": self.pages,
+            f"unchanged.{resource}": self.unchanged,
+            f"work_items.{resource}": self.work_items,
         }
 
 
@@ -85,6 +95,8 @@ class IngestResult:
                     "published": c.published,
                     "quarantined": c.quarantined,
                     "pages": c.pages,
+                    "unchanged": c.unchanged,
+                    "work_items": c.work_items,
                     "error": c.error,
                 }
                 for name, c in self.resources.items()
@@ -132,13 +144,45 @@ def run_ingest(deps: IngestDependencies, run_id: str | None = None) -> IngestRes
 
 
 def _ingest_resource(
-    deps: IngestDependencies, run_id: str, resource: str, counts: ResourceCounts
+    deps: IngestDependencies,
+    run_id: str,
+    resource: str,
+    counts: ResourceCounts,
+    first_page: int = 1,
+    last_page: int | None = None,
 ) -> None:
+    """Fetch and publish pages `first_page..last_page` (default: all) of one resource.
+
+    When the whole resource has more pages than one invocation should fetch, it is split into
+    work items on the work queue instead (fan-out), and the workers publish it.
+    """
     publisher = deps.publisher
     published_before = publisher.stats.published_by_entity.get(resource, 0)
+    pages_per_worker = deps.settings.pages_per_worker
     try:
-        with contextlib.closing(fetch_pages(deps.session, deps.settings, resource)) as pages:
+        with contextlib.closing(
+            fetch_pages(deps.session, deps.settings, resource, first_page, last_page)
+        ) as pages:
             for page in pages:
+                if (
+                    deps.work_queue is not None
+                    and first_page == 1
+                    and last_page is None
+                    and 0 < pages_per_worker < page.pages
+                ):
+                    counts.work_items = deps.work_queue.dispatch(
+                        run_id, resource, page.pages, pages_per_worker
+                    )
+                    logger.info(
+                        "resource fanned out",
+                        extra={
+                            "step": "ingest",
+                            "entity": resource,
+                            "pages": page.pages,
+                            "work_items": counts.work_items,
+                        },
+                    )
+                    return
                 counts.pages += 1
                 _publish_page(deps, run_id, page, counts)
                 logger.info(
@@ -162,11 +206,21 @@ def _publish_page(
     deps: IngestDependencies, run_id: str, page: Page, counts: ResourceCounts
 ) -> None:
     fetched_at = utc_now_iso()
+    valid: list[tuple[str, Any, dict[str, Any]]] = []
     for position, raw in enumerate(page.items):
         counts.fetched += 1
         origin = f"ingest-p{page.number}-i{position}"
         try:
-            item = validate_item(page.resource, raw)
+            valid.append((origin, raw, validate_item(page.resource, raw)))
+        except ValidationError as error:
+            _quarantine(deps, run_id, page.resource, origin, raw, error)
+            counts.quarantined += 1
+    if deps.changes is not None and valid:
+        same = deps.changes.unchanged(page.resource, [item for _, _, item in valid])
+        counts.unchanged += sum(same)
+        valid = [entry for entry, skip in zip(valid, same, strict=True) if not skip]
+    for origin, raw, item in valid:
+        try:
             record = OutgoingRecord(
                 partition_key=partition_key(page.resource, item),
                 data=encode_envelope(
@@ -175,7 +229,7 @@ def _publish_page(
                 entity=page.resource,
             )
             deps.publisher.add(record)
-        except (ValidationError, RecordTooLarge, orjson.JSONEncodeError) as error:
+        except (RecordTooLarge, orjson.JSONEncodeError) as error:
             _quarantine(deps, run_id, page.resource, origin, raw, error)
             counts.quarantined += 1
 

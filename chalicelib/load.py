@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from chalicelib.changes import ChangeDetector
 from chalicelib.contract import (
     ENTITIES,
     Envelope,
@@ -41,6 +42,8 @@ class LoadDependencies:
     sinks: Sequence[Sink]
     quarantine: Quarantine
     manifests: RunManifests
+    changes: ChangeDetector | None = None
+    """Records what every sink processed, so the next ingest skips it; None: no state."""
 
 
 @dataclass
@@ -110,6 +113,15 @@ def process_batch(records: Sequence[Mapping[str, Any]], deps: LoadDependencies) 
                 continue
             for envelope in written:
                 outcome.add(envelope.run_id, f"written.{sink.name}.{entity}", 1)
+        if deps.changes is not None and not failed.intersection(seq for seq, _ in members):
+            try:  # only now has every sink processed these records (see chalicelib/changes.py)
+                deps.changes.record(entity, envelopes)
+            except Exception:
+                logger.exception(
+                    "state write failed; records will be re-delivered",
+                    extra={"step": "load", "entity": entity},
+                )
+                failed.update(sequence for sequence, _ in members)
     outcome.failed_sequence_numbers.extend(
         record["kinesis"]["sequenceNumber"]
         for record in records

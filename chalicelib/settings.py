@@ -54,6 +54,23 @@ class Settings(BaseSettings):
     )
     sinks: str = Field(default="dynamodb", description="Comma list of sinks the load writes")
 
+    write_concurrency: int = Field(
+        default=4, ge=1, le=32, description="Concurrent batch writes per sink and load batch"
+    )
+    change_detection: bool = Field(
+        default=True,
+        description="Skip records whose content every sink already processed (state table)",
+    )
+    pages_per_worker: int = Field(
+        default=2000,
+        ge=0,
+        description="Pages one invocation fetches; a larger resource fans out (0: never)",
+    )
+    work_queue: str = Field(
+        default="moovitamix-dev-ingest-work",
+        description="SQS queue of ingest work items (page ranges) for the fan-out workers",
+    )
+
     @property
     def resource_list(self) -> list[str]:
         return [name.strip() for name in self.resources.split(",") if name.strip()]

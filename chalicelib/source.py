@@ -116,7 +116,11 @@ def build_session(settings: Settings) -> requests.Session:
 
 
 def fetch_pages(
-    session: requests.Session, settings: Settings, resource: str
+    session: requests.Session,
+    settings: Settings,
+    resource: str,
+    first_page: int = 1,
+    last_page: int | None = None,
 ) -> Generator[Page, None, None]:
     """Yield the pages of `resource` in order, fetching ahead with bounded concurrency.
 
@@ -128,20 +132,25 @@ def fetch_pages(
 
     Raises `SourceError` for anything that is not a well-formed page after retries, and when more
     than `settings.max_pages` pages would be fetched.
+
+    `first_page` and `last_page` restrict the walk to a range (a fan-out work item): the same
+    rules apply from `first_page` on, and no page after `last_page` is fetched.
     """
     base_url = f"{str(settings.api_url).rstrip('/')}/{resource}"
 
-    first = _fetch_page(session, settings, base_url, resource, 1)
-    last = max(first.pages, 1)
+    first = _fetch_page(session, settings, base_url, resource, first_page)
+    last = max(first.pages, first_page)
     _check_page_count(settings, base_url, last)
+    if last_page is not None:
+        last = min(last, last_page)
     yield first
-    if not first.items or last <= 1:
+    if not first.items or last <= first_page:
         return
 
     window = 2 * settings.fetch_concurrency
     pending: dict[int, Future[Page]] = {}
-    next_to_submit = 2
-    next_to_yield = 2
+    next_to_submit = first_page + 1
+    next_to_yield = first_page + 1
     pool = ThreadPoolExecutor(
         max_workers=settings.fetch_concurrency, thread_name_prefix=f"source-{resource}"
     )
@@ -159,8 +168,8 @@ def fetch_pages(
             next_to_yield += 1
             if not page.items:
                 return
-            if page.pages > last:
-                last = page.pages
+            if page.pages > last and (last_page is None or last < last_page):
+                last = page.pages if last_page is None else min(page.pages, last_page)
                 _check_page_count(settings, base_url, last)
             yield page
     finally:

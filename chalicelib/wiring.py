@@ -9,6 +9,8 @@ from __future__ import annotations
 from functools import lru_cache
 
 from chalicelib import aws
+from chalicelib.changes import ChangeDetector
+from chalicelib.fanout import WorkQueue
 from chalicelib.ingest import IngestDependencies
 from chalicelib.load import LoadDependencies
 from chalicelib.manifest import RunManifests
@@ -25,6 +27,25 @@ def manifests(settings: Settings) -> RunManifests:
 
 def quarantine(settings: Settings) -> Quarantine:
     return Quarantine(aws.client("s3"), settings.quarantine_bucket)
+
+
+def change_detector(settings: Settings) -> ChangeDetector | None:
+    """The state table's reader/writer, or None when change detection is off."""
+    if not settings.change_detection:
+        return None
+    return ChangeDetector(
+        aws.client("dynamodb"),
+        settings.table_name("state"),
+        settings.sink_list,
+        concurrency=settings.write_concurrency,
+    )
+
+
+def work_queue(settings: Settings) -> WorkQueue | None:
+    """The fan-out queue, or None when resources are never split."""
+    if settings.pages_per_worker <= 0:
+        return None
+    return WorkQueue(aws.client("sqs"), settings.work_queue)
 
 
 def build_sinks(settings: Settings) -> list[Sink]:
@@ -54,6 +75,8 @@ def ingest_dependencies() -> IngestDependencies:
         ),
         quarantine=quarantine(settings),
         manifests=manifests(settings),
+        changes=change_detector(settings),
+        work_queue=work_queue(settings),
     )
 
 
@@ -69,6 +92,7 @@ def load_dependencies() -> LoadDependencies:
         sinks=build_sinks(settings),
         quarantine=quarantine(settings),
         manifests=manifests(settings),
+        changes=change_detector(settings),
     )
 
 

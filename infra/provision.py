@@ -7,6 +7,7 @@ changes nothing.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,13 @@ TABLE_KEYS: dict[str, list[tuple[str, str, str]]] = {
     "tracks": [("id", "N", "HASH")],
     "listen_history": [("user_id", "N", "HASH"), ("created_at", "S", "RANGE")],
     "runs": [("run_id", "S", "HASH")],
+    "state": [("pk", "S", "HASH")],  # change detection: content fingerprint per entity key
 }
+
+WORK_QUEUE_MAX_RECEIVES = 3
+"""A work item failing this many times moves to the dead-letter queue `<queue>-dlq`."""
+WORK_QUEUE_VISIBILITY_S = 960
+"""Longer than the worker's 15-minute timeout, so a running item is never handed out twice."""
 
 
 @dataclass
@@ -31,6 +38,7 @@ class Provisioned:
     stream_arn: str = ""
     tables: dict[str, str] = field(default_factory=dict)
     bucket: str = ""
+    work_queue_url: str = ""
     created: list[str] = field(default_factory=list)
 
 
@@ -43,6 +51,7 @@ def provision(settings: Settings, shard_count: int = 2) -> Provisioned:
         result.tables[suffix] = name
     ensure_bucket(settings.quarantine_bucket, result)
     result.bucket = settings.quarantine_bucket
+    result.work_queue_url = ensure_work_queue(settings.work_queue, result)
     return result
 
 
@@ -107,3 +116,36 @@ def ensure_bucket(name: str, result: Provisioned) -> None:
         },
     )
     result.created.append(f"s3 bucket {name}")
+
+
+def ensure_work_queue(name: str, result: Provisioned) -> str:
+    """The fan-out work queue and its dead-letter queue; returns the work queue's URL."""
+    sqs = aws.client("sqs")
+    dlq_url = _ensure_queue(sqs, f"{name}-dlq", {}, result)
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    redrive = json.dumps(
+        {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": WORK_QUEUE_MAX_RECEIVES}
+    )
+    attributes = {
+        "VisibilityTimeout": str(WORK_QUEUE_VISIBILITY_S),
+        "RedrivePolicy": redrive,
+    }
+    url = _ensure_queue(sqs, name, attributes, result)
+    sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
+    return url
+
+
+def _ensure_queue(sqs: Any, name: str, attributes: dict[str, str], result: Provisioned) -> str:
+    try:
+        return str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
+    except ClientError as error:
+        if error.response["Error"]["Code"] not in (
+            "AWS.SimpleQueueService.NonExistentQueue",
+            "QueueDoesNotExist",
+        ):
+            raise
+    url = str(sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"])
+    result.created.append(f"sqs queue {name}")
+    return url

@@ -45,6 +45,10 @@ class KinesisEventSourceMapping:
     max_retries: int = 10
     idle_poll_s: float = 0.05
     progress: dict[str, ShardProgress] = field(default_factory=dict)
+    positions: dict[str, str] = field(default_factory=dict)
+    """Last sequence number handled per shard. Lambda keeps it between invocations, so a
+    mapping given the previous run's positions resumes after them instead of re-reading the
+    stream from TRIM_HORIZON."""
 
     def run(self, producer_done: threading.Event) -> dict[str, ShardProgress]:
         """Consume every shard until the producer is done and every shard is drained."""
@@ -73,7 +77,11 @@ class KinesisEventSourceMapping:
 
     def _consume(self, shard_id: str, producer_done: threading.Event) -> None:
         progress = self.progress[shard_id]
-        iterator = self._iterator(shard_id, "TRIM_HORIZON")
+        position = self.positions.get(shard_id)
+        if position is None:
+            iterator = self._iterator(shard_id, "TRIM_HORIZON")
+        else:
+            iterator = self._iterator(shard_id, "AFTER_SEQUENCE_NUMBER", position)
         attempts_at: dict[str, int] = {}
         while True:
             done_before_poll = producer_done.is_set()
@@ -87,6 +95,7 @@ class KinesisEventSourceMapping:
                 continue
             failed_from = self._invoke(records, shard_id, progress)
             if failed_from is None:
+                self.positions[shard_id] = records[-1]["SequenceNumber"]
                 iterator = response["NextShardIterator"]
                 continue
             attempts = attempts_at.get(failed_from, 0) + 1

@@ -30,6 +30,7 @@ from localcloud.driver import KinesisEventSourceMapping, ShardProgress
 from localcloud.fakeapi import FakeApiServer
 from localcloud.lambda_runtime import LambdaContext, scheduled_event
 from localcloud.services import MotoServer
+from localcloud.sqs_driver import SqsEventSourceMapping, WorkerProgress
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
@@ -111,6 +112,7 @@ class LocalCloud:
         seed: int = 0,
         shard_count: int = 2,
         extra_env: dict[str, str] | None = None,
+        workers: int = 2,
     ) -> None:
         self.state_dir = state_dir
         self.api_url = api_url
@@ -118,6 +120,10 @@ class LocalCloud:
         self.seed = seed
         self.shard_count = shard_count
         self.extra_env = extra_env or {}
+        self.workers = workers
+        self.shard_positions: dict[str, str] = {}
+        """Where the Kinesis trigger stopped on each shard; the next run resumes there."""
+        """Concurrent fan-out workers (the SQS trigger's concurrency)."""
         self.moto = MotoServer(state_dir / "moto.log")
         self.fake_api: FakeApiServer | None = None
         self.provisioned: Provisioned | None = None
@@ -217,6 +223,7 @@ class LocalCloud:
         pipeline_logger.addHandler(progress_handler)
 
         producer_done = threading.Event()
+        ingest_done = threading.Event()
         ingest_outcome: dict[str, Any] = {}
 
         def fire_schedule() -> None:
@@ -228,6 +235,21 @@ class LocalCloud:
             except Exception as error:
                 ingest_outcome["error"] = f"{type(error).__name__}: {error}"
             finally:
+                ingest_done.set()
+
+        work = SqsEventSourceMapping(
+            sqs=aws.client("sqs"),
+            queue_url=self.provisioned.work_queue_url,
+            handler=app.ingest_worker,
+            concurrency=self.workers,
+            region=REGION,
+        )
+
+        def run_workers() -> None:
+            """Fan-out workers run until the ingest is done and the work queue is empty."""
+            try:
+                work.run(ingest_done)
+            finally:
                 producer_done.set()
 
         mapping = KinesisEventSourceMapping(
@@ -237,16 +259,20 @@ class LocalCloud:
             handler=app.load,
             region=REGION,
             batch_size=settings.batch_size,
+            positions=self.shard_positions,
         )
         producer = threading.Thread(target=fire_schedule, name="ingest", daemon=True)
         producer.start()
+        workers = threading.Thread(target=run_workers, name="workers", daemon=True)
+        workers.start()
         shards = mapping.run(producer_done)
         producer.join()
+        workers.join()
         pipeline_logger.removeHandler(progress_handler)
         pipeline_s = time.monotonic() - started
 
         run_id = self._run_id(ingest_outcome)
-        report = self._reconcile(run_id, ingest_outcome, shards)
+        report = self._reconcile(run_id, ingest_outcome, shards, work.progress)
         report.timings = {
             "total_s": round(self.started_s + time.monotonic() - started, 3),
             "pipeline_s": round(pipeline_s, 3),
@@ -264,7 +290,11 @@ class LocalCloud:
         return run_ids[-1] if run_ids else "none"
 
     def _reconcile(
-        self, run_id: str, ingest_outcome: dict[str, Any], shards: dict[str, ShardProgress]
+        self,
+        run_id: str,
+        ingest_outcome: dict[str, Any],
+        shards: dict[str, ShardProgress],
+        work: WorkerProgress | None = None,
     ) -> RunReport:
         settings = self.settings
         manifest = wiring.manifests(settings).get(run_id) or {}
@@ -281,6 +311,14 @@ class LocalCloud:
                 )
             if shard.error:
                 errors.append(f"{shard.shard_id}: {shard.error}")
+        if work is not None:
+            errors.extend(f"ingest worker: {error}" for error in work.errors)
+            dead = self._dead_work_items()
+            if dead:
+                errors.append(
+                    f"{dead} ingest work items failed for good (dead-letter queue); last "
+                    f"errors: {work.last_failures}"
+                )
         balanced = True
         for entity in settings.resource_list:
             counts: dict[str, Any] = {
@@ -292,8 +330,27 @@ class LocalCloud:
                     for sink in sinks
                 },
                 "stored": {sink.name: sink.count(entity) for sink in sinks},
+                "unchanged": int(manifest.get(f"unchanged.{entity}", 0)),
             }
             entities[entity] = counts
+            # Every fetched record was published, skipped as unchanged, or quarantined.
+            accounted = (
+                counts["published"]
+                + counts["unchanged"]
+                + int(manifest.get(f"quarantined.ingest.{entity}", 0))
+            )
+            if accounted != counts["fetched"]:
+                balanced = False
+                errors.append(
+                    f"{entity}: fetched {counts['fetched']} but published {counts['published']}"
+                    f" + unchanged {counts['unchanged']} + quarantined at ingest "
+                    f"{int(manifest.get(f'quarantined.ingest.{entity}', 0))} = {accounted}"
+                )
+            work_items = int(manifest.get(f"work_items.{entity}", 0))
+            work_done = int(manifest.get(f"work_done.{entity}", 0))
+            if work_items != work_done:
+                balanced = False
+                errors.append(f"{entity}: {work_done} of {work_items} work items done")
             for sink_name, stored in counts["stored"].items():
                 if stored + int(counts["quarantined"]) != int(counts["fetched"]):
                     balanced = False
@@ -310,6 +367,15 @@ class LocalCloud:
             shards=shards,
             errors=errors,
         )
+
+    def _dead_work_items(self) -> int:
+        """Messages in the work queue's dead-letter queue: items no worker could finish."""
+        sqs = aws.client("sqs")
+        dlq_url = sqs.get_queue_url(QueueName=f"{self.settings.work_queue}-dlq")["QueueUrl"]
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"]
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"])
 
     # -- inspection --------------------------------------------------------------------------
 

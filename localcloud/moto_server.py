@@ -1,0 +1,69 @@
+"""The moto server, with moto's quadratic Kinesis shard operations made constant-time.
+
+moto keeps a shard's records in an ordered dict keyed by consecutive sequence numbers, but it
+finds the newest one with `list(keys)[-1]` (once per *record* put) and serves `GetRecords` by
+walking the shard from its first record (once per call). Both cost O(records in the shard), so
+a stream of n records costs O(n^2): 1M records never finish. Kinesis itself costs the same per
+record whatever the stream holds, so these two methods are replaced by equivalents that jump
+straight to the position; the results are identical (checked in tests/test_moto_server.py).
+
+Run as `python -m localcloud.moto_server -H HOST -p PORT` (the arguments of `moto.server`).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from moto.kinesis.models import Shard
+
+_original_get_records = Shard.get_records
+_original_max = Shard.get_max_sequence_number
+_original_min = Shard.get_min_sequence_number
+_original_put_record = Shard.put_record
+
+
+def _max_sequence_number(self: Shard) -> int:
+    return next(reversed(self.records)) if self.records else 0
+
+
+def _min_sequence_number(self: Shard) -> int:
+    return next(iter(self.records)) if self.records else 0
+
+
+def _get_records(
+    self: Shard, last_sequence_id: str, limit: int | None
+) -> tuple[list[Any], int, int]:
+    """Same answer as moto's `Shard.get_records`, found by position instead of a scan."""
+    records = self.records
+    if not records:
+        return _original_get_records(self, last_sequence_id, limit)
+    first, newest = next(iter(records)), next(reversed(records))
+    if newest - first + 1 != len(records):  # not consecutive: keep moto's own walk
+        return _original_get_records(self, last_sequence_id, limit)
+    last = int(last_sequence_id)
+    start = max(last + 1, first)
+    stop = newest if not limit else min(newest, start + limit - 1)
+    results = [records[number] for number in range(start, stop + 1)]
+    if not results:
+        return [], last, 0
+    behind_s = records[newest].created_at - results[-1].created_at
+    return results, results[-1].sequence_number, int(behind_s * 1000)
+
+
+def apply() -> None:
+    """Patch moto's Kinesis shard in this process."""
+    Shard.get_max_sequence_number = _max_sequence_number  # type: ignore[method-assign]
+    Shard.get_min_sequence_number = _min_sequence_number  # type: ignore[method-assign]
+    Shard.get_records = _get_records  # type: ignore[method-assign]
+
+
+def main(argv: list[str] | None = None) -> None:
+    apply()
+    from moto.server import main as moto_main
+
+    moto_main(argv if argv is not None else sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()
