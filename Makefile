@@ -26,6 +26,10 @@ run: $(STAMP) ## start the embedded local cloud and run one scheduled ingestion 
 test: $(STAMP) ## run the whole test suite against the embedded local cloud
 	$(BIN)/python -m pytest $(ARGS)
 
+.PHONY: bench
+bench: $(STAMP) ## pipeline vs floor at 10k/100k/1M per resource, targets checked (ARGS="--quick")
+	$(BIN)/python -m bench $(ARGS)
+
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

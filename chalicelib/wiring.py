@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from chalicelib import aws
-from chalicelib.changes import ChangeDetector
+from chalicelib.changes import ChangeDetector, SinkRowChangeDetector
 from chalicelib.fanout import WorkQueue
 from chalicelib.ingest import IngestDependencies
 from chalicelib.load import LoadDependencies
@@ -30,9 +30,17 @@ def quarantine(settings: Settings) -> Quarantine:
 
 
 def change_detector(settings: Settings) -> ChangeDetector | None:
-    """The state table's reader/writer, or None when change detection is off."""
+    """The state's reader/writer, or None when change detection is off.
+
+    With DynamoDB as the only sink the state is the sink's own rows (no extra writes);
+    otherwise the state table, written once every sink has processed a record.
+    """
     if not settings.change_detection:
         return None
+    if settings.sink_list == ["dynamodb"]:
+        return SinkRowChangeDetector(
+            aws.client("dynamodb"), settings.table_prefix, settings.sink_list
+        )
     return ChangeDetector(
         aws.client("dynamodb"),
         settings.table_name("state"),

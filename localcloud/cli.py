@@ -135,13 +135,19 @@ def _print_report(console: Console, report: RunReport, cloud: LocalCloud) -> Non
     sinks = sorted({sink for counts in report.entities.values() for sink in counts["stored"]})
     table = Table(title=f"run {report.run_id}")
     table.add_column("resource")
-    for column in ("fetched", "published", "quarantined"):
+    for column in ("fetched", "published", "unchanged", "quarantined"):
         table.add_column(column, justify="right")
     for sink in sinks:
         table.add_column(f"written {sink}", justify="right")
         table.add_column(f"stored {sink}", justify="right")
     for entity, counts in report.entities.items():
-        row = [entity, str(counts["fetched"]), str(counts["published"]), str(counts["quarantined"])]
+        row = [
+            entity,
+            str(counts["fetched"]),
+            str(counts["published"]),
+            str(counts.get("unchanged", 0)),
+            str(counts["quarantined"]),
+        ]
         for sink in sinks:
             row += [str(counts["written"].get(sink, 0)), str(counts["stored"].get(sink, 0))]
         table.add_row(*row)

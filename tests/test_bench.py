@@ -57,7 +57,7 @@ def test_bench_smallest_run_writes_every_field(tmp_path: Path) -> None:
     assert full["second_run"]["status"] == "succeeded"
     assert full["pipeline"]["memory_mb"]["load_peak"] > 0
     assert result["fanout"]["identical"] is True
-    assert [run["work_items"] for run in result["fanout"]["runs"]] == [9, 9]  # 3 pages x 3 resources
+    assert [run["work_items"] for run in result["fanout"]["runs"]] == [9, 9]  # 3 pages x 3
     names = " ".join(target["name"] for target in result["targets"])
     for fragment in (
         "x floor",

@@ -186,3 +186,31 @@ def test_second_run_over_an_unchanged_source_publishes_and_writes_nothing(
         assert counts["written"] == {"dynamodb": 0}
         assert counts["unchanged"] == fetched - counts["quarantined"]
         assert counts["stored"] == first.entities[entity]["stored"]
+
+
+def test_with_dynamodb_alone_the_rows_hold_the_state(aws_env: str) -> None:
+    from chalicelib.changes import SinkRowChangeDetector
+    from chalicelib.settings import Settings
+    from chalicelib.sinks.dynamodb import DynamoDBSink
+
+    prefix = f"rows-{uuid.uuid4().hex[:8]}"
+    for suffix in ("users", "tracks", "listen_history"):
+        ensure_table(f"{prefix}-{suffix}", TABLE_KEYS[suffix], Provisioned())
+    settings = Settings(table_prefix=prefix, sinks="dynamodb")
+    sink = DynamoDBSink(settings)
+    detector = SinkRowChangeDetector(aws.client("dynamodb"), prefix, settings.sink_list)
+    histories = [validate_item("listen_history", h) for h in iter_items("listen_history", 120, 3)]
+    stored = histories[:110]
+    assert detector.unchanged("listen_history", histories) == [False] * 120
+    history_envelopes = [
+        Envelope(entity="listen_history", run_id="r", fetched_at="2026-01-01T00:00:00", item=item)
+        for item in stored
+    ]
+    assert len(sink.write("listen_history", history_envelopes)) == 110
+    detector.record("listen_history", history_envelopes)  # nothing to do: the rows hold it
+    assert detector.unchanged("listen_history", histories) == [True] * 110 + [False] * 10
+    changed = {**stored[0], "items": [*stored[0]["items"], 1]}
+    assert detector.unchanged("listen_history", [changed]) == [False]
+    users = _users(3)
+    sink.write("users", [_envelope(users[0])])
+    assert detector.unchanged("users", users) == [True, False, False]

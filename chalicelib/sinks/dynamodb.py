@@ -19,9 +19,15 @@ from collections.abc import Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
-from pynamodb.attributes import ListAttribute, NumberAttribute, UnicodeAttribute
+from pynamodb.attributes import (
+    BinaryAttribute,
+    ListAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+)
 from pynamodb.models import Model
 
+from chalicelib.changes import content_fingerprint, fingerprint_salt
 from chalicelib.contract import Envelope, parse_timestamp
 from chalicelib.settings import Settings
 from chalicelib.sinks import newest_per_key
@@ -34,6 +40,9 @@ class _Stored(Model):
     updated_at = UnicodeAttribute()
     run_id = UnicodeAttribute()
     fetched_at = UnicodeAttribute()
+    fingerprint = BinaryAttribute(attr_name="fp", null=True, legacy_encoding=False)
+    """Content fingerprint (chalicelib/changes.py): the change-detection state when
+    DynamoDB is the only sink."""
 
     fields: ClassVar[tuple[str, ...]]
 
@@ -99,7 +108,7 @@ def bind_models(settings: Settings) -> None:
         model._connection = None
 
 
-def to_row(entity: str, envelope: Envelope) -> _Stored:
+def to_row(entity: str, envelope: Envelope, fingerprint: bytes | None = None) -> _Stored:
     model = ROW_MODELS[entity]
     values: dict[str, Any] = {name: envelope.item[name] for name in model.fields}
     return model(
@@ -107,6 +116,7 @@ def to_row(entity: str, envelope: Envelope) -> _Stored:
         updated_at=envelope.item["updated_at"],
         run_id=envelope.run_id,
         fetched_at=envelope.fetched_at,
+        fingerprint=fingerprint,
         **values,
     )
 
@@ -131,6 +141,7 @@ class DynamoDBSink:
 
     def __init__(self, settings: Settings) -> None:
         bind_models(settings)
+        self._salt = fingerprint_salt(settings.sink_list) if settings.change_detection else None
         self._pool = ThreadPoolExecutor(
             max_workers=settings.write_concurrency, thread_name_prefix="dynamodb-sink"
         )
@@ -149,12 +160,16 @@ class DynamoDBSink:
         list(self._pool.map(lambda chunk: self._write_chunk(entity, chunk), chunks))
         return newer
 
-    @staticmethod
-    def _write_chunk(entity: str, chunk: Sequence[Envelope]) -> None:
+    def _write_chunk(self, entity: str, chunk: Sequence[Envelope]) -> None:
         """One BatchWriteItem of at most 25 rows (PynamoDB retries unprocessed items)."""
         with ROW_MODELS[entity].batch_write() as batch:
             for envelope in chunk:
-                batch.save(to_row(entity, envelope))
+                fingerprint = (
+                    None
+                    if self._salt is None
+                    else content_fingerprint(self._salt, entity, envelope.item)
+                )
+                batch.save(to_row(entity, envelope, fingerprint))
 
     def _stored_versions(self, entity: str, keys: list[Hashable]) -> dict[Hashable, str]:
         lookup = [key[0] if len(key) == 1 else key for key in keys]  # type: ignore[index, arg-type]
