@@ -26,6 +26,7 @@ class CallCounter:
     calls: Counter[str] = field(default_factory=Counter)
     put_records_calls: int = 0
     put_records_records: int = 0
+    put_records_bytes: int = 0
     put_records_max_records: int = 0
     put_records_max_bytes: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -43,6 +44,7 @@ class CallCounter:
                 )
                 self.put_records_calls += 1
                 self.put_records_records += len(records)
+                self.put_records_bytes += size
                 self.put_records_max_records = max(self.put_records_max_records, len(records))
                 self.put_records_max_bytes = max(self.put_records_max_bytes, size)
 
@@ -53,6 +55,7 @@ class CallCounter:
                 "put_records": {
                     "calls": self.put_records_calls,
                     "records": self.put_records_records,
+                    "bytes": self.put_records_bytes,
                     "max_records": self.put_records_max_records,
                     "max_bytes": self.put_records_max_bytes,
                 },
@@ -83,12 +86,13 @@ def install() -> CallCounter:
 def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """Add up the `as_dict()` of several processes."""
     calls: Counter[str] = Counter()
-    put = {"calls": 0, "records": 0, "max_records": 0, "max_bytes": 0}
+    put = {"calls": 0, "records": 0, "bytes": 0, "max_records": 0, "max_bytes": 0}
     for part in parts:
         calls.update(part.get("calls", {}))
         other = part.get("put_records", {})
         put["calls"] += other.get("calls", 0)
         put["records"] += other.get("records", 0)
+        put["bytes"] += other.get("bytes", 0)
         put["max_records"] = max(put["max_records"], other.get("max_records", 0))
         put["max_bytes"] = max(put["max_bytes"], other.get("max_bytes", 0))
     return {"calls": dict(sorted(calls.items())), "put_records": put}

@@ -7,12 +7,18 @@ a stream of n records costs O(n^2): 1M records never finish. Kinesis itself cost
 record whatever the stream holds, so these two methods are replaced by equivalents that jump
 straight to the position; the results are identical (checked in tests/test_moto_server.py).
 
+moto's `Shard.put_record` is also not safe for concurrency (its own comment says so): two
+PutRecords served at once by the threaded server can draw the same sequence number, and one
+record silently replaces the other. Concurrent producers (the fan-out workers) lost records
+that way (found by the run reconciliation), so shard reads and writes take one lock here.
+
 Run as `python -m localcloud.moto_server -H HOST -p PORT` (the arguments of `moto.server`).
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 from typing import Any
 
 from moto.kinesis.models import Shard
@@ -21,6 +27,12 @@ _original_get_records = Shard.get_records
 _original_max = Shard.get_max_sequence_number
 _original_min = Shard.get_min_sequence_number
 _original_put_record = Shard.put_record
+_shard_lock = threading.RLock()
+
+
+def _locked_put_record(self: Shard, *args: Any, **kwargs: Any) -> str:
+    with _shard_lock:
+        return _original_put_record(self, *args, **kwargs)
 
 
 def _max_sequence_number(self: Shard) -> int:
@@ -35,6 +47,13 @@ def _get_records(
     self: Shard, last_sequence_id: str, limit: int | None
 ) -> tuple[list[Any], int, int]:
     """Same answer as moto's `Shard.get_records`, found by position instead of a scan."""
+    with _shard_lock:
+        return _get_records_unlocked(self, last_sequence_id, limit)
+
+
+def _get_records_unlocked(
+    self: Shard, last_sequence_id: str, limit: int | None
+) -> tuple[list[Any], int, int]:
     records = self.records
     if not records:
         return _original_get_records(self, last_sequence_id, limit)
@@ -56,6 +75,7 @@ def apply() -> None:
     Shard.get_max_sequence_number = _max_sequence_number  # type: ignore[method-assign]
     Shard.get_min_sequence_number = _min_sequence_number  # type: ignore[method-assign]
     Shard.get_records = _get_records  # type: ignore[method-assign]
+    Shard.put_record = _locked_put_record  # type: ignore[method-assign]
 
 
 def main(argv: list[str] | None = None) -> None:

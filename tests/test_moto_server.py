@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from hypothesis import given
 from hypothesis import strategies as st
 from moto.kinesis.models import Shard
@@ -34,3 +36,19 @@ def test_min_and_max_sequence_numbers_match_moto(count: int) -> None:
     shard = _shard(count)
     assert moto_server._max_sequence_number(shard) == moto_server._original_max(shard)
     assert moto_server._min_sequence_number(shard) == moto_server._original_min(shard)
+
+
+def test_concurrent_puts_lose_no_record() -> None:
+    shard = Shard(0, 0, 2**128)
+
+    def put_many(worker: int) -> None:
+        for number in range(300):
+            moto_server._locked_put_record(shard, f"key-{worker}-{number}", "ZGF0YQ==", "")
+
+    threads = [threading.Thread(target=put_many, args=(worker,)) for worker in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(shard.records) == 1800
+    assert list(shard.records) == list(range(1, 1801))
