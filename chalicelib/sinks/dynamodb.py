@@ -9,12 +9,16 @@ PutItem per record (measured in `python -m bench`: `dynamodb_write_strategies`).
 
 The BatchWriteItem chunks of one batch hold distinct keys, so they are sent concurrently
 (`PIPELINE_WRITE_CONCURRENCY` threads): a batch then costs about one round trip instead of
-one per 25 records.
+one per 25 records. The PynamoDB models define the rows and serialize them; the hot-path calls
+(BatchGetItem, BatchWriteItem) go through the process's shared boto3 client
+(`chalicelib.aws`), not through PynamoDB's per-thread connections, whose client validates
+every parameter again: that was a sixth of the load function's CPU (docs/performance.md).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
@@ -27,7 +31,8 @@ from pynamodb.attributes import (
 )
 from pynamodb.models import Model
 
-from chalicelib.changes import content_fingerprint, fingerprint_salt
+from chalicelib import aws
+from chalicelib.changes import MAX_ATTEMPTS, content_fingerprint, fingerprint_salt
 from chalicelib.contract import Envelope, parse_timestamp
 from chalicelib.settings import Settings
 from chalicelib.sinks import newest_per_key
@@ -161,15 +166,27 @@ class DynamoDBSink:
         return newer
 
     def _write_chunk(self, entity: str, chunk: Sequence[Envelope]) -> None:
-        """One BatchWriteItem of at most 25 rows (PynamoDB retries unprocessed items)."""
-        with ROW_MODELS[entity].batch_write() as batch:
-            for envelope in chunk:
-                fingerprint = (
-                    None
-                    if self._salt is None
-                    else content_fingerprint(self._salt, entity, envelope.item)
-                )
-                batch.save(to_row(entity, envelope, fingerprint))
+        """One BatchWriteItem of at most 25 rows, retrying what DynamoDB left unprocessed."""
+        table = ROW_MODELS[entity].Meta.table_name
+        pending: list[Any] = []
+        for envelope in chunk:
+            fingerprint = (
+                None
+                if self._salt is None
+                else content_fingerprint(self._salt, entity, envelope.item)
+            )
+            pending.append(
+                {"PutRequest": {"Item": to_row(entity, envelope, fingerprint).serialize()}}
+            )
+        client = aws.client("dynamodb")
+        for attempt in range(MAX_ATTEMPTS):
+            if attempt:
+                time.sleep(0.05 * 2**attempt)
+            response = client.batch_write_item(RequestItems={table: pending})
+            pending = list(response.get("UnprocessedItems", {}).get(table, []))
+            if not pending:
+                return
+        raise RuntimeError(f"{len(pending)} rows still unprocessed by {table}")
 
     def _stored_versions(self, entity: str, keys: list[Hashable]) -> dict[Hashable, str]:
         lookup = [key[0] if len(key) == 1 else key for key in keys]  # type: ignore[index, arg-type]
@@ -181,17 +198,37 @@ class DynamoDBSink:
 
     @staticmethod
     def _read_chunk(entity: str, lookup: list[Any]) -> dict[Hashable, str]:
-        """Stored `updated_at` of up to 100 keys (one BatchGetItem)."""
-        model = ROW_MODELS[entity]
-        attributes = [*_KEY_ATTRIBUTES[entity], "updated_at"]
+        """Stored `updated_at` of up to 100 keys (one BatchGetItem, unprocessed keys retried)."""
+        table = ROW_MODELS[entity].Meta.table_name
+        names = _KEY_ATTRIBUTES[entity]
+        pending: list[Any] = [
+            {
+                name: {"N": str(part)} if isinstance(part, int) else {"S": str(part)}
+                for name, part in zip(names, key if isinstance(key, tuple) else (key,), strict=True)
+            }
+            for key in lookup
+        ]
+        placeholders = {f"#a{index}": name for index, name in enumerate([*names, "updated_at"])}
+        request = {
+            "ProjectionExpression": ", ".join(placeholders),
+            "ExpressionAttributeNames": placeholders,
+        }
+        client = aws.client("dynamodb")
         versions: dict[Hashable, str] = {}
-        for row in model.batch_get(lookup, attributes_to_get=attributes):
-            key = tuple(
-                int(value) if isinstance(value, float) else value
-                for value in (getattr(row, name) for name in _KEY_ATTRIBUTES[entity])
-            )
-            versions[key] = row.updated_at
-        return versions
+        for attempt in range(MAX_ATTEMPTS):
+            if attempt:
+                time.sleep(0.05 * 2**attempt)
+            response = client.batch_get_item(RequestItems={table: {**request, "Keys": pending}})
+            for row in response.get("Responses", {}).get(table, []):
+                key = tuple(
+                    int(row[name]["N"]) if "N" in row[name] else row[name]["S"] for name in names
+                )
+                versions[key] = row["updated_at"]["S"]
+            unprocessed = response.get("UnprocessedKeys", {}).get(table)
+            pending = list(unprocessed["Keys"]) if unprocessed else []
+            if not pending:
+                return versions
+        raise RuntimeError(f"{len(pending)} keys still unprocessed by {table}")
 
     def count(self, entity: str) -> int:
         """Rows stored (a COUNT scan); for checks and the local cloud, not the hot path."""
