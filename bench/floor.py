@@ -3,9 +3,13 @@
 What the pipeline cannot do with fewer calls: read every page (sequential GETs), put every
 record on the stream (PutRecords of 500), read it back (GetRecords, as many per call as the
 pipeline's trigger hands its function), and store it (BatchWriteItem of 25; one PostgreSQL
-COPY per entity when the PostgreSQL sink is configured). No validation, no envelope, no
-newest-wins read, no manifest, no change detection, no concurrency: the ratio pipeline/floor
-says what all of those cost on top of the emulator's own speed.
+COPY per entity when the PostgreSQL sink is configured). No validation, no newest-wins read,
+no manifest, no change detection, no concurrency: the ratio pipeline/floor says what all of
+those cost on top of the emulator's own speed.
+
+The records are the same bytes as the pipeline's: the stream carries the same envelope
+(`encode_envelope`, one orjson call) and DynamoDB the same row (the item plus the run id and
+the fetch time), because the emulator's cost grows with the bytes it moves.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
@@ -21,7 +26,9 @@ import requests
 from chalicelib import aws
 from chalicelib.contract import partition_key
 from chalicelib.settings import Settings
+from chalicelib.stream import encode_envelope
 
+FLOOR_RUN_ID: Final = "20000101T000000Z-f1007000"
 PUT_BATCH: Final = 500
 PUT_BYTES: Final = 5 * 1024 * 1024
 WRITE_BATCH: Final = 25
@@ -100,8 +107,12 @@ def _publish(session: requests.Session, settings: Settings, resource: str) -> in
         buffer, size = [], 0
 
     for items in _pages(session, settings, resource):
+        fetched_at = datetime.now(UTC).isoformat(timespec="microseconds")
         for item in items:
-            record = {"Data": orjson.dumps(item), "PartitionKey": partition_key(resource, item)}
+            data = encode_envelope(
+                entity=resource, run_id=FLOOR_RUN_ID, fetched_at=fetched_at, item=item
+            )
+            record = {"Data": data, "PartitionKey": partition_key(resource, item)}
             record_size = len(record["Data"]) + len(record["PartitionKey"])
             if len(buffer) >= PUT_BATCH or size + record_size > PUT_BYTES:
                 flush()
@@ -128,8 +139,13 @@ def _consume(settings: Settings, batch_size: int) -> Iterator[dict[str, list[dic
                 break
             batch: dict[str, list[dict[str, Any]]] = {}
             for record in records:
-                entity = record["PartitionKey"].split(":", 1)[0]
-                batch.setdefault(entity, []).append(orjson.loads(record["Data"]))
+                envelope = orjson.loads(record["Data"])
+                row = {
+                    **envelope["item"],
+                    "run_id": envelope["run_id"],
+                    "fetched_at": envelope["fetched_at"],
+                }
+                batch.setdefault(envelope["entity"], []).append(row)
             yield batch
             iterator = response["NextShardIterator"]
 
