@@ -16,6 +16,7 @@ code is 1 when a target is missed (unless `--report-only`).
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import tempfile
@@ -85,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # moto serves one request at a time: see localcloud/moto_server.py
+    os.environ.setdefault("LOCALCLOUD_MOTO_THREADED", "0")
     if args.quick:
         args.sizes, args.full_max, args.reference_size = "1000,3000", 3000, 3000
         args.fanout_size, args.fanout_pages, args.workers = 2000, 5, "1,2"
@@ -99,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": _machine(),
         "options": {
+            "moto_threaded": os.environ["LOCALCLOUD_MOTO_THREADED"] != "0",
             "sizes": sizes,
             "full_max": args.full_max,
             "reference_size": args.reference_size,
@@ -129,8 +133,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _machine() -> dict[str, Any]:
-    import os
-
     cpu = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -13,10 +13,15 @@ record silently replaces the other. Concurrent producers (the fan-out workers) l
 that way (found by the run reconciliation), so shard reads and writes take one lock here.
 
 Run as `python -m localcloud.moto_server -H HOST -p PORT` (the arguments of `moto.server`).
+With `LOCALCLOUD_MOTO_THREADED=0` it serves one request at a time: moto's work is pure Python
+under one interpreter lock, so its threads only add lock hand-offs (measured: ~20 % of its CPU
+under the pipeline's concurrent calls). The benchmark uses that mode; everything else keeps
+moto's default threaded server, which long polls need.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from typing import Any
@@ -80,9 +85,16 @@ def apply() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     apply()
-    from moto.server import main as moto_main
+    import moto.server
 
-    moto_main(argv if argv is not None else sys.argv[1:])
+    if os.environ.get("LOCALCLOUD_MOTO_THREADED", "1") == "0":
+        serve = moto.server.run_simple
+
+        def run_single_threaded(*args: Any, **kwargs: Any) -> None:
+            serve(*args, **{**kwargs, "threaded": False})
+
+        moto.server.run_simple = run_single_threaded
+    moto.server.main(argv if argv is not None else sys.argv[1:])
 
 
 if __name__ == "__main__":

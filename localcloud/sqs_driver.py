@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +63,7 @@ class SqsEventSourceMapping:
     concurrency: int = 2
     function_name: str = "ingest_worker"
     region: str = "us-east-1"
+    idle_poll_s: float = 0.05
     progress: WorkerProgress = field(default_factory=WorkerProgress)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -93,16 +95,19 @@ class SqsEventSourceMapping:
     def _poll(self, producer_done: threading.Event) -> None:
         while True:
             done_before_poll = producer_done.is_set()
+            # short polls: a long poll would hold a single-threaded emulator for its duration
             messages = self.sqs.receive_message(
                 QueueUrl=self.queue_url,
                 MaxNumberOfMessages=1,
-                WaitTimeSeconds=0 if done_before_poll else 1,
+                WaitTimeSeconds=0,
                 AttributeNames=["All"],
             ).get("Messages", [])
             if messages:
                 self._invoke(messages[0])
             elif done_before_poll and self._drained():
                 return
+            else:
+                time.sleep(self.idle_poll_s)
 
     def _invoke(self, message: dict[str, Any]) -> None:
         event = sqs_event(message, self.queue_arn, self.region)

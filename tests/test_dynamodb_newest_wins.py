@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 
 from chalicelib.contract import Envelope, validate_item
 from chalicelib.settings import Settings
-from chalicelib.sinks.dynamodb import DynamoDBSink
+from chalicelib.sinks.dynamodb import DynamoDBSink, to_row, to_wire
 from infra.provision import TABLE_KEYS, Provisioned, ensure_table
-from localcloud.fakeapi import iter_items
+from localcloud.fakeapi import generate_item, iter_items
 
 _BASE = [validate_item("users", item) for item in iter_items("users", 3, 11)]
 
@@ -48,3 +48,28 @@ def test_any_order_and_batching_stores_the_newest(
         assert row["updated_at"] == f"2025-01-{newest:02d}T00:00:00"
         assert row["first_name"] == f"v{newest}"
     assert len(stored) == len({which for which, _ in days})
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    entity=st.sampled_from(["users", "tracks", "listen_history"]),
+    index=st.integers(min_value=0, max_value=4999),
+    fingerprint=st.none() | st.binary(min_size=16, max_size=16),
+)
+def test_wire_rows_equal_pynamodb_serialization(
+    entity: str, index: int, fingerprint: bytes | None
+) -> None:
+    item = validate_item(entity, generate_item(entity, index, 5000, 1))
+    envelope = Envelope(entity=entity, run_id="r-1", fetched_at="2026-01-01T00:00:00", item=item)
+    assert (
+        to_wire(entity, envelope, fingerprint) == to_row(entity, envelope, fingerprint).serialize()
+    )
+
+
+def test_wire_rows_equal_pynamodb_serialization_for_hostile_text() -> None:
+    for entity in ("users", "tracks", "listen_history"):
+        for item in iter_items(entity, 400, 2):  # one in 40 has a hostile field
+            envelope = Envelope(
+                entity=entity, run_id="r", fetched_at="f", item=validate_item(entity, item)
+            )
+            assert to_wire(entity, envelope) == to_row(entity, envelope).serialize()

@@ -126,6 +126,29 @@ def to_row(entity: str, envelope: Envelope, fingerprint: bytes | None = None) ->
     )
 
 
+def _wire(value: Any) -> dict[str, Any]:
+    if isinstance(value, bool) or not isinstance(value, int | list):
+        return {"S": value}
+    if isinstance(value, int):
+        return {"N": str(value)}
+    return {"L": [_wire(member) for member in value]}
+
+
+def to_wire(entity: str, envelope: Envelope, fingerprint: bytes | None = None) -> dict[str, Any]:
+    """`to_row(...).serialize()` built directly: the hot path skips PynamoDB's generic
+    per-attribute serialization (a sixth of the load's CPU). Equality with PynamoDB's output
+    is property-tested (tests/test_dynamodb_newest_wins.py)."""
+    item = envelope.item
+    wire = {name: _wire(item[name]) for name in ROW_MODELS[entity].fields}
+    wire["created_at"] = {"S": item["created_at"]}
+    wire["updated_at"] = {"S": item["updated_at"]}
+    wire["run_id"] = {"S": envelope.run_id}
+    wire["fetched_at"] = {"S": envelope.fetched_at}
+    if fingerprint is not None:
+        wire["fp"] = {"B": fingerprint}
+    return wire
+
+
 def row_to_item(entity: str, row: _Stored) -> dict[str, Any]:
     """A stored row in the API's own shape: what the dumps and the tests compare."""
     item: dict[str, Any] = {name: getattr(row, name) for name in row.fields}
@@ -175,9 +198,7 @@ class DynamoDBSink:
                 if self._salt is None
                 else content_fingerprint(self._salt, entity, envelope.item)
             )
-            pending.append(
-                {"PutRequest": {"Item": to_row(entity, envelope, fingerprint).serialize()}}
-            )
+            pending.append({"PutRequest": {"Item": to_wire(entity, envelope, fingerprint)}})
         client = aws.client("dynamodb")
         for attempt in range(MAX_ATTEMPTS):
             if attempt:
