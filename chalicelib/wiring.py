@@ -80,6 +80,7 @@ def ingest_dependencies() -> IngestDependencies:
             stream_name=settings.stream_name,
             max_attempts=settings.put_records_max_attempts,
             backoff_s=settings.put_records_backoff_s,
+            background=True,
         ),
         quarantine=quarantine(settings),
         manifests=manifests(settings),
