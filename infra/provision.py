@@ -122,9 +122,8 @@ def ensure_work_queue(name: str, result: Provisioned) -> str:
     """The fan-out work queue and its dead-letter queue; returns the work queue's URL."""
     sqs = aws.client("sqs")
     dlq_url = _ensure_queue(sqs, f"{name}-dlq", {}, result)
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
+    dlq = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])
+    dlq_arn = dlq["Attributes"]["QueueArn"]
     redrive = json.dumps(
         {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": WORK_QUEUE_MAX_RECEIVES}
     )
