@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -159,6 +161,11 @@ def _ingest_resource(
     publisher = deps.publisher
     published_before = publisher.stats.published_by_entity.get(resource, 0)
     pages_per_worker = deps.settings.pages_per_worker
+    # Pages are validated and looked up in the state by a few threads ahead of the publishing,
+    # which stays in page order; memory holds at most `ahead` pages more.
+    ahead = deps.settings.fetch_concurrency
+    screening = ThreadPoolExecutor(max_workers=ahead, thread_name_prefix=f"screen-{resource}")
+    pending: deque[Future[_Screened]] = deque()
     try:
         with contextlib.closing(
             fetch_pages(deps.session, deps.settings, resource, first_page, last_page)
@@ -183,43 +190,60 @@ def _ingest_resource(
                         },
                     )
                     return
-                counts.pages += 1
-                _publish_page(deps, run_id, page, counts)
-                logger.info(
-                    "page published",
-                    extra={
-                        "step": "ingest",
-                        "entity": resource,
-                        "page": page.number,
-                        "pages": page.pages,
-                        "total": page.total,
-                        "items": len(page.items),
-                    },
-                )
+                pending.append(screening.submit(_screen_page, deps, run_id, page))
+                if len(pending) > ahead:
+                    _publish_page(deps, run_id, pending.popleft().result(), counts)
     finally:
-        # Flush even after a source error: what was fetched must reach the stream.
-        publisher.flush()
-        counts.published = publisher.stats.published_by_entity.get(resource, 0) - published_before
+        try:  # also after a source error: what was fetched must reach the stream
+            while pending:
+                _publish_page(deps, run_id, pending.popleft().result(), counts)
+        finally:
+            screening.shutdown(wait=False, cancel_futures=True)
+            publisher.flush()
+            counts.published = (
+                publisher.stats.published_by_entity.get(resource, 0) - published_before
+            )
+
+
+@dataclass
+class _Screened:
+    """A page after validation and the change look-up: what is left to publish."""
+
+    page: Page
+    valid: list[tuple[str, Any, dict[str, Any]]]
+    quarantined: int = 0
+    unchanged: int = 0
+
+
+def _screen_page(deps: IngestDependencies, run_id: str, page: Page) -> _Screened:
+    """Validate a page's items (quarantining the bad ones) and drop the unchanged ones."""
+    screened = _Screened(page=page, valid=[])
+    for position, raw in enumerate(page.items):
+        origin = f"ingest-p{page.number}-i{position}"
+        try:
+            screened.valid.append((origin, raw, validate_item(page.resource, raw)))
+        except ValidationError as error:
+            _quarantine(deps, run_id, page.resource, origin, raw, error)
+            screened.quarantined += 1
+    if deps.changes is not None and screened.valid:
+        same = deps.changes.unchanged(page.resource, [item for _, _, item in screened.valid])
+        screened.unchanged = sum(same)
+        screened.valid = [
+            entry for entry, skip in zip(screened.valid, same, strict=True) if not skip
+        ]
+    return screened
 
 
 def _publish_page(
-    deps: IngestDependencies, run_id: str, page: Page, counts: ResourceCounts
+    deps: IngestDependencies, run_id: str, screened: _Screened, counts: ResourceCounts
 ) -> None:
+    page = screened.page
+    counts.pages += 1
+    counts.fetched += len(page.items)
+    counts.quarantined += screened.quarantined
+    counts.unchanged += screened.unchanged
     fetched_at = utc_now_iso()
-    valid: list[tuple[str, Any, dict[str, Any]]] = []
-    for position, raw in enumerate(page.items):
-        counts.fetched += 1
-        origin = f"ingest-p{page.number}-i{position}"
-        try:
-            valid.append((origin, raw, validate_item(page.resource, raw)))
-        except ValidationError as error:
-            _quarantine(deps, run_id, page.resource, origin, raw, error)
-            counts.quarantined += 1
-    if deps.changes is not None and valid:
-        same = deps.changes.unchanged(page.resource, [item for _, _, item in valid])
-        counts.unchanged += sum(same)
-        valid = [entry for entry, skip in zip(valid, same, strict=True) if not skip]
-    for origin, raw, item in valid:
+    for origin, raw, item in screened.valid:
         try:
             record = OutgoingRecord(
                 partition_key=partition_key(page.resource, item),
@@ -232,6 +256,17 @@ def _publish_page(
         except (RecordTooLarge, orjson.JSONEncodeError) as error:
             _quarantine(deps, run_id, page.resource, origin, raw, error)
             counts.quarantined += 1
+    logger.info(
+        "page published",
+        extra={
+            "step": "ingest",
+            "entity": page.resource,
+            "page": page.number,
+            "pages": page.pages,
+            "total": page.total,
+            "items": len(page.items),
+        },
+    )
 
 
 def _quarantine(
