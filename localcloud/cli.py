@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--shards", type=int, default=2, help="Kinesis shards of the stream (2)")
     run.add_argument(
+        "--workers", type=int, default=2, help="concurrent fan-out workers (SQS trigger) (2)"
+    )
+    run.add_argument(
         "--state-dir",
         type=Path,
         help="where logs of the run are kept (default: a new folder under .localcloud/)",
@@ -75,6 +78,7 @@ def command_run(args: argparse.Namespace) -> int:
         records=args.records,
         seed=args.seed,
         shard_count=args.shards,
+        workers=args.workers,
     )
     with cloud:
         if args.json:

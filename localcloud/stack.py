@@ -121,9 +121,9 @@ class LocalCloud:
         self.shard_count = shard_count
         self.extra_env = extra_env or {}
         self.workers = workers
+        """Concurrent fan-out workers (the SQS trigger's concurrency)."""
         self.shard_positions: dict[str, str] = {}
         """Where the Kinesis trigger stopped on each shard; the next run resumes there."""
-        """Concurrent fan-out workers (the SQS trigger's concurrency)."""
         self.moto = MotoServer(state_dir / "moto.log")
         self.fake_api: FakeApiServer | None = None
         self.provisioned: Provisioned | None = None
