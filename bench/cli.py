@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=100_000,
         help="size at which throughput is compared with the floor (default 100000)",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=2,
+        help="pipeline and floor runs at the reference size, best of each counts (2)",
+    )
     parser.add_argument("--batch-size", type=int, default=500, help="Kinesis trigger batch size")
     parser.add_argument("--shards", type=int, default=2, help="Kinesis shards")
     parser.add_argument(
@@ -106,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             "sizes": sizes,
             "full_max": args.full_max,
             "reference_size": args.reference_size,
+            "repeat": args.repeat,
             "batch_size": args.batch_size,
             "shards": args.shards,
             "fanout_size": args.fanout_size,
@@ -116,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     for size in sizes:
         console.print(f"[bold]size {size:,} records per resource[/]")
-        results["sizes"].append(_measure_size(size, args.full_max, options, root, console))
+        repeat = args.repeat if size == args.reference_size else 1
+        results["sizes"].append(_measure_size(size, args.full_max, options, root, console, repeat))
     console.print(f"[bold]fan-out[/] {args.fanout_size:,} records per resource")
     results["fanout"] = _measure_fanout(args, options, root)
     console.print("[bold]DynamoDB write strategies[/]")
@@ -156,7 +164,7 @@ def _machine() -> dict[str, Any]:
 
 
 def _measure_size(
-    size: int, full_max: int, options: Options, root: Path, console: Console
+    size: int, full_max: int, options: Options, root: Path, console: Console, repeat: int = 1
 ) -> dict[str, Any]:
     entry: dict[str, Any] = {"records_per_resource": size}
     env = {"PIPELINE_PAGES_PER_WORKER": "0"}
@@ -170,14 +178,31 @@ def _measure_size(
         console.print(f"  ingest side {entry['pipeline']['records_per_s']:,.0f} records/s")
         return entry
     entry["mode"] = "full"
-    with cloud_for(size, options, env, root / f"pipeline-{size}") as cloud:
-        first = run_pipeline(cloud, options)
-        console.print(f"  pipeline {first['records_per_s']:,.0f} records/s ({first['status']})")
-        second = run_pipeline(cloud, options, positions=first["positions"])
-        console.print(f"  unchanged re-run {second['seconds']:.1f} s ({second['status']})")
-    floor = run_floor_measurement(size, options, root / f"floor-{size}")
-    console.print(f"  floor {floor['records_per_s']:,.0f} records/s")
+    # Pipeline and floor alternate `repeat` times and the best of each counts (as timeit
+    # does): the cores are shared, and the pipeline, which needs both at once, suffers
+    # more from a neighbour's burst than the sequential floor does.
+    attempts: list[dict[str, Any]] = []
+    floors: list[dict[str, Any]] = []
+    second: dict[str, Any] = {}
+    for attempt in range(repeat):
+        with cloud_for(size, options, env, root / f"pipeline-{size}-{attempt}") as cloud:
+            run = run_pipeline(cloud, options)
+            console.print(f"  pipeline {run['records_per_s']:,.0f} records/s ({run['status']})")
+            if attempt == 0:
+                second = run_pipeline(cloud, options, positions=run["positions"])
+                console.print(f"  unchanged re-run {second['seconds']:.1f} s ({second['status']})")
+        attempts.append(run)
+        floors.append(run_floor_measurement(size, options, root / f"floor-{size}-{attempt}"))
+        console.print(f"  floor {floors[-1]['records_per_s']:,.0f} records/s")
+    first = max(attempts, key=lambda run: run["records_per_s"])
+    first["status"] = (
+        "succeeded" if all(run["status"] == "succeeded" for run in attempts) else "failed"
+    )
+    first["errors"] = [error for run in attempts for error in run["errors"]]
+    floor = max(floors, key=lambda run: run["records_per_s"])
     entry.update(
+        pipeline_attempts_records_per_s=[run["records_per_s"] for run in attempts],
+        floor_attempts_records_per_s=[run["records_per_s"] for run in floors],
         pipeline=first,
         second_run=second,
         floor=floor,

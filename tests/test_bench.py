@@ -22,6 +22,7 @@ def test_bench_smallest_run_writes_every_field(tmp_path: Path) -> None:
             "--sizes", "200,400",
             "--full-max", "200",
             "--reference-size", "200",
+            "--repeat", "2",
             "--fanout-size", "300",
             "--fanout-pages", "1",
             "--workers", "1,2",
@@ -52,6 +53,9 @@ def test_bench_smallest_run_writes_every_field(tmp_path: Path) -> None:
         assert put["records"] == pipeline["records"]
         assert entry["calls_per_1000"]["kinesis"] > 0
     assert full["floor"]["records"] == full["pipeline"]["records"]
+    assert len(full["pipeline_attempts_records_per_s"]) == 2
+    assert full["pipeline"]["records_per_s"] == max(full["pipeline_attempts_records_per_s"])
+    assert full["floor"]["records_per_s"] == max(full["floor_attempts_records_per_s"])
     assert full["ratio"] > 0
     assert full["floor_calls_per_1000"]["dynamodb"] > 0
     assert full["second_run"]["status"] == "succeeded"
