@@ -118,7 +118,7 @@ def render(record_bytes: int, window_s: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__)
-    parser.add_argument("--record-bytes", type=int, default=300)
+    parser.add_argument("--record-bytes", type=int, default=350, help="bytes per record (350)")
     parser.add_argument("--window-s", type=int, default=3600)
     args = parser.parse_args(argv)
     print(render(args.record_bytes, args.window_s))
