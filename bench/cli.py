@@ -37,6 +37,7 @@ from bench.run import (
 )
 from bench.writes import measure as measure_writes
 from chalicelib.stream import MAX_BYTES_PER_CALL
+from localcloud.fakeapi import FakeApiServer, FaultInjector
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 THROUGHPUT_RATIO = 0.8
@@ -76,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--fanout-pages", type=int, default=20, help="pages per work item in the fan-out runs"
     )
     parser.add_argument("--workers", default="1,2,4", help="fan-out worker processes to compare")
+    parser.add_argument(
+        "--fanout-latency-ms",
+        type=float,
+        default=200,
+        help="latency of every API page in the fan-out runs, as a remote API has (200)",
+    )
     parser.add_argument("--write-rows", type=int, default=2000, help="rows per write strategy")
     parser.add_argument(
         "--quick",
@@ -236,7 +243,16 @@ def _measure_fanout(args: argparse.Namespace, options: Options, root: Path) -> d
     env = {"PIPELINE_PAGES_PER_WORKER": str(args.fanout_pages)}
     runs = []
     for count in workers:
-        with cloud_for(args.fanout_size, options, env, root / f"fanout-{count}") as cloud:
+        # Every page answers after the latency of a remote API (the fake's `api-timeout`
+        # fault at probability 1, far below the client's timeout): that, not the emulator,
+        # is what limits one invocation in production, and what the workers multiply.
+        faults = FaultInjector({"api-timeout": 1.0}, timeout_delay=args.fanout_latency_ms / 1000)
+        with (
+            FakeApiServer(records=args.fanout_size, seed=options.seed, faults=faults) as api,
+            cloud_for(
+                args.fanout_size, options, env, root / f"fanout-{count}", api_url=api.url
+            ) as cloud,
+        ):
             run = run_pipeline(cloud, options, workers=count, load="after")
             runs.append(
                 {
@@ -257,6 +273,7 @@ def _measure_fanout(args: argparse.Namespace, options: Options, root: Path) -> d
     return {
         "records_per_resource": args.fanout_size,
         "pages_per_worker": args.fanout_pages,
+        "api_latency_ms": args.fanout_latency_ms,
         "runs": runs,
         "identical": bool(runs) and len({run["digest"] for run in runs}) == 1,
         "speedup": {
@@ -453,7 +470,8 @@ def print_report(console: Console, results: dict[str, Any]) -> None:
     if fanout.get("runs"):
         fan = Table(
             title=f"fan-out: {fanout['records_per_resource']:,} records per resource, "
-            f"{fanout['pages_per_worker']} pages per work item"
+            f"{fanout['pages_per_worker']} pages per work item, "
+            f"{fanout.get('api_latency_ms', 0):.0f} ms per API page"
         )
         for column in ("workers", "ingest s", "total s", "speed-up", "stored digest"):
             fan.add_column(column, justify="right")

@@ -60,7 +60,8 @@ def render(results: dict[str, Any]) -> str:
         lines += [
             "",
             f"Fan-out, {fanout['records_per_resource']:,} records per resource, "
-            f"{fanout['pages_per_worker']} pages per work item:",
+            f"{fanout['pages_per_worker']} pages per work item, "
+            f"{fanout.get('api_latency_ms', 0):.0f} ms per API page:",
             "",
             "| workers | work items | ingest s | total s | ingest speed-up | stored digest |",
             "| --- | --- | --- | --- | --- | --- |",

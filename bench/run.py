@@ -81,10 +81,21 @@ def moto_cpu_s(cloud: LocalCloud) -> float:
     return process_cpu_s(process.pid) if process is not None else 0.0
 
 
-def cloud_for(records: int, options: Options, extra_env: dict[str, str], state: Path) -> LocalCloud:
+def cloud_for(
+    records: int,
+    options: Options,
+    extra_env: dict[str, str],
+    state: Path,
+    api_url: str | None = None,
+) -> LocalCloud:
     env = {"PIPELINE_BATCH_SIZE": str(options.batch_size), **extra_env}
     return LocalCloud(
-        state, records=records, seed=options.seed, shard_count=options.shards, extra_env=env
+        state,
+        api_url=api_url,
+        records=records,
+        seed=options.seed,
+        shard_count=options.shards,
+        extra_env=env,
     )
 
 
