@@ -1,4 +1,4 @@
-"""Chalice entry point: the pipeline's three Lambda functions, each a few lines.
+"""Chalice entry point: the pipeline's four Lambda functions, each a few lines.
 
 The schedule, stream and batch settings are read from the environment when Chalice loads the
 app (at deploy time), the same variables the functions read at run time.
@@ -7,7 +7,7 @@ app (at deploy time), the same variables the functions read at run time.
 from typing import Any
 
 from chalice import Chalice
-from chalice.app import CloudWatchEvent, KinesisEvent
+from chalice.app import CloudWatchEvent, KinesisEvent, SQSEvent
 
 from chalicelib import handlers
 from chalicelib.settings import get_settings
@@ -38,3 +38,9 @@ def load(event: KinesisEvent) -> dict[str, Any]:
 def reconcile(event: CloudWatchEvent) -> dict[str, Any]:
     """Mark finished runs succeeded (fetched = stored + quarantined) or failed, naming losses."""
     return handlers.handle_reconcile(event.to_dict(), event.context)
+
+
+@app.on_sqs_message(queue=settings.work_queue, batch_size=1, name="ingest_worker")
+def ingest_worker(event: SQSEvent) -> dict[str, Any]:
+    """Fetch and publish one page range of a resource too large for one invocation."""
+    return handlers.handle_work(event.to_dict(), event.context)

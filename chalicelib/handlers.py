@@ -11,6 +11,7 @@ from typing import Any
 
 from chalicelib import aws, wiring
 from chalicelib.continuation import continue_in_new_invocation
+from chalicelib.fanout import WorkItem
 from chalicelib.ingest import run_ingest
 from chalicelib.load import process_batch
 from chalicelib.metrics import metrics
@@ -18,6 +19,7 @@ from chalicelib.notify import publish_dataset_updated
 from chalicelib.progress import Deadline, run_id_for_event
 from chalicelib.settings import get_settings
 from chalicelib.telemetry import logger
+from chalicelib.worker import run_work_item
 
 
 @metrics.log_metrics
@@ -62,3 +64,24 @@ def handle_kinesis(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Kinesis batch -> sinks; returns `batchItemFailures` for Lambda to re-deliver."""
     outcome = process_batch(event["Records"], wiring.load_dependencies())
     return outcome.response()
+
+
+@metrics.log_metrics
+def handle_work(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """SQS fan-out work items -> publish each page range; raises so that SQS hands the item out
+    again (and to the dead-letter queue after a few tries)."""
+    done = []
+    for record in event["Records"]:
+        item = WorkItem.from_json(record["body"])
+        counts = run_work_item(wiring.ingest_dependencies(), item)
+        done.append(
+            {
+                "run_id": item.run_id,
+                "resource": item.resource,
+                "first_page": item.first_page,
+                "last_page": item.last_page,
+                "fetched": counts.fetched,
+                "published": counts.published,
+            }
+        )
+    return {"work_items": done}

@@ -110,6 +110,25 @@ class Settings(BaseSettings):
         "an unbalanced run is declared failed (more than the mapping's maximum record age)",
     )
 
+    write_concurrency: int = Field(
+        default=4, ge=1, le=32, description="Concurrent batch writes per sink and load batch"
+    )
+    change_detection: bool = Field(
+        default=True,
+        description="Skip records whose exact content every sink already stored (the "
+        "fingerprint rides in the DynamoDB rows: needs the dynamodb sink, else it is off)",
+    )
+    pages_per_worker: int = Field(
+        default=2000,
+        ge=0,
+        description="Pages one invocation fetches; a resource with more pages fans out to "
+        "work items on the SQS work queue (0: never)",
+    )
+    work_queue: str = Field(
+        default="moovitamix-dev-ingest-work",
+        description="SQS queue of ingest work items (page ranges) for the ingest_worker function",
+    )
+
     @property
     def resource_list(self) -> list[str]:
         return [name.strip() for name in self.resources.split(",") if name.strip()]
