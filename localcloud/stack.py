@@ -579,10 +579,10 @@ class LocalCloud:
 
     def _dead_work_items(self) -> int:
         """Messages in the work queue's dead-letter queue: items no worker could finish."""
-        sqs = aws.client("sqs")
-        dlq_url = sqs.get_queue_url(QueueName=f"{self.settings.work_queue}-dlq")["QueueUrl"]
-        attributes = sqs.get_queue_attributes(
-            QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"]
+        assert self.provisioned is not None
+        attributes = aws.client("sqs").get_queue_attributes(
+            QueueUrl=self.provisioned.work_dead_letter_queue_url,
+            AttributeNames=["ApproximateNumberOfMessages"],
         )["Attributes"]
         return int(attributes["ApproximateNumberOfMessages"])
 

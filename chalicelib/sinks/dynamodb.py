@@ -229,25 +229,57 @@ class DynamoDBSink:
 
     def write(self, entity: str, envelopes: Sequence[Envelope]) -> list[Envelope]:
         candidates = newest_per_key(entity, envelopes)
-        stored = self._stored_versions(entity, list(candidates))
-        newer = [
-            envelope
-            for key, envelope in candidates.items()
-            if key not in stored
-            or parse_timestamp(envelope.item["updated_at"]) > parse_timestamp(stored[key])
+        stored = self._stored(entity, list(candidates))
+        newer: list[Envelope] = []
+        unmarked: list[tuple[Any, ...]] = []
+        for key, envelope in candidates.items():
+            if key not in stored:
+                newer.append(envelope)
+                continue
+            version, fingerprint = stored[key]
+            wanted = parse_timestamp(envelope.item["updated_at"])
+            if wanted > parse_timestamp(version):
+                newer.append(envelope)
+            elif (
+                wanted == parse_timestamp(version)
+                and self._salt is not None
+                and fingerprint != self._fingerprint(entity, envelope)
+            ):
+                unmarked.append(key)  # type: ignore[arg-type]
+        rows: list[Any] = [
+            to_wire(entity, envelope, self._fingerprint(entity, envelope)) for envelope in newer
         ]
-        chunks = [newer[start : start + WRITE_CHUNK] for start in range(0, len(newer), WRITE_CHUNK)]
+        if unmarked:
+            rows += self._marked_rows(entity, candidates, unmarked)
+        chunks = [rows[start : start + WRITE_CHUNK] for start in range(0, len(rows), WRITE_CHUNK)]
         # list() re-raises the first failure of any chunk: the whole group is then retried
         list(self._pool.map(lambda chunk: self._write_chunk(entity, chunk), chunks))
         return newer
 
-    def _write_chunk(self, entity: str, chunk: Sequence[Envelope]) -> None:
+    def _marked_rows(
+        self,
+        entity: str,
+        candidates: dict[Hashable, Envelope],
+        keys: list[tuple[Any, ...]],
+    ) -> list[dict[str, Any]]:
+        """The stored rows of `keys` as they are, with the fingerprint of the batch's equal
+        version: the row stays the first one stored (ties keep the first, as in every sink),
+        and the next run may skip this content, whose publishing would change nothing. Without
+        it, rows stored before change detection (or with no fingerprint) would be published
+        again by every run."""
+        rows = []
+        for start in range(0, len(keys), READ_CHUNK):
+            for row in self._read_chunk(entity, keys[start : start + READ_CHUNK], None):
+                envelope = candidates[key_from_wire(entity, row)]
+                fingerprint = self._fingerprint(entity, envelope)
+                assert fingerprint is not None  # only called with change detection on
+                rows.append({**row, FINGERPRINT_ATTRIBUTE: {"B": fingerprint}})
+        return rows
+
+    def _write_chunk(self, entity: str, rows: Sequence[dict[str, Any]]) -> None:
         """One BatchWriteItem of at most 25 rows, resending what DynamoDB left unprocessed."""
         table = ROW_MODELS[entity].Meta.table_name
-        pending: list[Any] = [
-            {"PutRequest": {"Item": to_wire(entity, envelope, self._fingerprint(entity, envelope))}}
-            for envelope in chunk
-        ]
+        pending: list[Any] = [{"PutRequest": {"Item": row}} for row in rows]
         client = aws.client("dynamodb")
         for attempt in range(MAX_ATTEMPTS):
             if attempt:
@@ -265,37 +297,47 @@ class DynamoDBSink:
 
     def stored_versions(self, entity: str, keys: Sequence[Hashable]) -> dict[Hashable, str]:
         """`updated_at` stored for each of `keys` that exists (the reconciliation reads it)."""
-        return self._stored_versions(entity, list(keys))
+        return {key: version for key, (version, _) in self._stored(entity, list(keys)).items()}
 
-    def _stored_versions(self, entity: str, keys: list[Hashable]) -> dict[Hashable, str]:
+    def _stored(
+        self, entity: str, keys: list[Hashable]
+    ) -> dict[Hashable, tuple[str, bytes | None]]:
+        """(`updated_at`, fingerprint) stored for each of `keys` that exists."""
         chunks = [keys[start : start + READ_CHUNK] for start in range(0, len(keys), READ_CHUNK)]
-        versions: dict[Hashable, str] = {}
-        for found in self._pool.map(lambda chunk: self._read_chunk(entity, chunk), chunks):
-            versions.update(found)
-        return versions
+        names = [*_KEY_ATTRIBUTES[entity], "updated_at", FINGERPRINT_ATTRIBUTE]
+        stored: dict[Hashable, tuple[str, bytes | None]] = {}
+        for rows in self._pool.map(lambda chunk: self._read_chunk(entity, chunk, names), chunks):
+            for row in rows:
+                fingerprint = row.get(FINGERPRINT_ATTRIBUTE, {}).get("B")
+                stored[key_from_wire(entity, row)] = (
+                    row["updated_at"]["S"],
+                    None if fingerprint is None else bytes(fingerprint),
+                )
+        return stored
 
     @staticmethod
-    def _read_chunk(entity: str, keys: list[Hashable]) -> dict[Hashable, str]:
-        """Stored `updated_at` of up to 100 keys (one BatchGetItem, unprocessed keys resent)."""
+    def _read_chunk(
+        entity: str, keys: Sequence[Any], projection: list[str] | None
+    ) -> list[dict[str, Any]]:
+        """Up to 100 rows (one BatchGetItem, unprocessed keys resent), only the `projection`
+        attributes when given."""
         table = ROW_MODELS[entity].Meta.table_name
-        names = {
-            f"#a{index}": name
-            for index, name in enumerate([*_KEY_ATTRIBUTES[entity], "updated_at"])
-        }
-        request = {"ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
-        pending: list[Any] = [key_to_wire(entity, key) for key in keys]  # type: ignore[arg-type]
+        request: dict[str, Any] = {}
+        if projection is not None:
+            names = {f"#a{index}": name for index, name in enumerate(projection)}
+            request = {"ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
+        pending: list[Any] = [key_to_wire(entity, key) for key in keys]
         client = aws.client("dynamodb")
-        versions: dict[Hashable, str] = {}
+        rows: list[dict[str, Any]] = []
         for attempt in range(MAX_ATTEMPTS):
             if attempt:
                 time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))  # noqa: S311
             response = client.batch_get_item(RequestItems={table: {**request, "Keys": pending}})
-            for row in response.get("Responses", {}).get(table, []):
-                versions[key_from_wire(entity, row)] = row["updated_at"]["S"]
+            rows += response.get("Responses", {}).get(table, [])
             unprocessed = response.get("UnprocessedKeys", {}).get(table)
             pending = list(unprocessed["Keys"]) if unprocessed else []
             if not pending:
-                return versions
+                return rows
         raise RuntimeError(f"{len(pending)} keys still unread in {table} after retries")
 
     def count(self, entity: str) -> int:
