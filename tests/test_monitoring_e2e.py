@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib import aws
+from chalicelib import aws, wiring
 from chalicelib.metrics import NAMESPACE
 from chalicelib.stream import KinesisPublisher, OutgoingRecord
 from infra.alarms import alarm_definitions
@@ -297,7 +297,14 @@ def test_rejected_put_records_are_counted_and_alarmed(
         return original(self, batch)
 
     monkeypatch.setattr(KinesisPublisher, "_put_once", throttled_once)
-    report = cloud.run()
+    # the same data again: with change detection nothing would be published at all
+    monkeypatch.setenv("PIPELINE_CHANGE_DETECTION", "false")
+    wiring.reset()
+    try:
+        report = cloud.run()
+    finally:
+        monkeypatch.delenv("PIPELINE_CHANGE_DETECTION")
+        wiring.reset()
 
     assert report.status == "succeeded", report.errors
     assert report.metrics["PutRecordsFailedRecords"] == rejected[0] > 0
