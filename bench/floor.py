@@ -274,5 +274,16 @@ class PostgresCopies:
             copy.write_row(postgres_row(entity, envelope))
 
 
+def postgres_row_counts(settings: Settings) -> dict[str, int]:
+    """Rows in each floor table (checks that the COPYs landed; not timed)."""
+    counts: dict[str, int] = {}
+    with connection_factory(settings)(False) as connection:
+        for entity in settings.resource_list:
+            query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(floor_table(entity)))
+            row = connection.execute(query).fetchone()
+            counts[entity] = int(row[0]) if row else 0
+    return counts
+
+
 FLOOR_WRITERS: dict[str, FloorWriter] = {"dynamodb": write_dynamodb}
 """Per-batch floor writers by sink name; PostgreSQL streams through `PostgresCopies`."""

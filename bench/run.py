@@ -23,7 +23,7 @@ from typing import IO, Any
 import orjson
 
 from bench import callcount
-from bench.floor import run_floor
+from bench.floor import postgres_row_counts, run_floor
 from chalicelib import wiring
 from chalicelib.contract import ENTITIES
 from chalicelib.progress import run_id_for_event
@@ -232,6 +232,9 @@ def run_floor_measurement(records: int, options: Options, state: Path) -> dict[s
         before, moto_before = counter.as_dict(), moto_cpu_s(cloud)
         result = run_floor(cloud.settings, options.batch_size)
         after, moto_s = counter.as_dict(), moto_cpu_s(cloud) - moto_before
+        postgres_rows = (
+            postgres_row_counts(cloud.settings) if "postgres" in cloud.settings.sink_list else {}
+        )
     calls = {
         name: count - before["calls"].get(name, 0)
         for name, count in after["calls"].items()
@@ -245,6 +248,7 @@ def run_floor_measurement(records: int, options: Options, state: Path) -> dict[s
         "records_per_s": round(result.records_per_s, 1),
         "cpu_s": {"moto": round(moto_s, 3)},
         "aws": {"calls": calls},
+        "postgres_rows": postgres_rows,
     }
 
 
