@@ -18,6 +18,9 @@ _CONFIG = Config(
     connect_timeout=5,
     read_timeout=30,
     max_pool_connections=16,
+    # DynamoDB and Kinesis validate every request themselves; botocore's client-side copy of
+    # that check was ~15 % of the load function's CPU (profiled with bench/, docs/performance.md)
+    parameter_validation=False,
 )
 
 

@@ -3,13 +3,16 @@
 One invocation may run 15 minutes; a resource with more pages than `pages_per_worker` is split
 into consecutive page ranges, one SQS message each, and the worker function fetches and
 publishes each range (`chalicelib/worker.py`). Ranges cover pages 1..N exactly once; the last
-range is open-ended, so pages that appear while the run goes on are still read. Records of one
+range is open-ended, so pages that appear while the run goes on are still read. A message may
+be delivered more than once (SQS is at-least-once): a work item's counts go to the run
+manifest once, under its `work_id` (`chalicelib/progress.py`). Records of one
 entity key keep their order on the stream because each key lives on exactly one page of one
 range, whichever worker publishes it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -30,6 +33,12 @@ class WorkItem:
     resource: str
     first_page: int
     last_page: int | None
+
+    @property
+    def work_id(self) -> str:
+        """Names the range within its run: `users#1-2000`, `users#2001-end`."""
+        last = "end" if self.last_page is None else str(self.last_page)
+        return f"{self.resource}#{self.first_page}-{last}"
 
     def to_json(self) -> str:
         return orjson.dumps(
@@ -82,12 +91,8 @@ class WorkQueue:
             self._url = self.client.get_queue_url(QueueName=self.queue_name)["QueueUrl"]
         return self._url
 
-    def dispatch(self, run_id: str, resource: str, pages: int, pages_per_worker: int) -> int:
-        """Queue one work item per page range; returns how many were queued."""
-        items = [
-            WorkItem(run_id, resource, first, last)
-            for first, last in plan_ranges(pages, pages_per_worker)
-        ]
+    def send(self, items: Sequence[WorkItem]) -> None:
+        """Queue the work items (SendMessageBatch of 10); raises when one was not queued."""
         for start in range(0, len(items), SEND_BATCH):
             chunk = items[start : start + SEND_BATCH]
             entries: list[Any] = [
@@ -100,4 +105,3 @@ class WorkQueue:
                     f"{len(response['Failed'])} work items not queued on {self.queue_name}: "
                     f"{response['Failed'][0]}"
                 )
-        return len(items)

@@ -34,9 +34,11 @@ def handle_schedule(event: dict[str, Any], context: Any) -> dict[str, Any]:
         extra={"step": "ingest", "event_id": event.get("id"), "time": event.get("time")},
     )
     deadline = Deadline(context, get_settings().ingest_stop_margin_s)
-    result = run_ingest(
-        wiring.ingest_dependencies(), run_id=run_id_for_event(event), deadline=deadline
-    )
+    dependencies = wiring.ingest_dependencies()
+    try:
+        result = run_ingest(dependencies, run_id=run_id_for_event(event), deadline=deadline)
+    finally:
+        dependencies.publisher.close()
     if result.continuing:
         continue_in_new_invocation(event, context)
     return result.as_dict()

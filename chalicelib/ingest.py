@@ -1,9 +1,17 @@
 """The scheduled job: fetch every page of each resource and publish it to Kinesis.
 
 Each item is validated on arrival; one that breaks the contract is quarantined with its reason
-(never dropped, never published), the rest is wrapped in an envelope and published as its page
-arrives, so memory holds one PutRecords call's worth at most. The run manifest records what
-was fetched, published and quarantined per resource.
+(never dropped, never published). A valid item whose exact content every sink already stores is
+skipped (change detection, `chalicelib/changes.py`); the rest is wrapped in an envelope and
+published as its page arrives, so memory holds one PutRecords call's worth and a few pages at
+most. Pages are validated and looked up by a few threads ahead of the publishing, which stays
+in page order. The run manifest records what was fetched, published, skipped as unchanged and
+quarantined per resource.
+
+A resource with more pages than one invocation should fetch (`PIPELINE_PAGES_PER_WORKER`) is
+split into page ranges on the work queue instead (`chalicelib/fanout.py`); the
+`ingest_worker` function publishes each range (`ingest_work_item`), and the last one to finish
+marks the run's ingestion published.
 """
 
 from __future__ import annotations
@@ -12,23 +20,30 @@ import contextlib
 import json
 import time
 import uuid
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import requests
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
+from chalicelib.changes import ChangeDetector, StateUnavailable
 from chalicelib.contract import (
     describe_validation_error,
     entity_key,
     partition_key,
     validate_item,
 )
+from chalicelib.fanout import WorkItem, WorkQueue, plan_ranges
 from chalicelib.manifest import RunManifests
 from chalicelib.metrics import record_api_error, record_resource_ingested
 from chalicelib.progress import (
+    LEDGER_FLUSH_PAGES,
+    LEDGER_FLUSH_RECORDS,
     NEVER,
     Deadline,
     PageLedger,
@@ -36,6 +51,7 @@ from chalicelib.progress import (
     RunProgress,
     RunState,
     RunSuperseded,
+    page_counts,
 )
 from chalicelib.quarantine import Quarantine, QuarantinedRecord
 from chalicelib.settings import Settings
@@ -63,6 +79,10 @@ class IngestDependencies:
     manifests: RunManifests
     progress: RunProgress | None = None
     """Checkpoints and page ledger; without it a run cannot resume nor be reconciled by key."""
+    changes: ChangeDetector | None = None
+    """Skips records every sink already stores; None publishes everything."""
+    work_queue: WorkQueue | None = None
+    """Where a resource larger than `pages_per_worker` pages is split (needs `progress`)."""
 
 
 @dataclass
@@ -71,6 +91,9 @@ class ResourceCounts:
     published: int = 0
     quarantined: int = 0
     pages: int = 0
+    unchanged: int = 0
+    work_items: int = 0
+    """Work items the resource was split into (fan-out); its records are counted by them."""
     put_records_failed: int = 0
     error: str | None = None
 
@@ -78,6 +101,7 @@ class ResourceCounts:
         return {
             f"fetched.{resource}": self.fetched,
             f"published.{resource}": self.published,
+            f"unchanged.{resource}": self.unchanged,
             f"quarantined.ingest.{resource}": self.quarantined,
             f"pages.{resource}": self.pages,
         }
@@ -91,6 +115,8 @@ class IngestResult:
     interruption: str | None = None
     """`continuing` (stopped before the timeout, to resume), `superseded` (another invocation
     owns the run) or `duplicate` (the run was already published); None when it ran through."""
+    waiting_for_workers: bool = False
+    """Fanned-out work items are still running: the last of them finishes the run."""
 
     @property
     def ok(self) -> bool:
@@ -104,7 +130,9 @@ class IngestResult:
     def status(self) -> str:
         if not self.ok:
             return "failed"
-        return self.interruption or "published"
+        if self.interruption:
+            return self.interruption
+        return "fanned_out" if self.waiting_for_workers else "published"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -115,8 +143,10 @@ class IngestResult:
                 name: {
                     "fetched": c.fetched,
                     "published": c.published,
+                    "unchanged": c.unchanged,
                     "quarantined": c.quarantined,
                     "pages": c.pages,
+                    "work_items": c.work_items,
                     "error": c.error,
                 }
                 for name, c in self.resources.items()
@@ -150,8 +180,12 @@ def run_ingest(
         result.interruption = "duplicate"
         logger.info("run already published; nothing to do", extra={"step": "ingest"})
         return result
+    fanned_out = False
     for resource in settings.resource_list:
         if state is not None and state.complete(resource):
+            continue
+        if state is not None and state.fanned_out(resource) and state.dispatched(resource):
+            fanned_out = True
             continue
         if deadline.reached():
             result.interruption = "continuing"
@@ -187,23 +221,32 @@ def run_ingest(
             break
         if checkpoint is None:
             deps.manifests.add_counts(result.run_id, counts.as_manifest(resource))
-        record_resource_ingested(
-            resource,
-            fetched=counts.fetched,
-            published=counts.published,
-            quarantined=counts.quarantined,
-            pages=counts.pages,
-            put_records_failed=counts.put_records_failed,
-            duration_s=time.monotonic() - started,
-        )
+        if counts.work_items:
+            fanned_out = True
+        else:
+            record_resource_ingested(
+                resource,
+                fetched=counts.fetched,
+                published=counts.published,
+                unchanged=counts.unchanged,
+                quarantined=counts.quarantined,
+                pages=counts.pages,
+                put_records_failed=counts.put_records_failed,
+                duration_s=time.monotonic() - started,
+            )
         if not finished:
             result.interruption = "continuing"
             break
-    status = result.status
-    fields = {"ingest_status": status}
-    if status in ("published", "failed"):
-        fields["ingest_finished_at"] = utc_now_iso()
-    if status != "superseded":
+    if fanned_out and result.ok and result.interruption is None and deps.progress is not None:
+        # The workers may all be done already; whoever finishes last marks the run published.
+        if not deps.progress.finish_run_if_complete(result.run_id, utc_now_iso()):
+            result.waiting_for_workers = True
+            deps.progress.set_status_unless_final(result.run_id, "fanned_out")
+    elif result.status != "superseded":
+        status = result.status
+        fields = {"ingest_status": status}
+        if status in ("published", "failed"):
+            fields["ingest_finished_at"] = utc_now_iso()
         deps.manifests.set_fields(result.run_id, fields)
     logger.info("ingest finished", extra={"step": "ingest", "summary": result.as_dict()})
     if not result.ok:
@@ -251,92 +294,319 @@ def _ingest_resource(
 
     Checkpoints are committed only when the publisher's buffer was flushed without error: after
     a failed publish (or any unexpected error) the pages since the last checkpoint are fetched
-    again by the next invocation.
+    again by the next invocation. A resource too large for one invocation is fanned out
+    instead (True: this invocation is done with it).
     """
     publisher = deps.publisher
     published_before = publisher.stats.published_by_entity.get(resource, 0)
     failed_before = publisher.stats.failed_by_entity.get(resource, 0)
     first_page = checkpoint.next_page if checkpoint is not None else 1
-    finished = False
     try:
-        with contextlib.closing(
-            fetch_pages(deps.session, deps.settings, resource, first_page=first_page)
-        ) as pages:
-            for page in pages:
-                counts.pages += 1
-                ledger = _publish_page(deps, run_id, page, counts)
-                if checkpoint is not None:
-                    checkpoint.add(ledger)
-                logger.info(
-                    "page published",
-                    extra={
-                        "step": "ingest",
-                        "entity": resource,
-                        "page_id": page_id(run_id, resource, page.number),
-                        "page": page.number,
-                        "pages": page.pages,
-                        "total": page.total,
-                        "items": len(page.items),
-                    },
-                )
-                if deadline.reached():
-                    break
-            else:
-                finished = True
-        _flush_and_checkpoint(publisher, checkpoint, complete=finished)
-    except SourceError:
-        # The fetch failed, not the publishing: what was fetched must reach the stream.
-        _flush_and_checkpoint(publisher, checkpoint, complete=False)
-        raise
+        return _ingest_pages(
+            deps,
+            run_id,
+            resource,
+            counts,
+            _CheckpointLedger(publisher, checkpoint),
+            first_page=first_page,
+            deadline=deadline,
+            fan_out=checkpoint is not None and first_page == 1,
+        )
     finally:
         counts.published = publisher.stats.published_by_entity.get(resource, 0) - published_before
         counts.put_records_failed = (
             publisher.stats.failed_by_entity.get(resource, 0) - failed_before
         )
+
+
+def ingest_work_item(deps: IngestDependencies, item: WorkItem) -> ResourceCounts:
+    """Fetch and publish one work item's page range (the `ingest_worker` function).
+
+    Ledger pages are written as the range goes (after the records are in the stream); the
+    item's counts go to the manifest once, when the whole range is in the stream, together
+    with its id, so a second delivery of the message counts nothing twice. Raises (SourceError,
+    PublishError, ...) for SQS to hand the item out again.
+    """
+    if deps.progress is None:
+        raise ValueError("a work item needs the run progress (checkpoints and page ledger)")
+    counts = ResourceCounts()
+    logger.append_keys(run_id=item.run_id)
+    if deps.progress.work_item_done(item.run_id, item.work_id):
+        logger.info(
+            "work item already done; nothing to do",
+            extra={"step": "ingest", "entity": item.resource, "work_item": item.work_id},
+        )
+        return counts
+    started = time.monotonic()
+    ledger = _WorkLedger(deps.progress, deps.publisher, item.run_id)
+    published_before = deps.publisher.stats.published_by_entity.get(item.resource, 0)
+    try:
+        _ingest_pages(
+            deps,
+            item.run_id,
+            item.resource,
+            counts,
+            ledger,
+            first_page=item.first_page,
+            last_page=item.last_page,
+        )
+    except SourceError as error:
+        record_api_error(item.resource, error.status)
+        raise
+    finally:
+        counts.published = (
+            deps.publisher.stats.published_by_entity.get(item.resource, 0) - published_before
+        )
+    counted = deps.progress.finish_work_item(
+        item.run_id, item.resource, item.work_id, ledger.totals
+    )
+    finished_run = deps.progress.finish_run_if_complete(item.run_id, utc_now_iso())
+    record_resource_ingested(
+        item.resource,
+        fetched=counts.fetched,
+        published=counts.published,
+        unchanged=counts.unchanged,
+        quarantined=counts.quarantined,
+        pages=counts.pages,
+        put_records_failed=0,
+        duration_s=time.monotonic() - started,
+    )
+    logger.info(
+        "work item done",
+        extra={
+            "step": "ingest",
+            "entity": item.resource,
+            "work_item": item.work_id,
+            "fetched": counts.fetched,
+            "published": counts.published,
+            "unchanged": counts.unchanged,
+            "quarantined": counts.quarantined,
+            "counted": counted,
+            "run_ingest_published": finished_run,
+        },
+    )
+    return counts
+
+
+class _CheckpointLedger:
+    """Where the sequential ingest sends each page's ledger: the resource's checkpoint."""
+
+    def __init__(self, publisher: KinesisPublisher, checkpoint: ResourceCheckpoint | None) -> None:
+        self.publisher = publisher
+        self.checkpoint = checkpoint
+
+    def add(self, page: PageLedger) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint.add(page)
+
+    def commit(self, *, complete: bool) -> None:
+        if self.checkpoint is None:
+            self.publisher.flush()
+        else:
+            self.checkpoint.commit(complete=complete)  # flushes first
+
+
+class _WorkLedger:
+    """Where a work item sends each page's ledger: written after a flush, counted at the end."""
+
+    def __init__(self, progress: RunProgress, publisher: KinesisPublisher, run_id: str) -> None:
+        self.progress = progress
+        self.publisher = publisher
+        self.run_id = run_id
+        self.totals: dict[str, int] = {}
+        """The manifest counters of every page written so far."""
+        self._unwritten: list[PageLedger] = []
+
+    def add(self, page: PageLedger) -> None:
+        self._unwritten.append(page)
+        records = sum(pending.fetched for pending in self._unwritten)
+        if records >= LEDGER_FLUSH_RECORDS or len(self._unwritten) >= LEDGER_FLUSH_PAGES:
+            self.commit(complete=False)
+
+    def commit(self, *, complete: bool) -> None:
+        self.publisher.flush()
+        if not self._unwritten:
+            return
+        self.progress.write_pages(self.run_id, self._unwritten)
+        for name, value in page_counts(self._unwritten[0].resource, self._unwritten).items():
+            self.totals[name] = self.totals.get(name, 0) + value
+        self._unwritten = []
+
+
+def _ingest_pages(
+    deps: IngestDependencies,
+    run_id: str,
+    resource: str,
+    counts: ResourceCounts,
+    ledger: _CheckpointLedger | _WorkLedger,
+    *,
+    first_page: int,
+    last_page: int | None = None,
+    deadline: Deadline = NEVER,
+    fan_out: bool = False,
+) -> bool:
+    """Screen (validate, look up) pages a few ahead and publish them in order.
+
+    Returns False when stopped at the deadline. What was fetched reaches the stream also when
+    the source fails; the ledger is then committed as incomplete.
+    """
+    ahead = max(deps.settings.fetch_concurrency, 1)
+    screening = ThreadPoolExecutor(max_workers=ahead, thread_name_prefix=f"screen-{resource}")
+    pending: deque[Future[_Screened]] = deque()
+    finished = False
+    source_error: SourceError | None = None
+    try:
+        try:
+            with contextlib.closing(
+                fetch_pages(deps.session, deps.settings, resource, first_page, last_page)
+            ) as pages:
+                for page in pages:
+                    if fan_out and _fan_out(deps, run_id, page, counts):
+                        return True
+                    fan_out = False
+                    pending.append(screening.submit(_screen_page, deps, run_id, page))
+                    while len(pending) > ahead:
+                        _publish_page(deps, run_id, pending.popleft().result(), counts, ledger)
+                    if deadline.reached():
+                        break
+                else:
+                    finished = True
+        except SourceError as error:
+            source_error = error
+        while pending:
+            _publish_page(deps, run_id, pending.popleft().result(), counts, ledger)
+        ledger.commit(complete=finished and source_error is None)
+    finally:
+        screening.shutdown(wait=False, cancel_futures=True)
+    if source_error is not None:
+        raise source_error
     return finished
 
 
-def _flush_and_checkpoint(
-    publisher: KinesisPublisher, checkpoint: ResourceCheckpoint | None, *, complete: bool
-) -> None:
-    if checkpoint is None:
-        publisher.flush()
-    else:
-        checkpoint.commit(complete=complete)  # flushes first
+def _fan_out(deps: IngestDependencies, run_id: str, page: Page, counts: ResourceCounts) -> bool:
+    """Split the resource into work items if it has more pages than one invocation fetches."""
+    per_worker = deps.settings.pages_per_worker
+    if deps.work_queue is None or deps.progress is None or not 0 < per_worker < page.pages:
+        return False
+    items, pages = deps.progress.fan_out(
+        run_id, page.resource, len(plan_ranges(page.pages, per_worker)), page.pages
+    )
+    work = [
+        WorkItem(run_id, page.resource, first, last)
+        for first, last in plan_ranges(pages, per_worker)
+    ]
+    deps.work_queue.send(work)
+    deps.progress.mark_dispatched(run_id, page.resource)
+    counts.work_items = items
+    logger.info(
+        "resource fanned out",
+        extra={
+            "step": "ingest",
+            "entity": page.resource,
+            "pages": pages,
+            "work_items": items,
+            "pages_per_worker": per_worker,
+        },
+    )
+    return True
+
+
+@dataclass
+class _Screened:
+    """A page after validation and the change look-up."""
+
+    page: Page
+    valid: dict[int, dict[str, Any]] = field(default_factory=dict)
+    """Position -> validated item."""
+    unchanged: set[int] = field(default_factory=set)
+    """Positions of valid items every sink already stores."""
+
+
+def _screen_page(deps: IngestDependencies, run_id: str, page: Page) -> _Screened:
+    """Validate a page's items (quarantining the bad ones) and find the unchanged ones."""
+    screened = _Screened(page=page)
+    for position, raw in enumerate(page.items):
+        try:
+            screened.valid[position] = validate_item(page.resource, raw)
+        except ValidationError as error:
+            origin = f"ingest-p{page.number}-i{position}"
+            _quarantine(deps, run_id, page.resource, origin, raw, error)
+    if deps.changes is not None and screened.valid:
+        positions = list(screened.valid)
+        try:
+            same = deps.changes.unchanged(page.resource, [screened.valid[p] for p in positions])
+        except (StateUnavailable, ClientError, BotoCoreError) as error:
+            # Publishing is always safe (the sinks are newest-wins); skipping is the optimization.
+            logger.warning(
+                "change look-up failed; the page is published in full",
+                extra={"step": "ingest", "entity": page.resource, "error": str(error)[:300]},
+            )
+        else:
+            screened.unchanged = {p for p, skip in zip(positions, same, strict=True) if skip}
+    return screened
 
 
 def _publish_page(
-    deps: IngestDependencies, run_id: str, page: Page, counts: ResourceCounts
-) -> PageLedger:
-    """Validate and queue a page's items; returns what the ledger keeps of the page."""
-    ledger = PageLedger(page.resource, page.number)
+    deps: IngestDependencies,
+    run_id: str,
+    screened: _Screened,
+    counts: ResourceCounts,
+    ledger: _CheckpointLedger | _WorkLedger,
+) -> None:
+    """Queue a screened page's changed items; the ledger gets every item's outcome."""
+    page = screened.page
+    entry = PageLedger(page.resource, page.number)
     fetched_at = utc_now_iso()
     page_ref = page_id(run_id, page.resource, page.number)
+    counts.pages += 1
     for position, raw in enumerate(page.items):
         counts.fetched += 1
-        origin = f"ingest-p{page.number}-i{position}"
+        item = screened.valid.get(position)
+        if item is None:  # quarantined while screening
+            counts.quarantined += 1
+            entry.entries.append((position, None, None))
+            continue
+        key = (position, list(entity_key(page.resource, item)), item["updated_at"])
+        if position in screened.unchanged:
+            counts.unchanged += 1
+            entry.unchanged += 1
+            entry.entries.append(key)
+            continue
         try:
-            item = validate_item(page.resource, raw)
-            record = OutgoingRecord(
-                partition_key=partition_key(page.resource, item),
-                data=encode_envelope(
+            deps.publisher.add(
+                OutgoingRecord(
+                    partition_key=partition_key(page.resource, item),
+                    data=encode_envelope(
+                        entity=page.resource,
+                        run_id=run_id,
+                        fetched_at=fetched_at,
+                        item=item,
+                        page=page_ref,
+                    ),
                     entity=page.resource,
-                    run_id=run_id,
-                    fetched_at=fetched_at,
-                    item=item,
-                    page=page_ref,
-                ),
-                entity=page.resource,
+                )
             )
-            deps.publisher.add(record)
-            ledger.entries.append(
-                (position, list(entity_key(page.resource, item)), item["updated_at"])
-            )
-        except (ValidationError, RecordTooLarge, orjson.JSONEncodeError) as error:
+        except (RecordTooLarge, orjson.JSONEncodeError) as error:
+            origin = f"ingest-p{page.number}-i{position}"
             _quarantine(deps, run_id, page.resource, origin, raw, error)
             counts.quarantined += 1
-            ledger.entries.append((position, None, None))
-    return ledger
+            entry.entries.append((position, None, None))
+            continue
+        entry.entries.append(key)
+    ledger.add(entry)
+    logger.info(
+        "page published",
+        extra={
+            "step": "ingest",
+            "entity": page.resource,
+            "page_id": page_ref,
+            "page": page.number,
+            "pages": page.pages,
+            "total": page.total,
+            "items": len(page.items),
+            "unchanged": entry.unchanged,
+        },
+    )
 
 
 def _quarantine(

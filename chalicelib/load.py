@@ -107,6 +107,11 @@ def process_batch(records: Sequence[Mapping[str, Any]], deps: LoadDependencies) 
         for envelope in envelopes:
             pages.add(envelope.page, "records")
         for sink in deps.sinks:
+            if failed.intersection(sequence for sequence, _ in members):
+                # Re-delivered anyway, and written to every sink then. Skipping the sinks after
+                # a failed one keeps DynamoDB (always last) from storing a change-detection
+                # fingerprint for content another sink lacks (chalicelib/changes.py).
+                break
             started = time.monotonic()
             try:
                 written = sink.write(entity, envelopes)

@@ -93,6 +93,12 @@ CATALOGUE: Final[dict[str, MetricSpec]] = {
             "RecordsPublished", MetricUnit.Count, _BY_ENTITY, "records put on the Kinesis stream"
         ),
         _spec(
+            "RecordsSkippedUnchanged",
+            MetricUnit.Count,
+            _BY_ENTITY,
+            "valid records the ingest did not publish: every sink already stores their content",
+        ),
+        _spec(
             "RecordsWritten",
             MetricUnit.Count,
             _BY_SINK,
@@ -315,14 +321,16 @@ def record_resource_ingested(
     pages: int,
     put_records_failed: int,
     duration_s: float,
+    unchanged: int = 0,
 ) -> None:
-    """The ingest side of one resource in one run, written at once.
+    """The ingest side of one resource in one run (or one work item), written at once.
 
     Zeros are recorded so that graphs show 0, not a gap. Writing per resource (not when the
     handler returns) keeps what was done when a long run later times out.
     """
     metrics.add_metric("RecordsFetched", fetched, Entity=entity)
     metrics.add_metric("RecordsPublished", published, Entity=entity)
+    metrics.add_metric("RecordsSkippedUnchanged", unchanged, Entity=entity)
     metrics.add_metric("RecordsQuarantined", quarantined, Entity=entity, Step="ingest")
     metrics.add_metric("PagesFetched", pages, Entity=entity)
     metrics.add_metric("PutRecordsFailedRecords", put_records_failed, Entity=entity)

@@ -38,6 +38,8 @@ LEDGER_FLUSH_RECORDS: Final = 500
 """Commit a checkpoint about every PutRecords call's worth of records."""
 LEDGER_FLUSH_PAGES: Final = 25
 """... or every 25 pages (one BatchWriteItem), whichever comes first."""
+WORK_DONE_IDS: Final = "work_done_ids"
+"""String set of the work items a run's manifest has counted."""
 
 
 class RunSuperseded(RuntimeError):
@@ -95,18 +97,25 @@ class PageLedger:
     resource: str
     number: int
     entries: list[LedgerEntry] = field(default_factory=list)
+    unchanged: int = 0
+    """Valid records not published because every sink already stores them (change detection);
+    they have entries with their key and version like the published ones."""
 
     @property
     def fetched(self) -> int:
         return len(self.entries)
 
     @property
-    def published(self) -> int:
+    def valid(self) -> int:
         return sum(1 for _, key, _ in self.entries if key is not None)
 
     @property
+    def published(self) -> int:
+        return self.valid - self.unchanged
+
+    @property
     def quarantined(self) -> int:
-        return self.fetched - self.published
+        return self.fetched - self.valid
 
     @property
     def page_id(self) -> str:
@@ -119,6 +128,7 @@ class PageLedger:
             "resource": {"S": self.resource},
             "page": {"N": str(self.number)},
             "entries": {"B": orjson.dumps(self.entries)},
+            "unchanged": {"N": str(self.unchanged)},
         }
 
     @classmethod
@@ -127,7 +137,12 @@ class PageLedger:
             (int(position), key, version)
             for position, key, version in orjson.loads(item["entries"]["B"])
         ]
-        return cls(resource=item["resource"]["S"], number=int(item["page"]["N"]), entries=entries)
+        return cls(
+            resource=item["resource"]["S"],
+            number=int(item["page"]["N"]),
+            entries=entries,
+            unchanged=int(item.get("unchanged", {}).get("N", 0)),
+        )
 
 
 @dataclass(frozen=True)
@@ -144,6 +159,14 @@ class RunState:
 
     def complete(self, resource: str) -> bool:
         return bool(self.manifest.get(f"complete.{resource}", 0))
+
+    def fanned_out(self, resource: str) -> bool:
+        """The resource was split into work items for the ingest_worker function."""
+        return bool(self.manifest.get(f"work_items.{resource}", 0))
+
+    def dispatched(self, resource: str) -> bool:
+        """Its work items are all on the work queue."""
+        return bool(self.manifest.get(f"dispatched.{resource}", 0))
 
     @property
     def ingest_status(self) -> str:
@@ -216,12 +239,7 @@ class RunProgress:
         """
         self._write_ledger(run_id, pages)
         checkpoint = max([previous_checkpoint, *(page.number for page in pages)])
-        counts = {
-            f"fetched.{resource}": sum(page.fetched for page in pages),
-            f"published.{resource}": sum(page.published for page in pages),
-            f"quarantined.ingest.{resource}": sum(page.quarantined for page in pages),
-            f"pages.{resource}": len(pages),
-        }
+        counts = page_counts(resource, pages)
         names = {"#cp": f"checkpoint.{resource}"}
         values: dict[str, Any] = {
             ":previous": {"N": str(previous_checkpoint)},
@@ -259,6 +277,148 @@ class RunProgress:
             raise
         return checkpoint
 
+    def write_pages(self, run_id: str, pages: Sequence[PageLedger]) -> None:
+        """Record ledger pages (all already in the stream) without touching any counter: a
+        work item counts its pages once, when it is done (`finish_work_item`)."""
+        self._write_ledger(run_id, pages)
+
+    def fan_out(self, run_id: str, resource: str, work_items: int, pages: int) -> tuple[int, int]:
+        """Record that `resource` is split into `work_items` ranges planned over `pages` pages.
+
+        Only the first invocation records it; a later one (a retry that crashed between this and
+        the dispatch) gets the recorded plan back, so it sends the very same work items.
+        Returns the recorded (work_items, pages).
+        """
+        try:
+            self.client.update_item(
+                TableName=self.runs_table,
+                Key={"run_id": {"S": run_id}},
+                UpdateExpression="SET #items = :items, #pages = :pages",
+                ConditionExpression="attribute_not_exists(#items)",
+                ExpressionAttributeNames={
+                    "#items": f"work_items.{resource}",
+                    "#pages": f"work_pages.{resource}",
+                },
+                ExpressionAttributeValues={
+                    ":items": {"N": str(work_items)},
+                    ":pages": {"N": str(pages)},
+                },
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+        manifest = self._manifest(run_id)
+        return (
+            int(manifest.get(f"work_items.{resource}", work_items)),
+            int(manifest.get(f"work_pages.{resource}", pages)),
+        )
+
+    def mark_dispatched(self, run_id: str, resource: str) -> None:
+        self.client.update_item(
+            TableName=self.runs_table,
+            Key={"run_id": {"S": run_id}},
+            UpdateExpression="SET #d = :one",
+            ExpressionAttributeNames={"#d": f"dispatched.{resource}"},
+            ExpressionAttributeValues={":one": {"N": "1"}},
+        )
+
+    def work_item_done(self, run_id: str, work_id: str) -> bool:
+        """Whether a work item was already counted (SQS delivers a message at least once)."""
+        manifest = self.client.get_item(
+            TableName=self.runs_table,
+            Key={"run_id": {"S": run_id}},
+            ProjectionExpression="#ids",
+            ExpressionAttributeNames={"#ids": WORK_DONE_IDS},
+            ConsistentRead=True,
+        ).get("Item", {})
+        return work_id in manifest.get(WORK_DONE_IDS, {}).get("SS", [])
+
+    def finish_work_item(
+        self, run_id: str, resource: str, work_id: str, counts: Mapping[str, int]
+    ) -> bool:
+        """Add a finished work item's counts to the manifest, once per work item.
+
+        Returns False when another delivery of the same item counted it already.
+        """
+        names = {"#ids": WORK_DONE_IDS, "#done": f"work_done.{resource}"}
+        values: dict[str, Any] = {":id": {"S": work_id}, ":ids": {"SS": [work_id]}}
+        values[":one"] = {"N": "1"}
+        adds = ["#ids :ids", "#done :one"]
+        for index, (name, value) in enumerate(counts.items()):
+            if value:
+                names[f"#c{index}"] = name
+                values[f":c{index}"] = {"N": str(value)}
+                adds.append(f"#c{index} :c{index}")
+        try:
+            self.client.update_item(
+                TableName=self.runs_table,
+                Key={"run_id": {"S": run_id}},
+                UpdateExpression="ADD " + ", ".join(adds),
+                ConditionExpression="attribute_exists(run_id) AND NOT contains(#ids, :id)",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def finish_run_if_complete(self, run_id: str, finished_at: str) -> bool:
+        """Mark the run's ingestion published once every resource is complete.
+
+        Both the ingest (after its own resources) and each worker (after its work item) call
+        this after their last write; reading the manifest consistently after writing, the last
+        one of them to finish sees everything complete. The update is conditional, so only one
+        of them marks it, and never a run already declared failed.
+        """
+        manifest = self._manifest(run_id)
+        resources = [name for name in str(manifest.get("resources", "")).split(",") if name]
+        for resource in resources:
+            items = int(manifest.get(f"work_items.{resource}", 0))
+            done = int(manifest.get(f"work_done.{resource}", 0))
+            if not (manifest.get(f"complete.{resource}") or (items and done >= items)):
+                return False
+        try:
+            self.client.update_item(
+                TableName=self.runs_table,
+                Key={"run_id": {"S": run_id}},
+                UpdateExpression="SET ingest_status = :published, ingest_finished_at = :at",
+                ConditionExpression="NOT ingest_status IN (:published, :failed)",
+                ExpressionAttributeValues={
+                    ":published": {"S": "published"},
+                    ":failed": {"S": "failed"},
+                    ":at": {"S": finished_at},
+                },
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def set_status_unless_final(self, run_id: str, status: str) -> None:
+        """Record an ingest status that is not final (e.g. `fanned_out`) unless the run's
+        ingestion is already published or failed (a worker may have finished it meanwhile)."""
+        with contextlib.suppress(ClientError):
+            self.client.update_item(
+                TableName=self.runs_table,
+                Key={"run_id": {"S": run_id}},
+                UpdateExpression="SET ingest_status = :status",
+                ConditionExpression="NOT ingest_status IN (:published, :failed)",
+                ExpressionAttributeValues={
+                    ":status": {"S": status},
+                    ":published": {"S": "published"},
+                    ":failed": {"S": "failed"},
+                },
+            )
+
+    def _manifest(self, run_id: str) -> dict[str, Any]:
+        response = self.client.get_item(
+            TableName=self.runs_table, Key={"run_id": {"S": run_id}}, ConsistentRead=True
+        )
+        return _plain(response.get("Item", {}))
+
     def pages(self, run_id: str) -> Iterator[PageLedger]:
         """Every ledger page of a run, one DynamoDB query page at a time."""
         paginator = self.client.get_paginator("query")
@@ -288,6 +448,17 @@ class RunProgress:
                 raise RuntimeError(
                     f"run {run_id}: {len(requests)} ledger pages still unprocessed after retries"
                 )
+
+
+def page_counts(resource: str, pages: Sequence[PageLedger]) -> dict[str, int]:
+    """The manifest counters a set of ledger pages adds to."""
+    return {
+        f"fetched.{resource}": sum(page.fetched for page in pages),
+        f"published.{resource}": sum(page.published for page in pages),
+        f"unchanged.{resource}": sum(page.unchanged for page in pages),
+        f"quarantined.ingest.{resource}": sum(page.quarantined for page in pages),
+        f"pages.{resource}": len(pages),
+    }
 
 
 def _plain(item: Mapping[str, Any]) -> dict[str, Any]:

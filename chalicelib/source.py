@@ -159,7 +159,11 @@ def build_session(settings: Settings) -> requests.Session:
 
 
 def fetch_pages(
-    session: requests.Session, settings: Settings, resource: str, first_page: int = 1
+    session: requests.Session,
+    settings: Settings,
+    resource: str,
+    first_page: int = 1,
+    last_page: int | None = None,
 ) -> Generator[Page, None, None]:
     """Yield the pages of `resource` in order, fetching ahead with bounded concurrency.
 
@@ -172,12 +176,16 @@ def fetch_pages(
 
     Raises `SourceError` for anything that is not a well-formed page after retries, and when more
     than `settings.max_pages` pages would be fetched.
+
+    `last_page` ends the walk early (a fan-out work item's range): no later page is fetched.
     """
     base_url = f"{str(settings.api_url).rstrip('/')}/{resource}"
 
     first = _fetch_page(session, settings, base_url, resource, first_page)
     last = max(first.pages, 1)
     _check_page_count(settings, base_url, last)
+    if last_page is not None:
+        last = min(last, last_page)
     yield first
     if not first.items or last <= first_page:
         return
@@ -203,8 +211,8 @@ def fetch_pages(
             next_to_yield += 1
             if not page.items:
                 return
-            if page.pages > last:
-                last = page.pages
+            if page.pages > last and (last_page is None or last < last_page):
+                last = page.pages if last_page is None else min(page.pages, last_page)
                 _check_page_count(settings, base_url, last)
             yield page
     finally:

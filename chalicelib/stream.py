@@ -4,6 +4,10 @@ Publishing batches records across API pages up to the PutRecords limits (500 rec
 per call), so a run makes as few calls as the limits allow, while the buffer never holds more
 than one call's worth: memory stays flat whatever the size of the source. Only the records that
 failed are retried, with exponential backoff and jitter.
+
+With `background=True` a full call is sent by a helper thread while the caller goes on
+preparing the next one (one call in flight at most, so records keep their order); `flush()`
+waits for it, and a failure surfaces at the next `add()` or `flush()`.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -96,8 +101,11 @@ class KinesisPublisher:
     max_backoff_s: float = 5.0
     sleep: Callable[[float], None] = time.sleep
     stats: PublishStats = field(default_factory=PublishStats)
+    background: bool = False
     _buffer: list[OutgoingRecord] = field(default_factory=list)
     _buffer_bytes: int = 0
+    _in_flight: Future[None] | None = None
+    _sender: ThreadPoolExecutor | None = None
 
     def add(self, record: OutgoingRecord) -> None:
         """Queue a record; sends a full call's worth as soon as the limits are reached."""
@@ -110,16 +118,41 @@ class KinesisPublisher:
             len(self._buffer) >= MAX_RECORDS_PER_CALL
             or self._buffer_bytes + record.size > MAX_BYTES_PER_CALL
         ):
-            self.flush()
+            self._send(self._take())
         self._buffer.append(record)
         self._buffer_bytes += record.size
 
     def flush(self) -> None:
-        """Send everything buffered; raises `PublishError` if some records never got in."""
-        if not self._buffer:
-            return
+        """Send everything buffered and wait for it; raises `PublishError` if some records
+        never got in."""
+        if self._buffer:
+            self._send(self._take())
+        self._wait()
+
+    def close(self) -> None:
+        """Stop the sender thread (after `flush`); the publisher can still send in the caller."""
+        self._wait()
+        if self._sender is not None:
+            self._sender.shutdown(wait=True)
+            self._sender = None
+
+    def _take(self) -> list[OutgoingRecord]:
         batch, self._buffer, self._buffer_bytes = self._buffer, [], 0
-        self._put_with_retries(batch)
+        return batch
+
+    def _send(self, batch: list[OutgoingRecord]) -> None:
+        if not self.background:
+            self._put_with_retries(batch)
+            return
+        self._wait()  # one call in flight at most: records keep their order
+        if self._sender is None:
+            self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="put-records")
+        self._in_flight = self._sender.submit(self._put_with_retries, batch)
+
+    def _wait(self) -> None:
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            in_flight.result()  # re-raises PublishError
 
     def _put_with_retries(self, batch: Sequence[OutgoingRecord]) -> None:
         pending = list(batch)

@@ -10,6 +10,8 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from chalicelib import aws
+from chalicelib.changes import ChangeDetector
+from chalicelib.fanout import WorkQueue
 from chalicelib.ingest import IngestDependencies
 from chalicelib.load import LoadDependencies
 from chalicelib.manifest import RunManifests
@@ -61,14 +63,30 @@ def redriver(settings: Settings) -> Redriver:
     )
 
 
-def publisher(settings: Settings) -> KinesisPublisher:
+def publisher(settings: Settings, *, background: bool = False) -> KinesisPublisher:
     """A publisher of its own: its counters belong to one run or redrive."""
     return KinesisPublisher(
         client=aws.client("kinesis"),
         stream_name=settings.stream_name,
         max_attempts=settings.put_records_max_attempts,
         backoff_s=settings.put_records_backoff_s,
+        background=background,
     )
+
+
+def change_detector(settings: Settings) -> ChangeDetector | None:
+    """Reads the fingerprints kept in the DynamoDB rows; None when change detection is off or
+    there is no DynamoDB sink to keep them (then every run publishes everything)."""
+    if not settings.change_detection or "dynamodb" not in settings.sink_list:
+        return None
+    return ChangeDetector(aws.client("dynamodb"), settings.table_prefix, settings.sink_list)
+
+
+def work_queue(settings: Settings) -> WorkQueue | None:
+    """The fan-out queue, or None when resources are never split."""
+    if settings.pages_per_worker <= 0:
+        return None
+    return WorkQueue(aws.client("sqs"), settings.work_queue)
 
 
 def quarantine(settings: Settings) -> Quarantine:
@@ -76,9 +94,10 @@ def quarantine(settings: Settings) -> Quarantine:
 
 
 def build_sinks(settings: Settings) -> list[Sink]:
-    """The sinks named in the settings, in order."""
+    """The sinks named in the settings, DynamoDB last: the load writes them in this order, and a
+    DynamoDB row's change-detection fingerprint must mean every other sink has the content."""
     sinks: list[Sink] = []
-    for name in settings.sink_list:
+    for name in sorted(settings.sink_list, key=lambda sink: sink == "dynamodb"):
         if name == "dynamodb":
             from chalicelib.sinks.dynamodb import DynamoDBSink
 
@@ -98,10 +117,12 @@ def ingest_dependencies() -> IngestDependencies:
     return IngestDependencies(
         settings=settings,
         session=_session(),
-        publisher=publisher(settings),
+        publisher=publisher(settings, background=True),
         quarantine=quarantine(settings),
         manifests=manifests(settings),
         progress=progress(settings),
+        changes=change_detector(settings),
+        work_queue=work_queue(settings),
     )
 
 

@@ -1,11 +1,19 @@
-"""The fan-out worker: fetch and publish one page range of one resource (an SQS work item)."""
+"""The fan-out worker: fetch and publish one page range of one resource (an SQS work item).
+
+A failing item raises, so SQS hands it out again after its visibility timeout, and moves it to
+the dead-letter queue `<work queue>-dlq` after a few tries (an alarm watches it). Publishing a
+range twice changes nothing in the stores (newest-wins) and counts nothing twice.
+"""
 
 from __future__ import annotations
 
 from chalicelib.fanout import WorkItem
-from chalicelib.ingest import IngestDependencies, ResourceCounts
+from chalicelib.ingest import IngestDependencies, ResourceCounts, ingest_work_item
 
 
 def run_work_item(deps: IngestDependencies, item: WorkItem) -> ResourceCounts:
     """Publish the item's pages; raises when the item must be retried."""
-    raise NotImplementedError("fan-out worker: being ported from issue-7-perf")
+    try:
+        return ingest_work_item(deps, item)
+    finally:
+        deps.publisher.close()

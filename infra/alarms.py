@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from chalicelib.metrics import CATALOGUE, NAMESPACE, PIPELINE
+from infra.provision import WORK_QUEUE_MAX_RECEIVES as WORK_ITEM_ATTEMPTS
 from infra.stage import StageResources
 
 RUNBOOK: Final = "docs/operations.md"
@@ -21,7 +22,9 @@ AWS_SERVICE_METRICS: Final[dict[str, frozenset[str]]] = {
     "AWS/Lambda": frozenset({"Errors", "Throttles", "Invocations", "Duration", "IteratorAge"}),
     "AWS/Kinesis": frozenset({"GetRecords.IteratorAgeMilliseconds"}),
     "AWS/DynamoDB": frozenset({"ReadThrottleEvents", "WriteThrottleEvents"}),
-    "AWS/SQS": frozenset({"ApproximateNumberOfMessagesVisible"}),
+    "AWS/SQS": frozenset(
+        {"ApproximateNumberOfMessagesVisible", "ApproximateNumberOfMessagesNotVisible"}
+    ),
 }
 """Metrics AWS publishes itself that the alarms and the dashboard use."""
 
@@ -121,10 +124,11 @@ def alarm_definitions(
     ]
     for function, name in r.functions.items():
         dimension = [{"Name": "FunctionName", "Value": name}]
+        slug = function.replace("_", "-")  # runbook anchors and alarm names use hyphens
         alarms.append(
             _alarm(
                 r,
-                f"{function}-errors",
+                f"{slug}-errors",
                 f"The {function} function {name} failed (an invocation raised). Read its "
                 "log group for the error.",
                 metric=("AWS/Lambda", "Errors", dimension, "Sum"),
@@ -134,7 +138,7 @@ def alarm_definitions(
         alarms.append(
             _alarm(
                 r,
-                f"{function}-throttles",
+                f"{slug}-throttles",
                 f"Lambda throttled the {function} function {name}: the account or function "
                 "concurrency limit was reached.",
                 metric=("AWS/Lambda", "Throttles", dimension, "Sum"),
@@ -161,6 +165,23 @@ def alarm_definitions(
                 "AWS/SQS",
                 "ApproximateNumberOfMessagesVisible",
                 [{"Name": "QueueName", "Value": r.failure_queue}],
+                "Maximum",
+            ),
+            period=300,
+        )
+    )
+    alarms.append(
+        _alarm(
+            r,
+            "ingest-work-dlq",
+            f"Fan-out work items (page ranges) failed {WORK_ITEM_ATTEMPTS} times and wait in "
+            f"the dead-letter queue {r.work_dead_letter_queue}: their pages were not "
+            "published, so the run cannot reconcile. Read the ingest_worker logs, fix the "
+            "cause, then redrive them to the work queue.",
+            metric=(
+                "AWS/SQS",
+                "ApproximateNumberOfMessagesVisible",
+                [{"Name": "QueueName", "Value": r.work_dead_letter_queue}],
                 "Maximum",
             ),
             period=300,

@@ -6,9 +6,11 @@ cannot drift:
 - `infra_template`: a stand-alone stack of everything Chalice does not create (deployable on
   its own, and what the Terraform package embeds as an `aws_cloudformation_stack`);
 - `sam_merge_template`: the same plus the trigger's failure settings, written for
-  `chalice package --merge-template`, which deep-merges it into Chalice's SAM template;
-- `add_to_terraform`: edits Chalice's `chalice.tf.json` to create that stack and give the
-  event-source mapping the failure settings (`--merge-template` is CloudFormation-only).
+  `chalice package --merge-template`, which deep-merges it into Chalice's SAM template (and
+  makes the `ingest_worker` function, hence its SQS mapping, wait for the work queue);
+- `add_to_terraform`: edits Chalice's `chalice.tf.json` to create that stack, give the
+  Kinesis event-source mapping the failure settings (`--merge-template` is CloudFormation-only)
+  and make the work-queue mapping wait for the stack.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from infra.monitoring import cloudformation_resources
-from infra.provision import ALARM_TOPIC, FAILURE_QUEUE, STREAM, stack_resources
+from infra.provision import ALARM_TOPIC, FAILURE_QUEUE, STREAM, WORK_QUEUE, stack_resources
 from infra.resources import Attr
 from infra.spec import StackSpec
 from infra.trigger import FailureSettings, sam_event_overrides
@@ -26,6 +28,12 @@ TERRAFORM_STACK = "infra"
 
 CHALICE_LOAD_MAPPING = "load-kinesis-event-source"
 """Chalice's name of the load function's event-source mapping in `chalice.tf.json`."""
+
+CHALICE_WORKER_MAPPING = "ingest_worker-sqs-event-source"
+"""Chalice's name of the ingest_worker function's work-queue mapping in `chalice.tf.json`."""
+
+CHALICE_WORKER = "IngestWorker"
+"""Chalice's logical id of the ingest_worker function in its SAM template."""
 
 
 def infra_template(spec: StackSpec) -> dict[str, Any]:
@@ -48,6 +56,8 @@ def infra_template(spec: StackSpec) -> dict[str, Any]:
 def sam_merge_template(spec: StackSpec) -> dict[str, Any]:
     template = infra_template(spec)
     template["Resources"].update(sam_event_overrides(spec, Attr(FAILURE_QUEUE), STREAM))
+    # Chalice's SQS event names the work queue by ARN only: wait for the queue to exist
+    template["Resources"][CHALICE_WORKER] = {"DependsOn": [WORK_QUEUE]}
     return template
 
 
@@ -73,6 +83,13 @@ def add_to_terraform(terraform: dict[str, Any], spec: StackSpec, infra_file: str
     mapping = mappings[CHALICE_LOAD_MAPPING]
     mapping.update(FailureSettings.from_spec(spec).terraform_arguments(queue_arn))
     mapping["depends_on"] = [f"aws_cloudformation_stack.{TERRAFORM_STACK}"]
+    if CHALICE_WORKER_MAPPING not in mappings:
+        raise KeyError(
+            f"chalice.tf.json has no aws_lambda_event_source_mapping.{CHALICE_WORKER_MAPPING}; "
+            "did the ingest_worker function's trigger change?"
+        )
+    # the work queue is created by the stack; the mapping names it by ARN only
+    mappings[CHALICE_WORKER_MAPPING]["depends_on"] = [f"aws_cloudformation_stack.{TERRAFORM_STACK}"]
     _fix_log_groups(resources, spec)
     _fix_rule_names(resources, spec)
 

@@ -212,6 +212,52 @@ def dashboard_body(
         ),
         _metric_widget(
             region,
+            "Fan-out worker: invocations, errors (count), duration (ms)",
+            [
+                _line(
+                    "AWS/Lambda",
+                    metric,
+                    {"FunctionName": r.functions["ingest_worker"]},
+                    stat,
+                    f"ingest_worker {label}",
+                )
+                for metric, stat, label in (
+                    ("Invocations", "Sum", "invocations"),
+                    ("Errors", "Sum", "errors"),
+                    ("Duration", "p90", "duration p90"),
+                    ("Duration", "Maximum", "duration max"),
+                )
+            ],
+        ),
+        _metric_widget(
+            region,
+            "Work queue: items waiting, in progress, dead-lettered",
+            [
+                _line(
+                    "AWS/SQS",
+                    "ApproximateNumberOfMessagesVisible",
+                    {"QueueName": r.work_queue},
+                    "Maximum",
+                    "work items waiting",
+                ),
+                _line(
+                    "AWS/SQS",
+                    "ApproximateNumberOfMessagesNotVisible",
+                    {"QueueName": r.work_queue},
+                    "Maximum",
+                    "work items in progress",
+                ),
+                _line(
+                    "AWS/SQS",
+                    "ApproximateNumberOfMessagesVisible",
+                    {"QueueName": r.work_dead_letter_queue},
+                    "Maximum",
+                    "dead-lettered work items",
+                ),
+            ],
+        ),
+        _metric_widget(
+            region,
             "Reconciliation difference and load-failure queue",
             [
                 _line(

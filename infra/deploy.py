@@ -44,6 +44,9 @@ EMULATOR_STAGES = ("local", "localstack")
 """Stages whose names and policies assume an emulator (moto's or LocalStack's account)."""
 
 SCHEDULED_FUNCTION = "ingest"
+WORKER_FUNCTION = "ingest_worker"
+"""The function Chalice subscribes to the work queue (`@app.on_sqs_message`)."""
+CHALICE_DEFAULT_TIMEOUT_S = 60
 
 
 class DeployError(RuntimeError):
@@ -80,7 +83,14 @@ def check_target(stage: Stage) -> None:
 
 
 def spec_for(stage: Stage) -> StackSpec:
-    return StackSpec(stage.settings, stage=stage.name, app_name=stage.app_name)
+    return StackSpec(
+        stage.settings,
+        stage=stage.name,
+        app_name=stage.app_name,
+        worker_timeout_s=int(
+            stage.function_setting(WORKER_FUNCTION, "lambda_timeout", CHALICE_DEFAULT_TIMEOUT_S)
+        ),
+    )
 
 
 def chalice_environment(stage: Stage) -> dict[str, str]:
@@ -216,7 +226,38 @@ def describe_deployment(stage: Stage) -> dict[str, Any]:
         }
         for mapping in mappings
     ]
-    return {"functions": functions, "schedule": schedule, "trigger": trigger}
+    work_trigger = [
+        {
+            key: mapping.get(key)
+            for key in ("UUID", "State", "EventSourceArn", "BatchSize", "FunctionArn")
+        }
+        for mapping in (
+            _work_queue_mappings(lambda_client, spec) if WORKER_FUNCTION in functions else []
+        )
+    ]
+    return {
+        "functions": functions,
+        "schedule": schedule,
+        "trigger": trigger,
+        "work_trigger": work_trigger,
+    }
+
+
+def _work_queue_mappings(lambda_client: Any, spec: StackSpec) -> list[dict[str, Any]]:
+    """The worker's mappings from the work queue (none when the queue does not exist)."""
+    try:
+        url = aws.client("sqs").get_queue_url(QueueName=spec.work_queue_name)["QueueUrl"]
+    except ClientError as error:
+        if error.response["Error"]["Code"] not in (
+            "AWS.SimpleQueueService.NonExistentQueue",
+            "QueueDoesNotExist",
+        ):
+            raise
+        return []
+    queue_arn = aws.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    return mappings_of(lambda_client, spec.function_name(WORKER_FUNCTION), queue_arn)
 
 
 def _stream_arn(spec: StackSpec) -> str | None:
@@ -381,6 +422,11 @@ def _print_deployment(deployment: dict[str, Any]) -> None:
             f"retries {mapping['MaximumRetryAttempts']}, max age "
             f"{mapping['MaximumRecordAgeInSeconds']} s, on failure "
             f"{destination.get('Destination')}"
+        )
+    for mapping in deployment.get("work_trigger", []):
+        print(
+            f"  work trigger {mapping['UUID']}: {mapping['EventSourceArn']} batch "
+            f"{mapping['BatchSize']} ({mapping['State']})"
         )
     sys.stdout.flush()
 

@@ -2,7 +2,7 @@
 
 `autogen_policy` is off: each function's role gets exactly the policy written here, per stage
 and per function (`.chalice/policy-<stage>-<function>.json`, named in `.chalice/config.json`).
-Every resource is named: the stage's stream, tables, bucket, queue and secret. The only `"*"`
+Every resource is named: the stage's stream, tables, bucket, queues and secret. The only `"*"`
 resources are for actions AWS does not scope to a resource (`cloudwatch:PutMetricData`, held
 to the pipeline's namespace by a condition, and the EC2 `Describe*` calls of a function in a
 VPC). `.chalice/policy-<stage>.json` is the stage's fallback for a function without its own
@@ -33,6 +33,8 @@ STAGE_TARGETS: dict[str, tuple[str, str]] = {
 }
 
 DATA_TABLES = tuple(suffix for suffix in TABLE_KEYS if suffix != "runs")
+ENTITY_TABLES = tuple(suffix for suffix in TABLE_KEYS if suffix not in ("runs", "run-pages"))
+"""The tables of the API's entities; change detection reads the `fp` attribute of their rows."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,10 @@ class Arns:
     @property
     def failure_queue(self) -> str:
         return self._arn("sqs", self.spec.failure_queue_name)
+
+    @property
+    def work_queue(self) -> str:
+        return self._arn("sqs", self.spec.work_queue_name)
 
     @property
     def postgres_secret(self) -> str:
@@ -110,6 +116,15 @@ def _metrics(namespace: str) -> dict[str, Any]:
         ["cloudwatch:PutMetricData"],
         "*",  # PutMetricData has no resource type; the namespace condition narrows it
         Condition={"StringEquals": {"cloudwatch:namespace": namespace}},
+    )
+
+
+def _detect_changes(arns: Arns) -> dict[str, Any]:
+    """Read the stored rows' content fingerprints (`fp`) to skip records that did not change."""
+    return _statement(
+        "DetectChanges",
+        ["dynamodb:BatchGetItem"],
+        [arns.table(suffix) for suffix in ENTITY_TABLES],
     )
 
 
@@ -164,6 +179,34 @@ def function_policy(stage: Stage, function: str) -> dict[str, Any]:
                 ["lambda:InvokeFunction"],
                 [arns.function("ingest")],
             ),
+            _statement(
+                "FanOutWorkItems",  # page ranges of a large resource, for ingest_worker
+                ["sqs:GetQueueUrl", "sqs:SendMessage"],  # SendMessage covers SendMessageBatch
+                [arns.work_queue],
+            ),
+            _detect_changes(arns),
+            _metrics(namespace),
+        ]
+    elif function == "ingest_worker":
+        statements += [
+            _statement(
+                "ReceiveWorkItems",  # the SQS event-source mapping polls with the function's role
+                ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
+                [arns.work_queue],
+            ),
+            _statement("PublishToStream", ["kinesis:PutRecords"], [arns.stream]),
+            _statement(
+                "RunManifests",  # the item's counts and `work_done.<entity>`
+                ["dynamodb:GetItem", "dynamodb:UpdateItem"],
+                [arns.table("runs")],
+            ),
+            _statement(
+                "RunPageLedger",  # the keys each page published, for the reconciliation
+                ["dynamodb:BatchWriteItem"],
+                [arns.table("run-pages")],
+            ),
+            _detect_changes(arns),
+            _statement("QuarantineRecords", ["s3:PutObject"], [arns.quarantine_objects]),
             _metrics(namespace),
         ]
     elif function == "reconcile":

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from chalicelib.settings import Settings
 from infra.resources import (
     ApplyContext,
+    Attr,
     Change,
     DynamoTable,
     KinesisStream,
@@ -39,9 +40,32 @@ TABLE_KEYS: dict[str, list[tuple[str, str, str]]] = {
 STREAM = "EventStream"
 QUARANTINE_BUCKET = "QuarantineBucket"
 FAILURE_QUEUE = "LoadFailureQueue"
+WORK_DEAD_LETTER_QUEUE = "IngestWorkDeadLetterQueue"
+WORK_QUEUE = "IngestWorkQueue"
 POSTGRES_SECRET = "PostgresSecret"  # noqa: S105 - a logical id  # nosec B105
 ALARM_TOPIC = "AlarmTopic"
 """Logical ids of the core resources: CloudFormation names, keys of applied attributes."""
+
+
+WORK_QUEUE_MAX_RECEIVES = 3
+"""A work item whose worker failed this many times moves to the dead-letter queue."""
+WORK_QUEUE_VISIBILITY_FACTOR = 6
+"""AWS advises a visibility timeout of at least 6x the function timeout for an SQS trigger:
+a batch being retried after a throttle or an error is then never handed out twice at once."""
+WORK_QUEUE_RETENTION_S = 4 * 86400
+"""Shorter than the dead-letter queue's 14 days: a standard queue's message keeps its first
+enqueue time when it is dead-lettered, so the dead-letter queue must keep it longer."""
+SQS_MAX_VISIBILITY_S = 43_200
+
+
+def work_queue_visibility_s(spec: StackSpec) -> int:
+    visibility = WORK_QUEUE_VISIBILITY_FACTOR * spec.worker_timeout_s
+    if visibility > SQS_MAX_VISIBILITY_S:
+        raise ValueError(
+            f"ingest_worker timeout {spec.worker_timeout_s} s needs a visibility timeout of "
+            f"{visibility} s; SQS allows at most {SQS_MAX_VISIBILITY_S} s"
+        )
+    return visibility
 
 
 def table_logical_id(suffix: str) -> str:
@@ -49,7 +73,11 @@ def table_logical_id(suffix: str) -> str:
 
 
 def core_resources(spec: StackSpec) -> list[Resource]:
-    """The stream, the tables, the quarantine bucket, the trigger's queue, secret and topic."""
+    """The stream, the tables, the quarantine bucket, the queues, the secret and the topic.
+
+    The work queue must exist before `chalice deploy`: Chalice subscribes the `ingest_worker`
+    function to it by name and does not create it.
+    """
     settings = spec.settings
     resources: list[Resource] = [KinesisStream(STREAM, settings.stream_name, spec.shards)]
     resources += [
@@ -59,6 +87,15 @@ def core_resources(spec: StackSpec) -> list[Resource]:
     resources += [
         PrivateBucket(QUARANTINE_BUCKET, settings.quarantine_bucket),
         Queue(FAILURE_QUEUE, spec.failure_queue_name),
+        Queue(WORK_DEAD_LETTER_QUEUE, spec.work_dead_letter_queue_name),
+        Queue(
+            WORK_QUEUE,
+            spec.work_queue_name,
+            retention_s=WORK_QUEUE_RETENTION_S,
+            visibility_timeout_s=work_queue_visibility_s(spec),
+            dead_letter=Attr(WORK_DEAD_LETTER_QUEUE),
+            max_receive_count=WORK_QUEUE_MAX_RECEIVES,
+        ),
         Secret(
             POSTGRES_SECRET,
             spec.postgres_secret_name,
@@ -124,6 +161,10 @@ class Provisioned:
     bucket: str = ""
     failure_queue_url: str = ""
     failure_queue_arn: str = ""
+    work_queue_url: str = ""
+    work_queue_arn: str = ""
+    work_dead_letter_queue_url: str = ""
+    work_dead_letter_queue_arn: str = ""
     postgres_secret_arn: str = ""
     alarm_topic_arn: str = ""
     created: list[str] = field(default_factory=list)
@@ -141,6 +182,10 @@ def provision(settings: Settings, shard_count: int = 2, stage: str = "local") ->
         bucket=settings.quarantine_bucket,
         failure_queue_url=attributes[FAILURE_QUEUE]["QueueUrl"],
         failure_queue_arn=attributes[FAILURE_QUEUE]["Arn"],
+        work_queue_url=attributes[WORK_QUEUE]["QueueUrl"],
+        work_queue_arn=attributes[WORK_QUEUE]["Arn"],
+        work_dead_letter_queue_url=attributes[WORK_DEAD_LETTER_QUEUE]["QueueUrl"],
+        work_dead_letter_queue_arn=attributes[WORK_DEAD_LETTER_QUEUE]["Arn"],
         postgres_secret_arn=attributes[POSTGRES_SECRET]["Ref"],
         alarm_topic_arn=attributes[ALARM_TOPIC]["Ref"],
         created=[

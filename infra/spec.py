@@ -22,6 +22,9 @@ class StackSpec:
     stage: str = "local"
     app_name: str = APP_NAME
     shard_count: int | None = None
+    worker_timeout_s: int = 900
+    """`lambda_timeout` of the `ingest_worker` function (the work queue's visibility timeout
+    is derived from it); `infra.deploy` reads it from the stage's Chalice config."""
 
     @property
     def prefix(self) -> str:
@@ -36,6 +39,16 @@ class StackSpec:
     def failure_queue_name(self) -> str:
         """Where the Kinesis trigger sends batches it gave up on (metadata, not the records)."""
         return f"{self.prefix}-load-failures"
+
+    @property
+    def work_queue_name(self) -> str:
+        """The fan-out work queue (`PIPELINE_WORK_QUEUE`): the `ingest_worker` trigger."""
+        return self.settings.work_queue
+
+    @property
+    def work_dead_letter_queue_name(self) -> str:
+        """Where a work item goes after failing `WORK_QUEUE_MAX_RECEIVES` times."""
+        return f"{self.settings.work_queue}-dlq"
 
     @property
     def postgres_secret_name(self) -> str:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from chalicelib.settings import Settings
 from infra.provision import TABLE_KEYS
+from infra.spec import StackSpec
+from infra.stages import FUNCTIONS
 
 CHALICE_CONFIG = Path(__file__).resolve().parent.parent / ".chalice" / "config.json"
-FUNCTIONS = ("ingest", "load")
-"""The Lambda functions of `app.py`, by their Chalice name."""
 
 _RATE = re.compile(r"^rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)$")
 _UNIT_S = {"minute": 60, "hour": 3600, "day": 86400}
@@ -54,6 +54,8 @@ class StageResources:
     tables: tuple[str, ...]
     quarantine_bucket: str
     failure_queue: str
+    work_queue: str
+    work_dead_letter_queue: str
     alarm_topic: str
     dashboard: str
     entities: tuple[str, ...]
@@ -72,6 +74,8 @@ class StageResources:
             tables=tuple(settings.table_name(suffix) for suffix in TABLE_KEYS),
             quarantine_bucket=settings.quarantine_bucket,
             failure_queue=f"{prefix}-load-failures",
+            work_queue=StackSpec(settings, stage=stage).work_queue_name,
+            work_dead_letter_queue=StackSpec(settings, stage=stage).work_dead_letter_queue_name,
             alarm_topic=f"{prefix}-alarms",
             dashboard=f"{prefix}-pipeline",
             entities=tuple(settings.resource_list),

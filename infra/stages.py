@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 from chalicelib.settings import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-FUNCTIONS = ("ingest", "load", "reconcile")
+FUNCTIONS = ("ingest", "load", "reconcile", "ingest_worker")
 """The Lambda functions of `app.py`, by their Chalice names."""
 
 

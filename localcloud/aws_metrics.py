@@ -5,7 +5,9 @@ dashboard watch some of them. The local cloud runs the Lambda functions itself, 
 what Lambda would report: per invocation `Invocations`, `Errors` (the handler raised),
 `Duration`, and for stream batches `IteratorAge` (Lambda) and
 `GetRecords.IteratorAgeMilliseconds` (Kinesis): the age of the batch's last record. The depth
-of the on-failure queue (`ApproximateNumberOfMessagesVisible`) is read from SQS when published.
+of the on-failure queue, the work queue and its dead-letter queue
+(`ApproximateNumberOfMessagesVisible`, `...NotVisible` for work items in progress) is read from
+SQS when published.
 
 Nothing here throttles, so `Throttles` and DynamoDB throttle events never appear locally; the
 tests publish those the way AWS would to check their alarms.
@@ -82,21 +84,27 @@ class ServiceMetrics:
         self.accumulator.add(namespace, metric, dimensions, unit, datetime.now(UTC), [value])
 
     def publish(self, cloudwatch: Any, sqs: Any) -> int:
-        """Send what was recorded, plus the current depth of the on-failure queue if it exists."""
-        try:
-            url = sqs.get_queue_url(QueueName=self.resources.failure_queue)["QueueUrl"]
-        except ClientError:
-            url = None  # no on-failure queue in this stage: nothing to report
-        if url is not None:
+        """Send what was recorded, plus the current depth of the stage's queues that exist."""
+        depths = [
+            (self.resources.failure_queue, "ApproximateNumberOfMessages", "Visible"),
+            (self.resources.work_queue, "ApproximateNumberOfMessages", "Visible"),
+            (self.resources.work_queue, "ApproximateNumberOfMessagesNotVisible", "NotVisible"),
+            (self.resources.work_dead_letter_queue, "ApproximateNumberOfMessages", "Visible"),
+        ]
+        for queue, attribute, kind in depths:
+            try:
+                url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+            except ClientError:
+                continue  # no such queue in this stage: nothing to report
             # The API's `ApproximateNumberOfMessages` is the metric's "...Visible".
-            attributes = sqs.get_queue_attributes(
-                QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
-            )["Attributes"]
+            attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[attribute])[
+                "Attributes"
+            ]
             self._add(
                 "AWS/SQS",
-                "ApproximateNumberOfMessagesVisible",
-                {"QueueName": self.resources.failure_queue},
+                f"ApproximateNumberOfMessages{kind}",
+                {"QueueName": queue},
                 "Count",
-                float(attributes["ApproximateNumberOfMessages"]),
+                float(attributes[attribute]),
             )
         return self.accumulator.publish(cloudwatch)

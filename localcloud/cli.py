@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--shards", type=int, default=2, help="Kinesis shards of the stream (2)")
     run.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="concurrent ingest_worker invocations for fanned-out resources (2)",
+    )
+    run.add_argument(
         "--state-dir",
         type=Path,
         help="where logs of the run are kept (default: a new folder under .localcloud/)",
@@ -127,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    if args.records < 0:
-        print("--records must be >= 0", file=sys.stderr)
+    if args.records < 0 or args.workers < 1:
+        print("--records must be >= 0 and --workers >= 1", file=sys.stderr)
         return 2
     chaos = None
     if args.chaos:
@@ -147,6 +153,7 @@ def command_run(args: argparse.Namespace) -> int:
         seed=args.seed,
         shard_count=args.shards,
         chaos=chaos,
+        workers=args.workers,
     )
     with cloud:
         if args.json:
@@ -244,13 +251,14 @@ def _print_report(console: Console, report: RunReport, cloud: LocalCloud) -> Non
         caption=f"written and stored per sink: {' / '.join(sinks)}" if len(sinks) > 1 else None,
     )
     table.add_column("resource", no_wrap=True)
-    for column in ("fetched", "published", "quarantined", "written", "stored"):
+    for column in ("fetched", "published", "unchanged", "quarantined", "written", "stored"):
         table.add_column(column, justify="right", no_wrap=True)
     for entity, counts in report.entities.items():
         table.add_row(
             entity,
             str(counts["fetched"]),
             str(counts["published"]),
+            str(counts.get("unchanged", 0)),
             str(counts["quarantined"]),
             " / ".join(str(counts["written"].get(sink, 0)) for sink in sinks),
             " / ".join(str(counts["stored"].get(sink, 0)) for sink in sinks),

@@ -45,6 +45,7 @@ from localcloud.lambda_runtime import scheduled_event
 from localcloud.monitoring import LocalMonitoring
 from localcloud.postgres import EmbeddedPostgres
 from localcloud.services import MotoServer
+from localcloud.sqs_driver import SqsEventSourceMapping, WorkerProgress
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
@@ -162,6 +163,7 @@ class LocalCloud:
         postgres: EmbeddedPostgres | None = None,
         chaos: Chaos | None = None,
         event_source: KinesisEventSourceSettings | None = None,
+        workers: int = 2,
     ) -> None:
         self.state_dir = state_dir
         self.api_url = api_url
@@ -171,6 +173,8 @@ class LocalCloud:
         self.extra_env = {**(chaos.environment() if chaos else {}), **(extra_env or {})}
         self.chaos = chaos
         self.event_source = event_source
+        self.workers = workers
+        """Concurrent fan-out workers (the ingest_worker SQS trigger's concurrency)."""
         self.positions: dict[str, str] = {}
         """Where the load trigger stopped on each shard: the next drain continues there."""
         self.moto = MotoServer(state_dir / "moto.log")
@@ -366,6 +370,8 @@ class LocalCloud:
             ),
         )
 
+        ingest_done = threading.Event()
+
         def fire_schedule() -> None:
             try:
                 last = invoker.run(event)
@@ -373,6 +379,21 @@ class LocalCloud:
                     ingest_outcome["error"] = last.error
                 else:
                     ingest_outcome["result"] = last.result
+            finally:
+                ingest_done.set()
+
+        work = SqsEventSourceMapping(
+            sqs=aws.client("sqs"),
+            queue_url=self.provisioned.work_queue_url,
+            handler=self.monitoring.instrument("ingest_worker", app.ingest_worker),
+            concurrency=self.workers,
+            region=REGION,
+        )
+
+        def run_workers() -> None:
+            """Fan-out workers poll until the ingest is done and the work queue is empty."""
+            try:
+                work.run(ingest_done)
             finally:
                 producer_done.set()
 
@@ -384,9 +405,12 @@ class LocalCloud:
         mapping = self._mapping(load_handler)
         producer = threading.Thread(target=fire_schedule, name="ingest", daemon=True)
         producer.start()
+        workers = threading.Thread(target=run_workers, name="workers", daemon=True)
+        workers.start()
         try:
             shards = mapping.run(producer_done)
             producer.join()
+            workers.join()
             self._remember_positions(shards)
         finally:
             if chaos is not None:
@@ -395,7 +419,7 @@ class LocalCloud:
         pipeline_s = time.monotonic() - started
 
         run_id = run_id_for_event(event)
-        report = self._reconcile(run_id, ingest_outcome, shards)
+        report = self._reconcile(run_id, ingest_outcome, shards, work.progress)
         report.metrics, report.alarms = self.monitoring.end_run(window_start)
         report.ingest_invocations = len(invoker.invocations)
         if chaos is not None:
@@ -478,7 +502,11 @@ class LocalCloud:
         return clients
 
     def _reconcile(
-        self, run_id: str, ingest_outcome: dict[str, Any], shards: dict[str, ShardProgress]
+        self,
+        run_id: str,
+        ingest_outcome: dict[str, Any],
+        shards: dict[str, ShardProgress],
+        work: WorkerProgress | None = None,
     ) -> RunReport:
         """The run's verdict: `chalicelib.reconcile`, the code AWS runs, plus what the local
         driver saw (ingest errors, records sent to the on-failure queue)."""
@@ -500,13 +528,23 @@ class LocalCloud:
                 )
             if shard.error:
                 errors.append(f"{shard.shard_id}: {shard.error}")
+        if work is not None:
+            errors.extend(f"ingest worker: {error}" for error in work.errors)
+            dead = self._dead_work_items()
+            if dead:
+                errors.append(
+                    f"{dead} ingest work items failed for good (in the dead-letter queue); "
+                    f"last errors: {work.last_failures}"
+                )
         differences: dict[str, int] = {}
         errors.extend(verdict.reasons)
         for entity in settings.resource_list:
             counts: dict[str, Any] = {
                 "fetched": int(manifest.get(f"fetched.{entity}", 0)),
                 "published": int(manifest.get(f"published.{entity}", 0)),
+                "unchanged": int(manifest.get(f"unchanged.{entity}", 0)),
                 "quarantined": int(quarantined.get(entity, 0)),
+                "work_items": int(manifest.get(f"work_items.{entity}", 0)),
                 "written": {
                     sink.name: int(manifest.get(f"written.{sink.name}.{entity}", 0))
                     for sink in sinks
@@ -538,6 +576,15 @@ class LocalCloud:
             shards=shards,
             errors=errors,
         )
+
+    def _dead_work_items(self) -> int:
+        """Messages in the work queue's dead-letter queue: items no worker could finish."""
+        assert self.provisioned is not None
+        attributes = aws.client("sqs").get_queue_attributes(
+            QueueUrl=self.provisioned.work_dead_letter_queue_url,
+            AttributeNames=["ApproximateNumberOfMessages"],
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"])
 
     # -- inspection --------------------------------------------------------------------------
 

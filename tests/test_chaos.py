@@ -16,10 +16,9 @@ import boto3
 import orjson
 import pytest
 
-from chalicelib import wiring
+from chalicelib import aws, wiring
 from chalicelib.contract import ENTITIES, Envelope, entity_key
 from chalicelib.settings import get_settings
-from chalicelib.sinks.dynamodb import UserRow
 from chalicelib.stream import KinesisPublisher, OutgoingRecord
 from infra.provision import provision
 from localcloud import cli
@@ -201,11 +200,11 @@ def tables(aws_env: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return prefix
 
 
-def test_dynamodb_faults_reach_pynamodb_and_are_absorbed(tables: str) -> None:
-    """A throttled call is retried by botocore; unprocessed items are resent by PynamoDB."""
+def test_dynamodb_faults_reach_the_sink_and_are_absorbed(tables: str) -> None:
+    """A throttled call is retried by botocore; unprocessed items are resent by the sink."""
     sink = wiring.load_dependencies().sinks[0]
     chaos = Chaos({"dynamodb-throttle": 0.3}, seed=2)
-    chaos.attach([UserRow._get_connection().connection.client])
+    chaos.attach([aws.client("dynamodb")])
     try:
         items = [generate_item("users", index, 50, 0) for index in range(50)]
         envelopes = [

@@ -5,18 +5,34 @@ batch's keys, only newer versions are written with BatchWriteItem. This is safe 
 version of one entity travels on one shard (partition key `<entity>:<key>`) and a shard is
 processed by one Lambda invocation at a time (ParallelizationFactor 1), so no other writer
 races on the same key. It costs two calls per 25-100 records instead of one conditional
-PutItem per record.
+PutItem per record (measured in `python -m bench`: `dynamodb_write_strategies`).
+
+The BatchWriteItem chunks of one batch hold distinct keys, so they are sent concurrently
+(`PIPELINE_WRITE_CONCURRENCY` threads): a batch then costs about one round trip instead of
+one per 25 records. The PynamoDB models define the rows and serialize them for every other
+use; the hot-path calls (BatchGetItem, BatchWriteItem) build the wire format directly and go
+through the process's shared boto3 client (`chalicelib.aws`): PynamoDB's generic
+serialization and its client's parameter validation were a third of the load's CPU.
+
+With change detection on, each row also keeps `fp`, the fingerprint of the content it stores
+(`chalicelib/changes.py`); the load writes this sink after every other one, so a row's `fp`
+means every sink processed that content.
 """
 
 from __future__ import annotations
 
 import os
+import random
+import time
 from collections.abc import Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Final
 
-from pynamodb.attributes import ListAttribute, NumberAttribute, UnicodeAttribute
+from pynamodb.attributes import BinaryAttribute, ListAttribute, NumberAttribute, UnicodeAttribute
 from pynamodb.models import Model
 
+from chalicelib import aws
+from chalicelib.changes import FINGERPRINT_ATTRIBUTE, content_fingerprint, fingerprint_salt
 from chalicelib.contract import Envelope, parse_timestamp
 from chalicelib.settings import Settings
 from chalicelib.sinks import newest_per_key
@@ -29,6 +45,8 @@ class _Stored(Model):
     updated_at = UnicodeAttribute()
     run_id = UnicodeAttribute()
     fetched_at = UnicodeAttribute()
+    fingerprint = BinaryAttribute(attr_name=FINGERPRINT_ATTRIBUTE, null=True, legacy_encoding=False)
+    """Fingerprint of the stored content, when change detection is on (chalicelib/changes.py)."""
 
     fields: ClassVar[tuple[str, ...]]
 
@@ -97,6 +115,12 @@ ROW_MODELS: dict[str, type[_Stored]] = {
     "listen_history": ListenHistoryRow,
 }
 _KEY_ATTRIBUTES = {"users": ["id"], "tracks": ["id"], "listen_history": ["user_id", "created_at"]}
+WRITE_CHUNK: Final = 25
+"""BatchWriteItem accepts at most 25 items."""
+READ_CHUNK: Final = 100
+"""BatchGetItem accepts at most 100 keys."""
+MAX_ATTEMPTS: Final = 10
+"""Calls per chunk while DynamoDB leaves items unprocessed (throttling), with backoff."""
 
 
 _BINDINGS: dict[type[_Stored], tuple[str, str, str | None]] = {}
@@ -135,8 +159,40 @@ def row_values(entity: str, envelope: Envelope) -> dict[str, Any]:
     return values
 
 
-def to_row(entity: str, envelope: Envelope) -> _Stored:
-    return ROW_MODELS[entity](**row_values(entity, envelope))
+def to_row(entity: str, envelope: Envelope, fingerprint: bytes | None = None) -> _Stored:
+    return ROW_MODELS[entity](**row_values(entity, envelope), fingerprint=fingerprint)
+
+
+def _wire(value: Any) -> dict[str, Any]:
+    if isinstance(value, bool) or not isinstance(value, int | list):
+        return {"S": value}
+    if isinstance(value, int):
+        return {"N": str(value)}
+    return {"L": [_wire(member) for member in value]}
+
+
+def to_wire(entity: str, envelope: Envelope, fingerprint: bytes | None = None) -> dict[str, Any]:
+    """`to_row(...).serialize()` built directly, for the hot path. Equality with PynamoDB's
+    output is property-tested (tests/test_dynamodb_wire.py)."""
+    wire = {name: _wire(value) for name, value in row_values(entity, envelope).items()}
+    if fingerprint is not None:
+        wire[FINGERPRINT_ATTRIBUTE] = {"B": fingerprint}
+    return wire
+
+
+def key_to_wire(entity: str, key: Sequence[Any]) -> dict[str, Any]:
+    """The DynamoDB key of an `entity_key` tuple."""
+    return {
+        name: {"N": str(part)} if isinstance(part, int) else {"S": str(part)}
+        for name, part in zip(_KEY_ATTRIBUTES[entity], key, strict=True)
+    }
+
+
+def key_from_wire(entity: str, row: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(
+        int(row[name]["N"]) if "N" in row[name] else row[name]["S"]
+        for name in _KEY_ATTRIBUTES[entity]
+    )
 
 
 def row_to_item(entity: str, row: _Stored) -> dict[str, Any]:
@@ -159,6 +215,10 @@ class DynamoDBSink:
 
     def __init__(self, settings: Settings) -> None:
         bind_models(settings)
+        self._salt = fingerprint_salt(settings.sink_list) if settings.change_detection else None
+        self._pool = ThreadPoolExecutor(
+            max_workers=settings.write_concurrency, thread_name_prefix="dynamodb-sink"
+        )
 
     def rejects(self, entity: str, envelope: Envelope) -> str | None:
         """A row over the item limit fails every BatchWriteItem it is in, forever."""
@@ -168,37 +228,117 @@ class DynamoDBSink:
         return None
 
     def write(self, entity: str, envelopes: Sequence[Envelope]) -> list[Envelope]:
-        model = ROW_MODELS[entity]
         candidates = newest_per_key(entity, envelopes)
-        stored = self._stored_versions(entity, list(candidates))
-        newer = [
-            envelope
-            for key, envelope in candidates.items()
-            if key not in stored
-            or parse_timestamp(envelope.item["updated_at"]) > parse_timestamp(stored[key])
+        stored = self._stored(entity, list(candidates))
+        newer: list[Envelope] = []
+        unmarked: list[tuple[Any, ...]] = []
+        for key, envelope in candidates.items():
+            if key not in stored:
+                newer.append(envelope)
+                continue
+            version, fingerprint = stored[key]
+            wanted = parse_timestamp(envelope.item["updated_at"])
+            if wanted > parse_timestamp(version):
+                newer.append(envelope)
+            elif (
+                wanted == parse_timestamp(version)
+                and self._salt is not None
+                and fingerprint != self._fingerprint(entity, envelope)
+            ):
+                unmarked.append(key)  # type: ignore[arg-type]
+        rows: list[Any] = [
+            to_wire(entity, envelope, self._fingerprint(entity, envelope)) for envelope in newer
         ]
-        with model.batch_write() as batch:
-            for envelope in newer:
-                batch.save(to_row(entity, envelope))
+        if unmarked:
+            rows += self._marked_rows(entity, candidates, unmarked)
+        chunks = [rows[start : start + WRITE_CHUNK] for start in range(0, len(rows), WRITE_CHUNK)]
+        # list() re-raises the first failure of any chunk: the whole group is then retried
+        list(self._pool.map(lambda chunk: self._write_chunk(entity, chunk), chunks))
         return newer
+
+    def _marked_rows(
+        self,
+        entity: str,
+        candidates: dict[Hashable, Envelope],
+        keys: list[tuple[Any, ...]],
+    ) -> list[dict[str, Any]]:
+        """The stored rows of `keys` as they are, with the fingerprint of the batch's equal
+        version: the row stays the first one stored (ties keep the first, as in every sink),
+        and the next run may skip this content, whose publishing would change nothing. Without
+        it, rows stored before change detection (or with no fingerprint) would be published
+        again by every run."""
+        rows = []
+        for start in range(0, len(keys), READ_CHUNK):
+            for row in self._read_chunk(entity, keys[start : start + READ_CHUNK], None):
+                envelope = candidates[key_from_wire(entity, row)]
+                fingerprint = self._fingerprint(entity, envelope)
+                assert fingerprint is not None  # only called with change detection on
+                rows.append({**row, FINGERPRINT_ATTRIBUTE: {"B": fingerprint}})
+        return rows
+
+    def _write_chunk(self, entity: str, rows: Sequence[dict[str, Any]]) -> None:
+        """One BatchWriteItem of at most 25 rows, resending what DynamoDB left unprocessed."""
+        table = ROW_MODELS[entity].Meta.table_name
+        pending: list[Any] = [{"PutRequest": {"Item": row}} for row in rows]
+        client = aws.client("dynamodb")
+        for attempt in range(MAX_ATTEMPTS):
+            if attempt:
+                time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))  # noqa: S311
+            response = client.batch_write_item(RequestItems={table: pending})
+            pending = list(response.get("UnprocessedItems", {}).get(table, []))
+            if not pending:
+                return
+        raise RuntimeError(f"{len(pending)} rows still unprocessed by {table} after retries")
+
+    def _fingerprint(self, entity: str, envelope: Envelope) -> bytes | None:
+        if self._salt is None:
+            return None
+        return content_fingerprint(self._salt, entity, envelope.item)
 
     def stored_versions(self, entity: str, keys: Sequence[Hashable]) -> dict[Hashable, str]:
         """`updated_at` stored for each of `keys` that exists (the reconciliation reads it)."""
-        return self._stored_versions(entity, list(keys))
+        return {key: version for key, (version, _) in self._stored(entity, list(keys)).items()}
 
-    def _stored_versions(self, entity: str, keys: list[Hashable]) -> dict[Hashable, str]:
-        model = ROW_MODELS[entity]
-        lookup = [key[0] if len(key) == 1 else key for key in keys]  # type: ignore[index, arg-type]
-        attributes = [*_KEY_ATTRIBUTES[entity], "updated_at"]
-        versions: dict[Hashable, str] = {}
-        for start in range(0, len(lookup), 100):
-            for row in model.batch_get(lookup[start : start + 100], attributes_to_get=attributes):
-                key = tuple(
-                    int(value) if isinstance(value, float) else value
-                    for value in (getattr(row, name) for name in _KEY_ATTRIBUTES[entity])
+    def _stored(
+        self, entity: str, keys: list[Hashable]
+    ) -> dict[Hashable, tuple[str, bytes | None]]:
+        """(`updated_at`, fingerprint) stored for each of `keys` that exists."""
+        chunks = [keys[start : start + READ_CHUNK] for start in range(0, len(keys), READ_CHUNK)]
+        names = [*_KEY_ATTRIBUTES[entity], "updated_at", FINGERPRINT_ATTRIBUTE]
+        stored: dict[Hashable, tuple[str, bytes | None]] = {}
+        for rows in self._pool.map(lambda chunk: self._read_chunk(entity, chunk, names), chunks):
+            for row in rows:
+                fingerprint = row.get(FINGERPRINT_ATTRIBUTE, {}).get("B")
+                stored[key_from_wire(entity, row)] = (
+                    row["updated_at"]["S"],
+                    None if fingerprint is None else bytes(fingerprint),
                 )
-                versions[key] = row.updated_at
-        return versions
+        return stored
+
+    @staticmethod
+    def _read_chunk(
+        entity: str, keys: Sequence[Any], projection: list[str] | None
+    ) -> list[dict[str, Any]]:
+        """Up to 100 rows (one BatchGetItem, unprocessed keys resent), only the `projection`
+        attributes when given."""
+        table = ROW_MODELS[entity].Meta.table_name
+        request: dict[str, Any] = {}
+        if projection is not None:
+            names = {f"#a{index}": name for index, name in enumerate(projection)}
+            request = {"ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
+        pending: list[Any] = [key_to_wire(entity, key) for key in keys]
+        client = aws.client("dynamodb")
+        rows: list[dict[str, Any]] = []
+        for attempt in range(MAX_ATTEMPTS):
+            if attempt:
+                time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))  # noqa: S311
+            response = client.batch_get_item(RequestItems={table: {**request, "Keys": pending}})
+            rows += response.get("Responses", {}).get(table, [])
+            unprocessed = response.get("UnprocessedKeys", {}).get(table)
+            pending = list(unprocessed["Keys"]) if unprocessed else []
+            if not pending:
+                return rows
+        raise RuntimeError(f"{len(pending)} keys still unread in {table} after retries")
 
     def count(self, entity: str) -> int:
         """Rows stored (a COUNT scan); for checks and the local cloud, not the hot path."""
