@@ -9,10 +9,11 @@ concurrency: the ratio pipeline/floor says what all of those cost on top of the 
 own speed.
 
 The records are the same bytes as the pipeline's: the stream carries the same envelope
-(`encode_envelope`, with the page reference the ingest adds), DynamoDB the same row
-(`row_values` of the sink, serialized as PynamoDB serializes it: tests/test_bench.py checks
-that), and PostgreSQL the same columns (the sink's `TABLES`), because the emulator's and the
-database's costs grow with the bytes they move.
+(`encode_envelope`, with the page reference the ingest adds), DynamoDB the same row (the
+sink's `to_wire`, with the content fingerprint `fp` that change detection stores;
+tests/test_bench.py checks it against PynamoDB's serialization of the sink's model), and
+PostgreSQL the same columns (the sink's `TABLES`), because the emulator's and the database's
+costs grow with the bytes they move.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ import requests
 from psycopg import sql
 
 from chalicelib import aws
+from chalicelib.changes import content_fingerprint, fingerprint_salt
 from chalicelib.contract import Envelope, parse_timestamp, partition_key
 from chalicelib.settings import Settings
-from chalicelib.sinks.dynamodb import row_values
+from chalicelib.sinks.dynamodb import to_wire
 from chalicelib.sinks.postgres import TABLES, timestamps_as_served
 from chalicelib.sinks.postgres_connection import connection_factory
 from chalicelib.stream import encode_envelope
@@ -164,27 +166,21 @@ def _consume(settings: Settings, batch_size: int) -> Iterator[dict[str, list[Env
             iterator = response["NextShardIterator"]
 
 
-def dynamodb_attribute(value: Any) -> dict[str, Any]:
-    """A value in DynamoDB's wire format, as PynamoDB writes the sink's attributes."""
-    if isinstance(value, bool) or not isinstance(value, int | list):
-        return {"S": str(value)}
-    if isinstance(value, int):
-        return {"N": str(value)}
-    return {"L": [dynamodb_attribute(member) for member in value]}
-
-
-def dynamodb_item(entity: str, envelope: Envelope) -> dict[str, Any]:
-    """The DynamoDB item the sink stores for `envelope` (same attributes, same bytes)."""
-    return {name: dynamodb_attribute(value) for name, value in row_values(entity, envelope).items()}
+def dynamodb_item(entity: str, envelope: Envelope, salt: bytes | None) -> dict[str, Any]:
+    """The DynamoDB item the sink stores for `envelope`: the same attributes, and the content
+    fingerprint `fp` when change detection is on (`salt`), so the same bytes."""
+    fingerprint = None if salt is None else content_fingerprint(salt, entity, envelope.item)
+    return to_wire(entity, envelope, fingerprint)
 
 
 def write_dynamodb(settings: Settings, entity: str, envelopes: list[Envelope]) -> None:
     """BatchWriteItem of 25, retrying only what DynamoDB left unprocessed."""
     dynamodb = aws.client("dynamodb")
     table = settings.table_name(entity)
+    salt = fingerprint_salt(settings.sink_list) if settings.change_detection else None
     for start in range(0, len(envelopes), WRITE_BATCH):
         requests_: Any = [
-            {"PutRequest": {"Item": dynamodb_item(entity, envelope)}}
+            {"PutRequest": {"Item": dynamodb_item(entity, envelope, salt)}}
             for envelope in envelopes[start : start + WRITE_BATCH]
         ]
         while requests_:

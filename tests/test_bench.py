@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from bench import scale
 from bench.cli import check_targets, data_writes, main
 from bench.markdown import render
+from chalicelib.changes import content_fingerprint, fingerprint_salt
 from chalicelib.contract import ENTITIES, Envelope, validate_item
 from chalicelib.sinks.dynamodb import to_row
 from chalicelib.sinks.postgres import TABLES, column_values
@@ -47,7 +48,12 @@ def test_floor_rows_are_the_sinks_rows(entity: str, index: int, seed: int) -> No
     from bench.floor import dynamodb_item, postgres_columns, postgres_row
 
     envelope = _envelope(entity, index, seed)
-    assert dynamodb_item(entity, envelope) == to_row(entity, envelope).serialize()
+    assert dynamodb_item(entity, envelope, None) == to_row(entity, envelope).serialize()
+    salt = fingerprint_salt(["dynamodb", "postgres"])
+    fingerprint = content_fingerprint(salt, entity, envelope.item)
+    assert (
+        dynamodb_item(entity, envelope, salt) == to_row(entity, envelope, fingerprint).serialize()
+    )
     sink_columns = [column[0] for column in column_values(TABLES[entity], [envelope])]
     row = postgres_row(entity, envelope)
     assert row[: len(sink_columns)] == sink_columns
