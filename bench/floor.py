@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any, Final
 
 import orjson
@@ -234,8 +235,13 @@ class PostgresCopies:
     def __enter__(self) -> PostgresCopies:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self._stack.__exit__(*exc_info)  # ends every COPY (commits it), then closes
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stack.__exit__(exc_type, exc, tb)  # ends every COPY (commits it), then closes
 
     def _open(self, entity: str) -> Any:
         connection: psycopg.Connection = self._stack.enter_context(self._connect(False))

@@ -65,12 +65,13 @@ def test_floor_rows_are_the_sinks_rows(entity: str, index: int, seed: int) -> No
 
 
 def test_scale_on_paper_grows_with_the_events() -> None:
-    small, large = (scale.Scale(n, 350, 3600) for n in (1_000_000, 100_000_000))
+    small, large = (scale.Scale(n, 400, 3600) for n in (1_000_000, 100_000_000))
     assert small.shards == 1
     assert large.shards == 28  # 27,778 records/s at 1,000 records/s per shard
-    assert large.shards_aggregated < large.shards
+    assert large.shards_aggregated == 11  # 10.6 MiB/s at 1 MiB/s per shard
     assert large.kinesis_cost(aggregated=True) < large.kinesis_cost()
-    table = scale.render(350, 3600)
+    assert large.dynamodb_cost == 100 * small.dynamodb_cost
+    table = scale.render(400, 3600)
     assert "| 100,000,000 |" in table
 
 
