@@ -27,6 +27,7 @@ from bench.floor import postgres_row_counts, run_floor
 from chalicelib import wiring
 from chalicelib.contract import ENTITIES
 from chalicelib.progress import run_id_for_event
+from chalicelib.sinks.postgres_connection import database_for
 from localcloud.driver import ShardProgress
 from localcloud.lambda_runtime import scheduled_event
 from localcloud.stack import PROJECT_ROOT, REGION, LocalCloud
@@ -130,6 +131,9 @@ def run_pipeline(
     if options.profile_dir is not None:
         options.profile_dir.mkdir(parents=True, exist_ok=True)
         env["BENCH_PROFILE_DIR"] = str(options.profile_dir.resolve())
+    if "postgres" in cloud.settings.sink_list:
+        # the schema is made at deploy time, not by the first timed batch
+        database_for(cloud.settings).connection()
     moto_before = moto_cpu_s(cloud)
     load_side = _Side("load", workdir, env) if load == "concurrent" else None
     pool = [_Side("workers", workdir, env) for _ in range(workers)]
