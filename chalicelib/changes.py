@@ -92,9 +92,17 @@ class ChangeDetector:
         keys = [entity_key(entity, dict(item)) for item in items]
         stored = self._stored_fingerprints(entity, list(dict.fromkeys(keys)))
         return [
-            stored.get(key) == self.fingerprint(entity, item)
+            key in stored and stored[key] == self._fingerprint_or_none(entity, item)
             for key, item in zip(keys, items, strict=True)
         ]
+
+    def _fingerprint_or_none(self, entity: str, item: Mapping[str, Any]) -> bytes | None:
+        """None for an item that cannot be serialized (a lone surrogate): it is "changed", and
+        publishing it quarantines it with the reason."""
+        try:
+            return self.fingerprint(entity, item)
+        except orjson.JSONEncodeError:
+            return None
 
     def _stored_fingerprints(
         self, entity: str, keys: list[tuple[Any, ...]]

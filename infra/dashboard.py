@@ -77,13 +77,14 @@ def dashboard_body(
         ),
         _metric_widget(
             region,
-            "Fetched and published per entity",
+            "Fetched, published and skipped as unchanged per entity",
             [
                 _line(NAMESPACE, metric, {**pipe, "Entity": entity}, "Sum", f"{entity} {step}")
                 for entity in r.entities
                 for metric, step in (
                     ("RecordsFetched", "fetched"),
                     ("RecordsPublished", "published"),
+                    ("RecordsSkippedUnchanged", "unchanged"),
                 )
             ],
         ),

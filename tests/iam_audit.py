@@ -29,6 +29,10 @@ _ACTION_NAMES = {
     ("s3", "HeadBucket"): "ListBucket",
     ("s3", "HeadObject"): "GetObject",
     ("s3", "ListObjectVersions"): "ListBucketVersions",
+    # SQS authorises its batch operations with the single-message action
+    ("sqs", "SendMessageBatch"): "SendMessage",
+    ("sqs", "DeleteMessageBatch"): "DeleteMessage",
+    ("sqs", "ChangeMessageVisibilityBatch"): "ChangeMessageVisibility",
 }
 
 

@@ -147,6 +147,15 @@ def test_duplicate_keys_in_one_page_each_get_their_answer(stage: Settings) -> No
     assert detector.unchanged("users", [item, other, item]) == [True, False, True]
 
 
+def test_an_item_that_cannot_be_serialized_is_changed(stage: Settings) -> None:
+    """It is published, and its publishing quarantines it: the look-up must not fail."""
+    detector, sink = _detector(stage), DynamoDBSink(stage)
+    item = _items("users", 1)[0]
+    sink.write("users", [_envelope("users", item)])
+    broken = {**item, "last_name": "broken \ud800 text"}
+    assert detector.unchanged("users", [broken, item]) == [False, True]
+
+
 def test_an_older_version_than_the_stored_one_keeps_the_newer_fingerprint(
     stage: Settings,
 ) -> None:

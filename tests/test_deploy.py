@@ -282,8 +282,10 @@ def test_the_schedule_rule_targets_the_ingest_function(deployment: Deployment) -
 def test_the_kinesis_trigger_has_the_failure_settings(deployment: Deployment) -> None:
     stage = deployment.stage
     spec = spec_of(stage)
-    (mapping,) = deployment.first["mappings"]
     stream = deployment.first["streams"][stage.settings.stream_name]
+    (mapping,) = [
+        m for m in deployment.first["mappings"] if m["EventSourceArn"] == stream["StreamARN"]
+    ]
     queue_url = next(url for url in deployment.first["queues"] if url.endswith("-load-failures"))
     queue_arn = deployment.cloud.client("sqs").get_queue_attributes(
         QueueUrl=queue_url, AttributeNames=["QueueArn"]
@@ -305,6 +307,40 @@ def test_the_kinesis_trigger_has_the_failure_settings(deployment: Deployment) ->
     assert {key: mapping[key] for key in expected} == expected
 
 
+def queue(cloud: Cloud, name: str) -> dict[str, str]:
+    sqs = cloud.client("sqs")
+    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    return dict(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"])
+
+
+def test_the_worker_is_triggered_by_the_work_queue_one_item_at_a_time(
+    deployment: Deployment,
+) -> None:
+    stage = deployment.stage
+    spec = spec_of(stage)
+    work = queue(deployment.cloud, stage.environment["PIPELINE_WORK_QUEUE"])
+    dead_letter = queue(deployment.cloud, f"{stage.settings.table_prefix}-ingest-work-dlq")
+    (mapping,) = [
+        m for m in deployment.first["mappings"] if m["EventSourceArn"] == work["QueueArn"]
+    ]
+    worker = deployment.first["functions"][spec.function_name("ingest_worker")]
+    assert mapping["FunctionArn"] == worker["FunctionArn"]
+    assert mapping["BatchSize"] == 1
+    assert worker["Handler"] == "app.ingest_worker"
+    assert int(work["VisibilityTimeout"]) >= 6 * worker["Timeout"] == 5400
+    assert json.loads(work["RedrivePolicy"]) == {
+        "deadLetterTargetArn": dead_letter["QueueArn"],
+        "maxReceiveCount": 3,
+    }
+    assert work["SqsManagedSseEnabled"] == dead_letter["SqsManagedSseEnabled"] == "true"
+    assert int(dead_letter["MessageRetentionPeriod"]) == 14 * 86400
+    printed = section(deployment.first_output, "deployed")
+    assert any(
+        line.startswith("work trigger ") and work["QueueArn"] in line and "batch 1" in line
+        for line in printed
+    )
+
+
 def test_the_data_stores_exist_and_are_locked_down(deployment: Deployment) -> None:
     settings = deployment.stage.settings
     snapshot = deployment.first
@@ -323,7 +359,11 @@ def test_the_data_stores_exist_and_are_locked_down(deployment: Deployment) -> No
     rule = encryption["ServerSideEncryptionConfiguration"]["Rules"][0]
     assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
     prefix = settings.table_prefix
-    assert [url.rsplit("/", 1)[-1] for url in snapshot["queues"]] == [f"{prefix}-load-failures"]
+    assert [url.rsplit("/", 1)[-1] for url in snapshot["queues"]] == [
+        f"{prefix}-ingest-work",
+        f"{prefix}-ingest-work-dlq",
+        f"{prefix}-load-failures",
+    ]
     assert snapshot["secrets"] == [f"{prefix}/postgres"]
     secret = deployment.cloud.client("secretsmanager").get_secret_value(
         SecretId=f"{prefix}/postgres"
@@ -470,6 +510,13 @@ def test_the_sam_template_holds_the_infrastructure_and_the_failure_settings(
     assert resources["Ingest"]["Properties"]["Events"]["IngestEvent"]["Properties"] == {
         "Schedule": packaged.stage.environment["PIPELINE_SCHEDULE"]
     }
+    worker = resources["IngestWorker"]
+    sqs_event = worker["Properties"]["Events"]["IngestWorkerSqsEventSource"]["Properties"]
+    assert sqs_event["BatchSize"] == 1
+    assert sqs_event["Queue"]["Fn::Sub"].endswith(f":{spec.work_queue_name}")
+    assert worker["DependsOn"] == ["IngestWorkQueue"]
+    assert resources["IngestWorkQueue"]["Properties"]["QueueName"] == spec.work_queue_name
+    assert {"AlarmIngestWorkerErrors", "AlarmIngestWorkDlq"} <= set(resources)
 
 
 def test_cfn_lint_checks_the_failure_settings_as_lambda_receives_them(packaged: Packaged) -> None:
@@ -543,6 +590,10 @@ def test_the_terraform_package_is_consistent(packaged: Packaged) -> None:
     assert mapping["maximum_record_age_in_seconds"] == settings.trigger_max_record_age_s
     assert "LoadFailureQueueArn" in mapping["destination_config"]["on_failure"]["destination_arn"]
     assert "LoadFailureQueueArn" in json.loads(packaged.infra_text)["Outputs"]
+    worker_mapping = resources["aws_lambda_event_source_mapping"]["ingest_worker-sqs-event-source"]
+    assert worker_mapping["batch_size"] == 1
+    assert worker_mapping["event_source_arn"].endswith(f":{settings.work_queue}")
+    assert worker_mapping["depends_on"] == ["aws_cloudformation_stack.infra"]
     for function in FUNCTIONS:
         group = resources["aws_cloudwatch_log_group"][f"{function}-log-group"]
         assert group["name"] == f"/aws/lambda/{spec.function_name(function)}"

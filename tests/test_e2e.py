@@ -29,7 +29,15 @@ from tests.contract_server import TOO_MANY_REQUESTS, UNAVAILABLE, ContractServer
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[1]
-ENTITY_KEYS = {"fetched", "published", "quarantined", "written", "stored"}
+ENTITY_KEYS = {
+    "fetched",
+    "published",
+    "unchanged",
+    "quarantined",
+    "work_items",
+    "written",
+    "stored",
+}
 SINKS = ("dynamodb", "postgres")
 """Both sinks are on by default (`PIPELINE_SINKS`): every check holds for each."""
 
@@ -113,7 +121,9 @@ def test_cli_json_summary_and_dump(tmp_path: Path) -> None:
         assert counts == {
             "fetched": records,
             "published": records,
+            "unchanged": 0,
             "quarantined": 0,
+            "work_items": 0,
             "written": dict.fromkeys(SINKS, records),
             "stored": dict.fromkeys(SINKS, records),
         }

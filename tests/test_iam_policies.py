@@ -19,11 +19,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from chalicelib import aws, wiring
 from infra import policies
 from infra.stages import FUNCTIONS, PROJECT_ROOT, Stage
 from localcloud.driver import KinesisEventSourceMapping
 from localcloud.fakeapi import FakeApiServer, FaultInjector
 from localcloud.lambda_runtime import LambdaContext, kinesis_event, scheduled_event
+from localcloud.sqs_driver import SqsEventSourceMapping
 from localcloud.stack import REGION, LocalCloud
 from tests.iam_audit import Call, CallRecorder, allows, granted_actions
 
@@ -48,9 +50,15 @@ NOT_EXERCISED_LOCALLY = {
     ("reconcile", "s3:GetObject"): "reads only records quarantined by the load function",
     ("reconcile", "secretsmanager:GetSecretValue"): "read once per process; the load read it",
     ("ingest", "lambda:InvokeFunction"): "only when a run continues past the Lambda timeout",
-    ("ingest", "dynamodb:GetItem"): "only when a delivery resumes a run (test_resume.py)",
     ("ingest", "dynamodb:Query"): "only when a delivery resumes a run (test_resume.py)",
+    ("ingest_worker", "logs:CreateLogGroup"): "Lambda writes the logs, not the code",
+    ("ingest_worker", "logs:CreateLogStream"): "Lambda writes the logs, not the code",
+    ("ingest_worker", "logs:PutLogEvents"): "Lambda writes the logs, not the code",
+    ("ingest_worker", "cloudwatch:PutMetricData"): "metrics may be flushed as EMF log lines",
 }
+
+
+LOG_GROUP = "log-group:/aws/lambda/moovitamix-pipeline-local-ingest_worker"
 
 
 def local_policy(function: str) -> dict[str, Any]:
@@ -109,6 +117,34 @@ def recorded_calls(tmp_path_factory: pytest.TempPathFactory) -> list[Call]:
                 LambdaContext("reconcile", region=REGION),
             )
         assert faults.injected["poison"] > 0, "the run must exercise the ingest quarantine"
+        # A second run over other data, with every resource fanned out to the workers
+        second_faults = FaultInjector({"poison": 0.1}, seed=3)
+        with (
+            pytest.MonkeyPatch.context() as patch,
+            FakeApiServer(records=120, seed=6, faults=second_faults) as second_api,
+        ):
+            patch.setenv("PIPELINE_API_URL", second_api.url)
+            patch.setenv("PIPELINE_PAGE_SIZE", "10")
+            patch.setenv("PIPELINE_PAGES_PER_WORKER", "5")
+            wiring.reset()
+            with recorder.acting_as("ingest"):
+                result = app.ingest(
+                    scheduled_event(rule_arn, REGION), LambdaContext("ingest", region=REGION)
+                )
+            assert result["status"] == "fanned_out"
+            work = SqsEventSourceMapping(
+                sqs=aws.client("sqs"),
+                queue_url=cloud.provisioned.work_queue_url,
+                handler=app.ingest_worker,
+                concurrency=1,
+                region=REGION,
+            )
+            with recorder.acting_as("ingest_worker"):
+                work.run(done)
+            assert work.progress.invocations == 9  # 12 pages in ranges of 5, per resource
+            assert work.progress.failures == 0
+            assert second_faults.injected["poison"] > 0
+        wiring.reset()
     return recorder.calls
 
 
@@ -129,6 +165,13 @@ def test_the_recording_saw_both_functions_work(recorded_calls: list[Call]) -> No
         ("reconcile", "dynamodb:Scan"),
         ("reconcile", "dynamodb:BatchGetItem"),
         ("reconcile", "events:PutEvents"),
+        ("ingest", "sqs:SendMessage"),
+        ("ingest", "dynamodb:BatchGetItem"),
+        ("ingest_worker", "kinesis:PutRecords"),
+        ("ingest_worker", "sqs:ReceiveMessage"),
+        ("ingest_worker", "sqs:DeleteMessage"),
+        ("ingest_worker", "dynamodb:BatchWriteItem"),
+        ("ingest_worker", "s3:PutObject"),
     ]:
         assert expected in actions
 
@@ -218,3 +261,105 @@ def test_policies_never_allow_resources_of_unknown_names(action: str, name: str)
         return
     call = Call("ingest", action, (resource,))
     assert not allows(local_policy("ingest"), call)
+
+
+LOCAL = "arn:aws:{service}:us-east-1:123456789012:{resource}"
+
+
+def local_arn(service: str, resource: str) -> str:
+    return LOCAL.format(service=service, resource=resource)
+
+
+WORK_ITEM_CALLS = [
+    # what Lambda's SQS poller does with the worker's role, then what one work item does
+    ("sqs:ReceiveMessage", local_arn("sqs", "moovitamix-local-ingest-work")),
+    ("sqs:GetQueueAttributes", local_arn("sqs", "moovitamix-local-ingest-work")),
+    ("sqs:DeleteMessage", local_arn("sqs", "moovitamix-local-ingest-work")),
+    ("kinesis:PutRecords", local_arn("kinesis", "stream/moovitamix-local-events")),
+    ("dynamodb:UpdateItem", local_arn("dynamodb", "table/moovitamix-local-runs")),
+    ("dynamodb:GetItem", local_arn("dynamodb", "table/moovitamix-local-runs")),
+    ("dynamodb:BatchWriteItem", local_arn("dynamodb", "table/moovitamix-local-run-pages")),
+    *(
+        ("dynamodb:BatchGetItem", local_arn("dynamodb", f"table/moovitamix-local-{entity}"))
+        for entity in ("users", "tracks", "listen_history")
+    ),
+    ("s3:PutObject", "arn:aws:s3:::moovitamix-local-quarantine/run/users/p3.json"),
+    ("logs:CreateLogStream", local_arn("logs", LOG_GROUP + ":log-stream:2026/11/26/x")),
+]
+
+
+def test_the_worker_may_do_a_work_item_s_calls() -> None:
+    policy = local_policy("ingest_worker")
+    denied = [
+        f"{action} on {resource}"
+        for action, resource in WORK_ITEM_CALLS
+        if not allows(policy, Call("ingest_worker", action, (resource,)))
+    ]
+    assert denied == []
+    granted = {action for _, action in granted_actions(policy)}
+    assert granted - {action for action, _ in WORK_ITEM_CALLS} == {
+        "logs:CreateLogGroup",
+        "logs:PutLogEvents",
+        "cloudwatch:PutMetricData",
+    }
+
+
+@pytest.mark.parametrize(
+    ("action", "resource"),
+    [
+        # a worker neither continues runs nor fans out further: only the ingest does
+        ("lambda:InvokeFunction", local_arn("lambda", "function:moovitamix-pipeline-local-ingest")),
+        ("sqs:SendMessage", local_arn("sqs", "moovitamix-local-ingest-work")),
+        # it consumes the work queue only, not the dead-letter or the load-failure queue
+        ("sqs:ReceiveMessage", local_arn("sqs", "moovitamix-local-ingest-work-dlq")),
+        ("sqs:DeleteMessage", local_arn("sqs", "moovitamix-local-load-failures")),
+        ("dynamodb:BatchWriteItem", local_arn("dynamodb", "table/moovitamix-local-users")),
+        ("dynamodb:PutItem", local_arn("dynamodb", "table/moovitamix-local-runs")),
+        ("dynamodb:BatchGetItem", local_arn("dynamodb", "table/moovitamix-dev-users")),
+    ],
+)
+def test_the_worker_may_not(action: str, resource: str) -> None:
+    assert not allows(local_policy("ingest_worker"), Call("ingest_worker", action, (resource,)))
+
+
+def test_the_ingest_may_fan_out_to_the_work_queue_only() -> None:
+    policy = local_policy("ingest")
+    work_queue = local_arn("sqs", "moovitamix-local-ingest-work")
+    for action in ("sqs:GetQueueUrl", "sqs:SendMessage"):
+        assert allows(policy, Call("ingest", action, (work_queue,)))
+    for queue in ("moovitamix-local-ingest-work-dlq", "moovitamix-local-load-failures"):
+        assert not allows(policy, Call("ingest", "sqs:SendMessage", (local_arn("sqs", queue),)))
+    assert not allows(policy, Call("ingest", "sqs:ReceiveMessage", (work_queue,)))
+    for entity in ("users", "tracks", "listen_history"):
+        table = local_arn("dynamodb", f"table/moovitamix-local-{entity}")
+        assert allows(policy, Call("ingest", "dynamodb:BatchGetItem", (table,)))
+        assert not allows(policy, Call("ingest", "dynamodb:BatchWriteItem", (table,)))
+    assert not allows(
+        policy,
+        Call(
+            "ingest",
+            "dynamodb:BatchGetItem",
+            (local_arn("dynamodb", "table/moovitamix-local-runs"),),
+        ),
+    )
+
+
+@pytest.mark.usefixtures("aws_env")
+def test_the_recorder_names_sqs_batch_calls_by_the_action_iam_checks() -> None:
+    """SendMessageBatch is authorised as sqs:SendMessage (and so recorded), as IAM does."""
+    import uuid
+
+    import boto3
+
+    sqs = boto3.client("sqs")
+    name = f"t{uuid.uuid4().hex[:10]}-ingest-work"
+    queue_url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    recorder = CallRecorder()
+    try:
+        with recorder.installed(), recorder.acting_as("ingest"):
+            sqs.send_message_batch(QueueUrl=queue_url, Entries=[{"Id": "0", "MessageBody": "{}"}])
+    finally:
+        sqs.delete_queue(QueueUrl=queue_url)
+    (call,) = recorder.calls
+    assert call.action == "sqs:SendMessage"
+    assert call.resources == (local_arn("sqs", name),)

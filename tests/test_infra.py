@@ -20,6 +20,8 @@ from infra.provision import (
     ALARM_TOPIC,
     FAILURE_QUEUE,
     STREAM,
+    WORK_DEAD_LETTER_QUEUE,
+    WORK_QUEUE,
     apply_stack,
     destroy_stack,
     provision,
@@ -39,6 +41,7 @@ def spec(aws_env: str) -> StackSpec:
         table_prefix=prefix,
         stream_name=f"{prefix}-events",
         quarantine_bucket=f"{prefix}-quarantine",
+        work_queue=f"{prefix}-ingest-work",
     )
     return StackSpec(settings, stage="test", shard_count=1)
 
@@ -78,14 +81,57 @@ def test_apply_repairs_drift_and_says_what_it_changed(spec: StackSpec) -> None:
     client("kinesis").stop_stream_encryption(
         StreamName=settings.stream_name, EncryptionType="KMS", KeyId="alias/aws/kinesis"
     )
+    client("sqs").set_queue_attributes(
+        QueueUrl=applied.attributes[WORK_QUEUE]["QueueUrl"],
+        Attributes={"VisibilityTimeout": "30"},
+    )
     changed = {change.resource: change.details for change in apply_stack(spec).changed}
     assert changed == {
         f"kinesis stream {settings.stream_name}": ["encryption at rest enabled"],
         f"dynamodb table {settings.table_name('runs')}": ["point-in-time recovery enabled"],
         f"s3 bucket {settings.quarantine_bucket}": ["public access blocked"],
         f"sqs queue {spec.failure_queue_name}": ["MessageRetentionPeriod=1209600"],
+        f"sqs queue {spec.work_queue_name}": ["VisibilityTimeout=5400"],
     }
     assert apply_stack(spec).changed == []
+
+
+def queue_attributes(url: str) -> dict[str, str]:
+    return dict(
+        client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    )
+
+
+def test_the_work_queue_hands_a_failing_item_to_its_dead_letter_queue(spec: StackSpec) -> None:
+    applied = apply_stack(spec).attributes
+    work = queue_attributes(applied[WORK_QUEUE]["QueueUrl"])
+    dead = queue_attributes(applied[WORK_DEAD_LETTER_QUEUE]["QueueUrl"])
+    assert int(work["VisibilityTimeout"]) == 6 * spec.worker_timeout_s == 5400
+    assert json.loads(work["RedrivePolicy"]) == {
+        "deadLetterTargetArn": applied[WORK_DEAD_LETTER_QUEUE]["Arn"],
+        "maxReceiveCount": 3,
+    }
+    assert work["SqsManagedSseEnabled"] == dead["SqsManagedSseEnabled"] == "true"
+    assert int(dead["MessageRetentionPeriod"]) == 14 * 86400
+    assert int(work["MessageRetentionPeriod"]) < int(dead["MessageRetentionPeriod"])
+    assert applied[WORK_DEAD_LETTER_QUEUE]["Arn"].endswith(f":{spec.settings.work_queue}-dlq")
+    # three receives without a delete (a worker that keeps failing): the item is dead-lettered
+    sqs = client("sqs")
+    work_url = applied[WORK_QUEUE]["QueueUrl"]
+    sqs.send_message(QueueUrl=work_url, MessageBody='{"run_id": "r", "resource": "users"}')
+    for _ in range(3):
+        (message,) = sqs.receive_message(QueueUrl=work_url, VisibilityTimeout=0)["Messages"]
+    assert sqs.receive_message(QueueUrl=work_url, VisibilityTimeout=0).get("Messages", []) == []
+    (dead_lettered,) = sqs.receive_message(QueueUrl=applied[WORK_DEAD_LETTER_QUEUE]["QueueUrl"])[
+        "Messages"
+    ]
+    assert dead_lettered["Body"] == message["Body"]
+
+
+def test_a_worker_timeout_sqs_cannot_cover_is_refused(spec: StackSpec) -> None:
+    too_long = StackSpec(spec.settings, stage=spec.stage, worker_timeout_s=7201)
+    with pytest.raises(ValueError, match="at most 43200 s"):
+        stack_resources(too_long)
 
 
 def test_apply_grows_the_stream_to_the_wanted_shard_count(spec: StackSpec) -> None:
@@ -141,6 +187,10 @@ def test_provision_keeps_serving_the_local_cloud(spec: StackSpec) -> None:
     assert provisioned.bucket == spec.settings.quarantine_bucket
     assert provisioned.failure_queue_arn.endswith(f":{spec.failure_queue_name}")
     assert provisioned.failure_queue_url.endswith(f"/{spec.failure_queue_name}")
+    assert provisioned.work_queue_url.endswith(f"/{spec.settings.work_queue}")
+    assert provisioned.work_queue_arn.endswith(f":{spec.settings.work_queue}")
+    assert provisioned.work_dead_letter_queue_url.endswith(f"/{spec.settings.work_queue}-dlq")
+    assert provisioned.work_dead_letter_queue_arn.endswith(f":{spec.settings.work_queue}-dlq")
     assert ":secret:" in provisioned.postgres_secret_arn
     assert provisioned.alarm_topic_arn.endswith(f":{spec.alarm_topic_name}")
     assert f"kinesis stream {spec.settings.stream_name} (1 shards)" in provisioned.created
@@ -206,9 +256,25 @@ def test_the_cloudformation_template_is_lint_clean_and_matches_the_script(stage_
         == stage.settings.quarantine_bucket
     )
     assert resources[FAILURE_QUEUE]["Properties"]["QueueName"] == spec.failure_queue_name
+    work_queue = resources[WORK_QUEUE]["Properties"]
+    assert work_queue["QueueName"] == stage.environment["PIPELINE_WORK_QUEUE"]
+    assert work_queue["QueueName"] == f"{stage.settings.table_prefix}-ingest-work"
+    assert work_queue["VisibilityTimeout"] == 6 * stage.function_setting(
+        "ingest_worker", "lambda_timeout"
+    )
+    assert work_queue["SqsManagedSseEnabled"] is True
+    assert work_queue["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": [WORK_DEAD_LETTER_QUEUE, "Arn"]},
+        "maxReceiveCount": 3,
+    }
+    dead_letter = resources[WORK_DEAD_LETTER_QUEUE]["Properties"]
+    assert dead_letter["QueueName"] == f"{work_queue['QueueName']}-dlq"
+    assert dead_letter["MessageRetentionPeriod"] == 14 * 86400
+    assert list(resources).index(WORK_DEAD_LETTER_QUEUE) < list(resources).index(WORK_QUEUE)
     assert "SecretString" not in resources["PostgresSecret"]["Properties"]
     merge = sam_merge_template(spec)
     assert merge["Resources"]["Load"]["DependsOn"] == [STREAM]
+    assert merge["Resources"]["IngestWorker"]["DependsOn"] == [WORK_QUEUE]
     event = merge["Resources"]["Load"]["Properties"]["Events"]["LoadKinesisEventSource"]
     assert event["Properties"]["DestinationConfig"] == {
         "OnFailure": {"Destination": {"Fn::GetAtt": [FAILURE_QUEUE, "Arn"]}}

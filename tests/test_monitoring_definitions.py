@@ -44,8 +44,12 @@ def test_stage_resources_follow_chalice_and_the_agreed_names() -> None:
     assert stage.functions == {
         "ingest": "moovitamix-pipeline-dev-ingest",
         "load": "moovitamix-pipeline-dev-load",
+        "reconcile": "moovitamix-pipeline-dev-reconcile",
+        "ingest_worker": "moovitamix-pipeline-dev-ingest_worker",
     }
     assert stage.failure_queue == "moovitamix-dev-load-failures"
+    assert stage.work_queue == "moovitamix-dev-ingest-work"
+    assert stage.work_dead_letter_queue == "moovitamix-dev-ingest-work-dlq"
     assert stage.alarm_topic == "moovitamix-dev-alarms"
     assert "moovitamix-dev-runs" in stage.tables
 
@@ -83,7 +87,44 @@ def test_the_issue_s_alarms_are_all_there() -> None:
         "putrecords-failures",
         "dynamodb-throttles",
         "load-failures-queue",
+        # the fan-out (issue 7) and the reconcile function
+        "ingest-worker-errors",
+        "ingest-worker-throttles",
+        "ingest-work-dlq",
+        "reconcile-errors",
+        "reconcile-throttles",
     }
+
+
+def test_the_fan_out_is_watched() -> None:
+    alarms = {
+        a["AlarmName"].removeprefix("moovitamix-dev-"): a
+        for a in alarm_definitions(resources(), TOPIC)
+    }
+    errors = alarms["ingest-worker-errors"]
+    assert (errors["Namespace"], errors["MetricName"]) == ("AWS/Lambda", "Errors")
+    assert errors["Dimensions"] == [
+        {"Name": "FunctionName", "Value": "moovitamix-pipeline-dev-ingest_worker"}
+    ]
+    dead_letters = alarms["ingest-work-dlq"]
+    assert (dead_letters["Namespace"], dead_letters["MetricName"]) == (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+    )
+    assert dead_letters["Dimensions"] == [
+        {"Name": "QueueName", "Value": "moovitamix-dev-ingest-work-dlq"}
+    ]
+    assert dead_letters["Threshold"] == 0
+    assert dead_letters["ComparisonOperator"] == "GreaterThanThreshold"
+    body = dashboard_body(resources(), "eu-west-1", "111122223333", [])
+    lines = {
+        (metric, tuple(dimensions.values())) for _, metric, dimensions, _ in metric_lines(body)
+    }
+    worker = ("moovitamix-pipeline-dev-ingest_worker",)
+    for metric in ("Invocations", "Errors", "Duration"):
+        assert (metric, worker) in lines
+    assert ("ApproximateNumberOfMessagesVisible", ("moovitamix-dev-ingest-work",)) in lines
+    assert ("ApproximateNumberOfMessagesVisible", ("moovitamix-dev-ingest-work-dlq",)) in lines
 
 
 def test_alarms_watch_only_metrics_that_are_emitted() -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib import aws
+from chalicelib import aws, wiring
 from chalicelib.metrics import NAMESPACE
 from chalicelib.stream import KinesisPublisher, OutgoingRecord
 from infra.alarms import alarm_definitions
@@ -50,6 +50,13 @@ PROVOCATIONS = {
     "ingest-throttles": "test_alarms_on_metrics_only_aws_publishes",
     "load-throttles": "test_alarms_on_metrics_only_aws_publishes",
     "dynamodb-throttles": "test_alarms_on_metrics_only_aws_publishes",
+    "reconcile-errors": "test_alarms_on_metrics_only_aws_publishes",
+    "reconcile-throttles": "test_alarms_on_metrics_only_aws_publishes",
+    # TODO(issue 7): provoke with a failing work item once the local cloud drives the work
+    # queue (localcloud/sqs_driver.py); until then Lambda's own metric is published
+    "ingest-worker-errors": "test_alarms_on_metrics_only_aws_publishes",
+    "ingest-worker-throttles": "test_alarms_on_metrics_only_aws_publishes",
+    "ingest-work-dlq": "test_a_dead_lettered_work_item_raises_its_alarm",
 }
 """Which test provokes each alarm; a test keeps it complete."""
 
@@ -216,6 +223,38 @@ def test_a_stale_pipeline_raises_the_stale_alarm(cloud: LocalCloud, first_run: F
             7,
             6,
         ),
+        (
+            "reconcile-errors",
+            "AWS/Lambda",
+            "Errors",
+            ("FunctionName", "moovitamix-pipeline-local-reconcile"),
+            1,
+            7,
+        ),
+        (
+            "reconcile-throttles",
+            "AWS/Lambda",
+            "Throttles",
+            ("FunctionName", "moovitamix-pipeline-local-reconcile"),
+            1,
+            8,
+        ),
+        (
+            "ingest-worker-errors",
+            "AWS/Lambda",
+            "Errors",
+            ("FunctionName", "moovitamix-pipeline-local-ingest_worker"),
+            1,
+            9,
+        ),
+        (
+            "ingest-worker-throttles",
+            "AWS/Lambda",
+            "Throttles",
+            ("FunctionName", "moovitamix-pipeline-local-ingest_worker"),
+            3,
+            10,
+        ),
     ],
 )
 def test_alarms_on_metrics_only_aws_publishes(
@@ -258,7 +297,14 @@ def test_rejected_put_records_are_counted_and_alarmed(
         return original(self, batch)
 
     monkeypatch.setattr(KinesisPublisher, "_put_once", throttled_once)
-    report = cloud.run()
+    # the same data again: with change detection nothing would be published at all
+    monkeypatch.setenv("PIPELINE_CHANGE_DETECTION", "false")
+    wiring.reset()
+    try:
+        report = cloud.run()
+    finally:
+        monkeypatch.delenv("PIPELINE_CHANGE_DETECTION")
+        wiring.reset()
 
     assert report.status == "succeeded", report.errors
     assert report.metrics["PutRecordsFailedRecords"] == rejected[0] > 0
@@ -280,6 +326,22 @@ def test_a_message_in_the_on_failure_queue_raises_its_alarm(
     cloud.monitoring.publish()
     assert cloud.monitoring.evaluate()[slug] == "OK"
     sqs.send_message(QueueUrl=queue, MessageBody=json.dumps({"shard": "shardId-000000000000"}))
+    cloud.monitoring.publish()
+    try:
+        assert cloud.monitoring.evaluate()[slug] == "ALARM"
+    finally:
+        sqs.purge_queue(QueueUrl=queue)
+
+
+def test_a_dead_lettered_work_item_raises_its_alarm(cloud: LocalCloud, first_run: FirstRun) -> None:
+    """The local cloud provisions the work queue's dead-letter queue like the deploy does."""
+    sqs = aws.client("sqs")
+    queue = sqs.get_queue_url(QueueName=f"{PREFIX}-ingest-work-dlq")["QueueUrl"]
+    slug = alarm_name("ingest-work-dlq")
+    cloud.monitoring.publish()
+    assert cloud.monitoring.evaluate()[slug] == "OK"
+    item = {"run_id": "r", "resource": "listen_history", "first_page": 1, "last_page": 2}
+    sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(item))
     cloud.monitoring.publish()
     try:
         assert cloud.monitoring.evaluate()[slug] == "ALARM"

@@ -38,8 +38,8 @@ def test_the_sink_connects_with_the_secret(
     monkeypatch.delenv("PIPELINE_POSTGRES_DSN", raising=False)
     wiring.reset()
     sinks = wiring.build_sinks(wiring.get_settings())
-    assert [sink.name for sink in sinks] == ["dynamodb", "postgres"]
-    postgres = sinks[1]
+    assert [sink.name for sink in sinks] == ["postgres", "dynamodb"]  # DynamoDB is written last
+    postgres = sinks[0]
     assert isinstance(postgres, PostgresSink)
     assert postgres.write("users", [envelope("users", user(1))])
     assert postgres.count("users") == 1
