@@ -99,8 +99,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # moto serves one request at a time: see localcloud/moto_server.py
+    # moto serves one request at a time (see localcloud/moto_server.py), for the benchmark's
+    # clouds only: the caller's environment is restored after (tests run other clouds next)
+    saved = os.environ.get("LOCALCLOUD_MOTO_THREADED")
     os.environ.setdefault("LOCALCLOUD_MOTO_THREADED", "0")
+    try:
+        return _run(args, argv)
+    finally:
+        if saved is None:
+            os.environ.pop("LOCALCLOUD_MOTO_THREADED", None)
+        else:
+            os.environ["LOCALCLOUD_MOTO_THREADED"] = saved
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     if args.quick:
         args.sizes, args.full_max, args.reference_size = "1000,3000", 3000, 3000
         args.fanout_size, args.fanout_pages, args.workers = 2000, 5, "1,2"
