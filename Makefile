@@ -39,6 +39,10 @@ report: $(STAMP) ## run the local cloud and write its health report to .localclo
 test: $(STAMP) browser ## run the whole test suite against the embedded local cloud
 	$(BIN)/python -m pytest $(ARGS)
 
+.PHONY: bench
+bench: $(STAMP) ## pipeline vs floor at 10k/100k/1M per resource, targets checked (ARGS="--quick")
+	$(BIN)/python -m bench $(ARGS)
+
 browser: ## Debian's chromium, which the health-report test opens (apt-get when missing)
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
 		{ apt-get update -qq && apt-get install -y -qq chromium; }
