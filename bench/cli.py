@@ -36,6 +36,7 @@ from bench.run import (
     stored_digest,
 )
 from bench.writes import measure as measure_writes
+from bench.writes import measure_postgres
 from chalicelib.stream import MAX_BYTES_PER_CALL
 from localcloud.fakeapi import FakeApiServer, FaultInjector
 
@@ -149,6 +150,12 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     console.print("[bold]DynamoDB write strategies[/]")
     with cloud_for(10, options, {}, root / "writes") as cloud:
         results["dynamodb_write_strategies"] = measure_writes(cloud.settings, args.write_rows)
+        if "postgres" in cloud.settings.sink_list:
+            console.print("[bold]PostgreSQL write strategies[/]")
+            results["postgres_write_strategies"] = [
+                measure_postgres(cloud.settings, args.write_rows, batch)
+                for batch in (100, args.batch_size)
+            ]
     results["targets"] = check_targets(results, args.reference_size)
     results["ok"] = all(target["met"] for target in results["targets"])
     out = args.out or RESULTS_DIR / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
@@ -525,6 +532,12 @@ def print_report(console: Console, results: dict[str, Any]) -> None:
             f"DynamoDB newest-wins writes ({writes['rows']} rows): read-compare-BatchWrite "
             f"{writes['read_compare_batch_write']['rows_per_s']:,.0f} rows/s, conditional "
             f"PutItem {writes['conditional_put']['rows_per_s']:,.0f} rows/s -> {writes['chosen']}"
+        )
+    for pg in results.get("postgres_write_strategies", []):
+        console.print(
+            f"PostgreSQL newest-wins writes ({pg['rows']} rows, {pg['batch']} per transaction): "
+            f"COPY to staging + merge {pg['copy_staging_merge']['rows_per_s']:,.0f} rows/s, "
+            f"unnest upsert {pg['unnest_upsert']['rows_per_s']:,.0f} rows/s -> {pg['chosen']}"
         )
 
     targets = Table(title="targets")

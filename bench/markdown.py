@@ -80,6 +80,14 @@ def render(results: dict[str, Any]) -> str:
             f"{writes['read_compare_batch_write']['rows_per_s']:,.0f} rows/s, conditional "
             f"PutItem {writes['conditional_put']['rows_per_s']:,.0f} rows/s.",
         ]
+    for pg in results.get("postgres_write_strategies", []):
+        lines += [
+            "",
+            f"PostgreSQL newest-wins, {pg['rows']:,} rows, {pg['batch']} per transaction: "
+            f"COPY into a staging table then one merge (the sink) "
+            f"{pg['copy_staging_merge']['rows_per_s']:,.0f} rows/s, one upsert from unnest "
+            f"{pg['unnest_upsert']['rows_per_s']:,.0f} rows/s.",
+        ]
     lines += ["", "| target | measured | met |", "| --- | --- | --- |"]
     for target in results["targets"]:
         value = target["value"]

@@ -121,11 +121,10 @@ def run_load() -> dict[str, Any]:
 
 
 def run_workers() -> dict[str, Any]:
-    from localcloud.sqs_driver import SqsEventSourceMapping
-
     import app
     from chalicelib import aws
     from chalicelib.settings import get_settings
+    from localcloud.sqs_driver import SqsEventSourceMapping
 
     sqs = aws.client("sqs")
     url = sqs.get_queue_url(QueueName=get_settings().work_queue)["QueueUrl"]
