@@ -245,6 +245,9 @@ class PostgresCopies:
 
     def _open(self, entity: str) -> Any:
         connection: psycopg.Connection = self._stack.enter_context(self._connect(False))
+        # one COPY spans the whole floor run (minutes at 100k): longer than the per-statement
+        # limit the sink's connections carry
+        connection.execute("SET statement_timeout = 0")
         table = sql.Identifier(floor_table(entity))
         columns = postgres_columns(entity)
         connection.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))

@@ -156,3 +156,27 @@ def create_stream(name: str, shards: int = 2) -> str:
     ctx = ApplyContext()
     KinesisStream("Stream", name, shards).apply(ctx)
     return ctx.attributes["Stream"]["Arn"]
+
+
+def use_fresh_stage(monkeypatch: Any, name: str, **environment: str) -> Settings:
+    """Point the process's settings at a fresh, fully provisioned prefix (one shard).
+
+    `environment` adds `PIPELINE_*` variables; wiring is reset so handlers see them.
+    """
+    from chalicelib import wiring
+    from chalicelib.settings import get_settings
+    from infra.provision import provision
+
+    prefix = unique_name(name)
+    for variable, value in {
+        "PIPELINE_TABLE_PREFIX": prefix,
+        "PIPELINE_STREAM_NAME": f"{prefix}-events",
+        "PIPELINE_QUARANTINE_BUCKET": f"{prefix}-quarantine",
+        "PIPELINE_WORK_QUEUE": f"{prefix}-ingest-work",
+        **environment,
+    }.items():
+        monkeypatch.setenv(variable, value)
+    wiring.reset()
+    settings = get_settings()
+    provision(settings, shard_count=1)
+    return settings

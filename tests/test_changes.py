@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,9 @@ from chalicelib.quarantine import Quarantine
 from chalicelib.settings import Settings
 from chalicelib.sinks.dynamodb import DynamoDBSink
 from chalicelib.stream import encode_envelope
-from infra.provision import provision
 from localcloud.fakeapi import iter_items
 from localcloud.stack import LocalCloud
+from tests.factories import use_fresh_stage
 
 
 def _items(entity: str, count: int, seed: int = 7) -> list[dict[str, Any]]:
@@ -53,16 +52,7 @@ def _record(envelope: Envelope, sequence: int) -> dict[str, Any]:
 @pytest.fixture
 def stage(aws_env: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """Provisioned tables and bucket of a fresh prefix, DynamoDB the only sink."""
-    prefix = f"changes-{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("PIPELINE_TABLE_PREFIX", prefix)
-    monkeypatch.setenv("PIPELINE_STREAM_NAME", f"{prefix}-events")
-    monkeypatch.setenv("PIPELINE_QUARANTINE_BUCKET", f"{prefix}-quarantine")
-    monkeypatch.setenv("PIPELINE_WORK_QUEUE", f"{prefix}-ingest-work")
-    monkeypatch.setenv("PIPELINE_SINKS", "dynamodb")
-    wiring.reset()
-    settings = Settings()
-    provision(settings, shard_count=1)
-    return settings
+    return use_fresh_stage(monkeypatch, "changes", PIPELINE_SINKS="dynamodb")
 
 
 def _detector(settings: Settings) -> ChangeDetector:

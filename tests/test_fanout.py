@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +13,10 @@ from hypothesis import strategies as st
 from chalicelib import handlers, wiring
 from chalicelib.fanout import WorkItem, plan_ranges
 from chalicelib.progress import RunProgress
-from chalicelib.settings import Settings, get_settings
+from chalicelib.settings import get_settings
 from chalicelib.source import SourceError
-from infra.provision import provision
 from localcloud.stack import LocalCloud, RunReport
+from tests.factories import use_fresh_stage
 
 RECORDS = 95
 FAN_OUT = {"PIPELINE_PAGE_SIZE": "10", "PIPELINE_PAGES_PER_WORKER": "3"}
@@ -66,15 +65,7 @@ def test_a_broken_work_item_is_refused(body: str) -> None:
 
 @pytest.fixture
 def runs(aws_env: str, monkeypatch: pytest.MonkeyPatch) -> RunProgress:
-    prefix = f"fanout-{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("PIPELINE_TABLE_PREFIX", prefix)
-    monkeypatch.setenv("PIPELINE_STREAM_NAME", f"{prefix}-events")
-    monkeypatch.setenv("PIPELINE_QUARANTINE_BUCKET", f"{prefix}-quarantine")
-    monkeypatch.setenv("PIPELINE_WORK_QUEUE", f"{prefix}-ingest-work")
-    wiring.reset()
-    settings = Settings()
-    provision(settings, shard_count=1)
-    return wiring.progress(settings)
+    return wiring.progress(use_fresh_stage(monkeypatch, "fanout"))
 
 
 def _manifest(progress: RunProgress, run_id: str) -> dict[str, Any]:

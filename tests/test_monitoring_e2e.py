@@ -19,6 +19,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from chalicelib import aws, wiring
@@ -31,6 +32,7 @@ from localcloud.metrics_bridge import dimension_list
 from localcloud.report import write_report
 from localcloud.services import free_port
 from localcloud.stack import LocalCloud, RunReport
+from tests.contract_server import UNAVAILABLE, ContractServer, odd_rows
 
 pytestmark = pytest.mark.e2e
 
@@ -52,9 +54,7 @@ PROVOCATIONS = {
     "dynamodb-throttles": "test_alarms_on_metrics_only_aws_publishes",
     "reconcile-errors": "test_alarms_on_metrics_only_aws_publishes",
     "reconcile-throttles": "test_alarms_on_metrics_only_aws_publishes",
-    # TODO(issue 7): provoke with a failing work item once the local cloud drives the work
-    # queue (localcloud/sqs_driver.py); until then Lambda's own metric is published
-    "ingest-worker-errors": "test_alarms_on_metrics_only_aws_publishes",
+    "ingest-worker-errors": "test_a_work_item_that_keeps_failing_is_dead_lettered_and_alarmed",
     "ingest-worker-throttles": "test_alarms_on_metrics_only_aws_publishes",
     "ingest-work-dlq": "test_a_dead_lettered_work_item_raises_its_alarm",
 }
@@ -561,6 +561,44 @@ def test_an_api_outage_raises_ingest_errors(tmp_path: Path) -> None:
     assert report.alarms[alarm_name("ingest-errors")] == "ALARM"
     assert report.alarms[alarm_name("run-failed")] == "ALARM"
     assert report.alarms[alarm_name("load-errors")] == "OK"
+
+
+def test_a_work_item_that_keeps_failing_is_dead_lettered_and_alarmed(tmp_path: Path) -> None:
+    """A page of one fanned-out range answers 503 to every try: its work item fails on each
+    delivery, SQS moves it to the dead-letter queue after 3, and the run does not succeed."""
+    rows = odd_rows(seed=4)  # 1001 users: 11 pages of 100, ranges 1-4, 5-8, 9-end
+    script = {("users", 6): [UNAVAILABLE] * 40}
+    with (
+        ContractServer(rows, script) as api,
+        LocalCloud(
+            tmp_path / "state",
+            api_url=api.url,
+            extra_env={
+                "PIPELINE_BACKOFF_FACTOR_S": "0",
+                "PIPELINE_MAX_RETRIES": "1",
+                "PIPELINE_PAGES_PER_WORKER": "4",
+            },
+        ) as local,
+    ):
+        report = local.run()
+        manifest = wiring.manifests(local.settings).get(report.run_id) or {}
+        assert local.provisioned is not None
+        dead = aws.client("sqs").receive_message(
+            QueueUrl=local.provisioned.work_dead_letter_queue_url, MaxNumberOfMessages=10
+        )["Messages"]
+
+    assert report.status == "failed"
+    assert any("dead-letter" in error for error in report.errors), report.errors
+    assert [orjson.loads(message["Body"])["first_page"] for message in dead] == [5]
+    assert manifest["work_items.users"] == 3
+    assert manifest["work_done.users"] == 2  # the other ranges were published and counted
+    assert manifest["work_done.tracks"] == manifest["work_items.tracks"] == 3
+    assert manifest["ingest_status"] == "fanned_out"  # never published: the run cannot balance
+    assert report.metrics["ApiErrors"] == 3  # one per delivery of the failing item
+    assert report.alarms[alarm_name("ingest-worker-errors")] == "ALARM"
+    assert report.alarms[alarm_name("ingest-work-dlq")] == "ALARM"
+    assert report.alarms[alarm_name("run-failed")] == "ALARM"
+    assert report.alarms[alarm_name("ingest-errors")] == "OK"
 
 
 def retries_by_status(local: LocalCloud, entities: tuple[str, ...]) -> dict[str, float]:
