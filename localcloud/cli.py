@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -249,21 +250,30 @@ def _print_report(console: Console, report: RunReport, cloud: LocalCloud) -> Non
     table = Table(
         title=f"run {report.run_id}",
         caption=f"written and stored per sink: {' / '.join(sinks)}" if len(sinks) > 1 else None,
+        box=box.SIMPLE_HEAD,  # no vertical rules: six columns of 1000s fit 80 characters
+        pad_edge=False,
     )
     table.add_column("resource", no_wrap=True)
-    for column in ("fetched", "published", "unchanged", "quarantined", "written", "stored"):
+    for column in ("fetched", "published", "quarantined", "written", "stored"):
         table.add_column(column, justify="right", no_wrap=True)
     for entity, counts in report.entities.items():
         table.add_row(
             entity,
             str(counts["fetched"]),
             str(counts["published"]),
-            str(counts.get("unchanged", 0)),
             str(counts["quarantined"]),
             " / ".join(str(counts["written"].get(sink, 0)) for sink in sinks),
             " / ".join(str(counts["stored"].get(sink, 0)) for sink in sinks),
         )
     console.print(table)
+    unchanged = {name: c.get("unchanged", 0) for name, c in report.entities.items()}
+    if any(unchanged.values()):  # a line, not a column: the table fits 80 columns
+        listed = ", ".join(f"{name} {count}" for name, count in unchanged.items())
+        console.print(f"not published, every sink already stores them (unchanged): {listed}")
+    fanned = {name: c.get("work_items", 0) for name, c in report.entities.items()}
+    if any(fanned.values()):
+        listed = ", ".join(f"{name} {count}" for name, count in fanned.items() if count)
+        console.print(f"fanned out to ingest_worker (work items): {listed}")
     if report.chaos is not None:
         injected = ", ".join(f"{name} x{times}" for name, times in report.chaos.items())
         console.print(f"chaos injected: {injected}")
