@@ -34,6 +34,7 @@ from psycopg import sql
 from chalicelib import aws
 from chalicelib.changes import content_fingerprint, fingerprint_salt
 from chalicelib.contract import Envelope, parse_timestamp, partition_key
+from chalicelib.dynamo_batch import write_all
 from chalicelib.settings import Settings
 from chalicelib.sinks.dynamodb import to_wire
 from chalicelib.sinks.postgres import TABLES, timestamps_as_served
@@ -184,9 +185,7 @@ def write_dynamodb(settings: Settings, entity: str, envelopes: list[Envelope]) -
             {"PutRequest": {"Item": dynamodb_item(entity, envelope, salt)}}
             for envelope in envelopes[start : start + WRITE_BATCH]
         ]
-        while requests_:
-            response = dynamodb.batch_write_item(RequestItems={table: requests_})
-            requests_ = response.get("UnprocessedItems", {}).get(table, [])
+        write_all(dynamodb, table, requests_)
 
 
 def floor_table(entity: str) -> str:

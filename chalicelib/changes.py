@@ -8,8 +8,9 @@ content it stores, written in the same PutRequest as the row. Why that is enough
   the batch (`chalicelib/load.py`). So a row holding fingerprint F means every sink processed
   content F: stored it, or kept a newer version. A record that failed (re-delivered) or was
   quarantined never gets its fingerprint stored, so the next run publishes it again;
-* the ingest looks up the fingerprints of each page (BatchGetItem of 100 keys, projecting the
-  key and `fp`) and skips an item whose fingerprint is stored. Skipping is equivalent to
+* the ingest looks up the fingerprints of each page through the DynamoDB sink's own read
+  (`DynamoDBSink.stored_fingerprints`: BatchGetItem of 100 keys, projecting the key, the
+  version and `fp`) and skips an item whose fingerprint is stored. Skipping is equivalent to
   publishing: every sink's stored version only grows, so content it processed once would be a
   no-op now. The skipped item still goes into the run's page ledger, with its key and version:
   the reconciliation finds it stored, as it would have after publishing;
@@ -30,32 +31,17 @@ them.
 from __future__ import annotations
 
 import hashlib
-import random
-import time
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any, Final
 
 import orjson
 
 from chalicelib.contract import SCHEMA_VERSION, entity_key
 
-if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
-
 FINGERPRINT_ATTRIBUTE: Final = "fp"
-GET_BATCH: Final = 100
-"""BatchGetItem accepts at most 100 keys."""
-MAX_ATTEMPTS: Final = 10
 
-_KEY_NAMES: Final = {
-    "users": ("id",),
-    "tracks": ("id",),
-    "listen_history": ("user_id", "created_at"),
-}
-
-
-class StateUnavailable(RuntimeError):
-    """DynamoDB kept returning unprocessed keys; the page is retried as a whole."""
+FingerprintLookup = Callable[[str, Sequence[Hashable]], Mapping[Hashable, bytes]]
+"""(entity, entity keys) -> the stored fingerprint of each key that has one."""
 
 
 def fingerprint_salt(sinks: Sequence[str]) -> bytes:
@@ -72,16 +58,8 @@ def content_fingerprint(salt: bytes, entity: str, item: Mapping[str, Any]) -> by
 class ChangeDetector:
     """Answers, for validated items of a page, which ones every sink already stored."""
 
-    def __init__(
-        self,
-        client: DynamoDBClient,
-        table_prefix: str,
-        sinks: Sequence[str],
-        sleep: Any = time.sleep,
-    ) -> None:
-        self.client = client
-        self.table_prefix = table_prefix
-        self.sleep = sleep
+    def __init__(self, stored_fingerprints: FingerprintLookup, sinks: Sequence[str]) -> None:
+        self.stored_fingerprints = stored_fingerprints
         self._salt = fingerprint_salt(sinks)
 
     def fingerprint(self, entity: str, item: Mapping[str, Any]) -> bytes:
@@ -90,7 +68,7 @@ class ChangeDetector:
     def unchanged(self, entity: str, items: Sequence[Mapping[str, Any]]) -> list[bool]:
         """For each item, whether its stored row carries exactly this content's fingerprint."""
         keys = [entity_key(entity, dict(item)) for item in items]
-        stored = self._stored_fingerprints(entity, list(dict.fromkeys(keys)))
+        stored = self.stored_fingerprints(entity, list(dict.fromkeys(keys)))
         return [
             key in stored and stored[key] == self._fingerprint_or_none(entity, item)
             for key, item in zip(keys, items, strict=True)
@@ -103,42 +81,3 @@ class ChangeDetector:
             return self.fingerprint(entity, item)
         except orjson.JSONEncodeError:
             return None
-
-    def _stored_fingerprints(
-        self, entity: str, keys: list[tuple[Any, ...]]
-    ) -> dict[tuple[Any, ...], bytes]:
-        table = f"{self.table_prefix}-{entity}"
-        key_names = _KEY_NAMES[entity]
-        names = {f"#k{index}": name for index, name in enumerate(key_names)}
-        request_base: dict[str, Any] = {
-            "ProjectionExpression": ", ".join([*names, FINGERPRINT_ATTRIBUTE]),
-            "ExpressionAttributeNames": names,
-        }
-        found: dict[tuple[Any, ...], bytes] = {}
-        for start in range(0, len(keys), GET_BATCH):
-            pending: list[Any] = [
-                {
-                    name: {"N": str(part)} if isinstance(part, int) else {"S": str(part)}
-                    for name, part in zip(key_names, key, strict=True)
-                }
-                for key in keys[start : start + GET_BATCH]
-            ]
-            for attempt in range(MAX_ATTEMPTS):
-                if not pending:
-                    break
-                if attempt:
-                    self.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))  # noqa: S311
-                request: Any = {table: {**request_base, "Keys": pending}}
-                response = self.client.batch_get_item(RequestItems=request)
-                for row in response.get("Responses", {}).get(table, []):
-                    if FINGERPRINT_ATTRIBUTE in row:
-                        key = tuple(
-                            int(row[name]["N"]) if "N" in row[name] else row[name]["S"]
-                            for name in key_names
-                        )
-                        found[key] = bytes(row[FINGERPRINT_ATTRIBUTE]["B"])
-                unprocessed = response.get("UnprocessedKeys", {}).get(table)
-                pending = list(unprocessed["Keys"]) if unprocessed else []
-            if pending:
-                raise StateUnavailable(f"{len(pending)} keys still unread in {table}")
-        return found

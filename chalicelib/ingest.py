@@ -31,19 +31,18 @@ import requests
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
-from chalicelib.changes import ChangeDetector, StateUnavailable
+from chalicelib.changes import ChangeDetector
 from chalicelib.contract import (
     describe_validation_error,
     entity_key,
     partition_key,
     validate_item,
 )
+from chalicelib.dynamo_batch import Unprocessed
 from chalicelib.fanout import WorkItem, WorkQueue, plan_ranges
 from chalicelib.manifest import RunManifests
 from chalicelib.metrics import record_api_error, record_resource_ingested
 from chalicelib.progress import (
-    LEDGER_FLUSH_PAGES,
-    LEDGER_FLUSH_RECORDS,
     NEVER,
     Deadline,
     PageLedger,
@@ -51,6 +50,7 @@ from chalicelib.progress import (
     RunProgress,
     RunState,
     RunSuperseded,
+    ledger_full,
     page_counts,
 )
 from chalicelib.quarantine import Quarantine, QuarantinedRecord
@@ -419,8 +419,7 @@ class _WorkLedger:
 
     def add(self, page: PageLedger) -> None:
         self._unwritten.append(page)
-        records = sum(pending.fetched for pending in self._unwritten)
-        if records >= LEDGER_FLUSH_RECORDS or len(self._unwritten) >= LEDGER_FLUSH_PAGES:
+        if ledger_full(self._unwritten):
             self.commit(complete=False)
 
     def commit(self, *, complete: bool) -> None:
@@ -535,7 +534,7 @@ def _screen_page(deps: IngestDependencies, run_id: str, page: Page) -> _Screened
         positions = list(screened.valid)
         try:
             same = deps.changes.unchanged(page.resource, [screened.valid[p] for p in positions])
-        except (StateUnavailable, ClientError, BotoCoreError) as error:
+        except (Unprocessed, ClientError, BotoCoreError) as error:
             # Publishing is always safe (the sinks are newest-wins); skipping is the optimization.
             logger.warning(
                 "change look-up failed; the page is published in full",

@@ -67,12 +67,15 @@ class RunManifests:
             TableName=self.table_name, Key={"run_id": {"S": run_id}}, ConsistentRead=True
         )
         item = response.get("Item")
-        if item is None:
-            return None
-        plain: dict[str, Any] = {}
-        for name, value in item.items():
-            if "N" in value:
-                plain[name] = int(value["N"])
-            elif "S" in value:
-                plain[name] = value["S"]
-        return plain
+        return None if item is None else plain_item(item)
+
+
+def plain_item(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A manifest item's numbers as ints and strings as strings (other types are left out)."""
+    plain: dict[str, Any] = {}
+    for name, value in item.items():
+        if "N" in value:
+            plain[name] = int(value["N"])
+        elif "S" in value:
+            plain[name] = value["S"]
+    return plain

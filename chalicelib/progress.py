@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import random
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -30,6 +29,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 from botocore.exceptions import ClientError
+
+from chalicelib.dynamo_batch import write_all
+from chalicelib.manifest import RunManifests, plain_item
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -221,7 +223,7 @@ class RunProgress:
             ExpressionAttributeValues={":one": {"N": "1"}},
             ReturnValues="ALL_NEW",
         )
-        return RunState(run_id, _plain(response["Attributes"]), resumed)
+        return RunState(run_id, plain_item(response["Attributes"]), resumed)
 
     def commit(
         self,
@@ -414,10 +416,7 @@ class RunProgress:
             )
 
     def _manifest(self, run_id: str) -> dict[str, Any]:
-        response = self.client.get_item(
-            TableName=self.runs_table, Key={"run_id": {"S": run_id}}, ConsistentRead=True
-        )
-        return _plain(response.get("Item", {}))
+        return RunManifests(self.client, self.runs_table).get(run_id) or {}
 
     def pages(self, run_id: str) -> Iterator[PageLedger]:
         """Every ledger page of a run, one DynamoDB query page at a time."""
@@ -434,20 +433,16 @@ class RunProgress:
     def _write_ledger(self, run_id: str, pages: Sequence[PageLedger]) -> None:
         """BatchWriteItem in chunks of 25, resending UnprocessedItems with backoff."""
         for start in range(0, len(pages), 25):
-            requests: list[Any] = [
+            requests = [
                 {"PutRequest": {"Item": page.to_item(run_id)}} for page in pages[start : start + 25]
             ]
-            for attempt in range(12):
-                if attempt:
-                    self.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))  # noqa: S311
-                response = self.client.batch_write_item(RequestItems={self.pages_table: requests})
-                requests = response.get("UnprocessedItems", {}).get(self.pages_table, [])
-                if not requests:
-                    break
-            else:
-                raise RuntimeError(
-                    f"run {run_id}: {len(requests)} ledger pages still unprocessed after retries"
-                )
+            write_all(self.client, self.pages_table, requests, attempts=12, sleep=self.sleep)
+
+
+def ledger_full(pages: Sequence[PageLedger]) -> bool:
+    """Whether pages waiting for their ledger write should be committed now."""
+    records = sum(page.fetched for page in pages)
+    return records >= LEDGER_FLUSH_RECORDS or len(pages) >= LEDGER_FLUSH_PAGES
 
 
 def page_counts(resource: str, pages: Sequence[PageLedger]) -> dict[str, int]:
@@ -459,16 +454,6 @@ def page_counts(resource: str, pages: Sequence[PageLedger]) -> dict[str, int]:
         f"quarantined.ingest.{resource}": sum(page.quarantined for page in pages),
         f"pages.{resource}": len(pages),
     }
-
-
-def _plain(item: Mapping[str, Any]) -> dict[str, Any]:
-    plain: dict[str, Any] = {}
-    for name, value in item.items():
-        if "N" in value:
-            plain[name] = int(value["N"])
-        elif "S" in value:
-            plain[name] = value["S"]
-    return plain
 
 
 @dataclass
@@ -492,8 +477,7 @@ class ResourceCheckpoint:
 
     def add(self, page: PageLedger) -> None:
         self.pending.append(page)
-        records = sum(pending.fetched for pending in self.pending)
-        if records >= LEDGER_FLUSH_RECORDS or len(self.pending) >= LEDGER_FLUSH_PAGES:
+        if ledger_full(self.pending):
             self.commit()
 
     def commit(self, *, complete: bool = False) -> None:

@@ -79,7 +79,9 @@ def change_detector(settings: Settings) -> ChangeDetector | None:
     there is no DynamoDB sink to keep them (then every run publishes everything)."""
     if not settings.change_detection or "dynamodb" not in settings.sink_list:
         return None
-    return ChangeDetector(aws.client("dynamodb"), settings.table_prefix, settings.sink_list)
+    from chalicelib.sinks.dynamodb import DynamoDBSink
+
+    return ChangeDetector(DynamoDBSink(settings).stored_fingerprints, settings.sink_list)
 
 
 def work_queue(settings: Settings) -> WorkQueue | None:
@@ -121,9 +123,15 @@ def ingest_dependencies() -> IngestDependencies:
         quarantine=quarantine(settings),
         manifests=manifests(settings),
         progress=progress(settings),
-        changes=change_detector(settings),
+        changes=_change_detector(),
         work_queue=work_queue(settings),
     )
+
+
+@lru_cache(maxsize=1)
+def _change_detector() -> ChangeDetector | None:
+    """One per process: it holds the DynamoDB sink's reader and its thread pool."""
+    return change_detector(get_settings())
 
 
 @lru_cache(maxsize=1)
@@ -146,6 +154,7 @@ def reset() -> None:
     get_settings.cache_clear()
     aws.client.cache_clear()
     _session.cache_clear()
+    _change_detector.cache_clear()
     load_dependencies.cache_clear()
     from chalicelib.sinks import postgres_connection
 

@@ -22,8 +22,6 @@ means every sink processed that content.
 from __future__ import annotations
 
 import os
-import random
-import time
 from collections.abc import Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Final
@@ -34,6 +32,7 @@ from pynamodb.models import Model
 from chalicelib import aws
 from chalicelib.changes import FINGERPRINT_ATTRIBUTE, content_fingerprint, fingerprint_salt
 from chalicelib.contract import Envelope, parse_timestamp
+from chalicelib.dynamo_batch import get_all, write_all
 from chalicelib.settings import Settings
 from chalicelib.sinks import newest_per_key
 
@@ -119,8 +118,6 @@ WRITE_CHUNK: Final = 25
 """BatchWriteItem accepts at most 25 items."""
 READ_CHUNK: Final = 100
 """BatchGetItem accepts at most 100 keys."""
-MAX_ATTEMPTS: Final = 10
-"""Calls per chunk while DynamoDB leaves items unprocessed (throttling), with backoff."""
 
 
 _BINDINGS: dict[type[_Stored], tuple[str, str, str | None]] = {}
@@ -278,17 +275,8 @@ class DynamoDBSink:
 
     def _write_chunk(self, entity: str, rows: Sequence[dict[str, Any]]) -> None:
         """One BatchWriteItem of at most 25 rows, resending what DynamoDB left unprocessed."""
-        table = ROW_MODELS[entity].Meta.table_name
-        pending: list[Any] = [{"PutRequest": {"Item": row}} for row in rows]
-        client = aws.client("dynamodb")
-        for attempt in range(MAX_ATTEMPTS):
-            if attempt:
-                time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))  # noqa: S311
-            response = client.batch_write_item(RequestItems={table: pending})
-            pending = list(response.get("UnprocessedItems", {}).get(table, []))
-            if not pending:
-                return
-        raise RuntimeError(f"{len(pending)} rows still unprocessed by {table} after retries")
+        requests = [{"PutRequest": {"Item": row}} for row in rows]
+        write_all(aws.client("dynamodb"), ROW_MODELS[entity].Meta.table_name, requests)
 
     def _fingerprint(self, entity: str, envelope: Envelope) -> bytes | None:
         if self._salt is None:
@@ -315,30 +303,25 @@ class DynamoDBSink:
                 )
         return stored
 
+    def stored_fingerprints(self, entity: str, keys: Sequence[Hashable]) -> dict[Hashable, bytes]:
+        """The content fingerprint of each of `keys` whose row has one (change detection)."""
+        return {
+            key: fingerprint
+            for key, (_, fingerprint) in self._stored(entity, list(keys)).items()
+            if fingerprint is not None
+        }
+
     @staticmethod
     def _read_chunk(
         entity: str, keys: Sequence[Any], projection: list[str] | None
     ) -> list[dict[str, Any]]:
-        """Up to 100 rows (one BatchGetItem, unprocessed keys resent), only the `projection`
-        attributes when given."""
-        table = ROW_MODELS[entity].Meta.table_name
-        request: dict[str, Any] = {}
-        if projection is not None:
-            names = {f"#a{index}": name for index, name in enumerate(projection)}
-            request = {"ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
-        pending: list[Any] = [key_to_wire(entity, key) for key in keys]
-        client = aws.client("dynamodb")
-        rows: list[dict[str, Any]] = []
-        for attempt in range(MAX_ATTEMPTS):
-            if attempt:
-                time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))  # noqa: S311
-            response = client.batch_get_item(RequestItems={table: {**request, "Keys": pending}})
-            rows += response.get("Responses", {}).get(table, [])
-            unprocessed = response.get("UnprocessedKeys", {}).get(table)
-            pending = list(unprocessed["Keys"]) if unprocessed else []
-            if not pending:
-                return rows
-        raise RuntimeError(f"{len(pending)} keys still unread in {table} after retries")
+        """Up to 100 rows (one BatchGetItem), only the `projection` attributes when given."""
+        return get_all(
+            aws.client("dynamodb"),
+            ROW_MODELS[entity].Meta.table_name,
+            [key_to_wire(entity, key) for key in keys],
+            projection,
+        )
 
     def count(self, entity: str) -> int:
         """Rows stored (a COUNT scan); for checks and the local cloud, not the hot path."""
