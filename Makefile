@@ -63,11 +63,13 @@ check: lint typecheck security test ## everything CI runs
 clean: ## remove the virtual environment and local state
 	rm -rf $(VENV) .localcloud .pytest_cache .mypy_cache .ruff_cache
 
-deploy: $(STAMP) ## deploy infra + app to the AWS account of the environment (STAGE=dev)
+deploy: $(STAMP) ## deploy infra + app to the AWS account of the environment (STAGE=dev), then check it
 	$(BIN)/python -m infra.deploy deploy --stage $(STAGE)
+	$(BIN)/python -m infra.deploy status --stage $(STAGE) --check
 
 deploy-local: $(STAMP) ## the same against AWS_ENDPOINT_URL (default LocalStack), LOCAL_STAGE=localstack
 	$(LOCAL_AWS) $(BIN)/python -m infra.deploy deploy --stage $(LOCAL_STAGE)
+	$(LOCAL_AWS) $(BIN)/python -m infra.deploy status --stage $(LOCAL_STAGE) --check
 
 package: $(STAMP) ## write CloudFormation (SAM) and Terraform packages to out/STAGE/
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(BIN)/python -m infra.deploy package --stage $(STAGE) --out out

@@ -89,6 +89,13 @@ class Settings(BaseSettings):
         default=True, description="Split a failing batch in two to isolate the bad record"
     )
     stream_shards: int = Field(default=2, ge=1, description="Shards of the Kinesis stream")
+    quarantine_retention_days: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        description="Days a quarantined record (personal data: emails) is kept before the "
+        "bucket's lifecycle rule deletes it (read at deploy)",
+    )
 
     ingest_stop_margin_s: float = Field(
         default=120.0,

@@ -4,13 +4,16 @@
     AWS_ENDPOINT_URL=http://localhost:4566 python -m infra.deploy deploy --stage localstack
     python -m infra.deploy destroy --stage dev [--yes]
     python -m infra.deploy package --stage dev [--out out]
-    python -m infra.deploy status  --stage localstack
+    python -m infra.deploy status  --stage localstack [--check]
     python -m infra.deploy invoke  --stage localstack ingest
 
 `deploy` applies `infra.provision` (create-or-update), runs `chalice deploy` with the stage's
 PIPELINE_* variables (the decorators in app.py read the schedule, stream and batch settings
 when Chalice loads the app), applies the trigger's failure settings Chalice cannot set, and
 prints what exists. Every step compares before it writes: deploying twice changes nothing.
+`status --check` reads the deployed triggers back and exits 1 when any setting differs from the
+configuration (`infra.deploy_check`); `make deploy` ends with it, because a bare `chalice
+deploy` recreates the Kinesis mapping without its failure settings and nothing else notices.
 The endpoint is the standard AWS_ENDPOINT_URL; stages meant for an emulator refuse to run
 without one, so they never reach a real account by mistake.
 """
@@ -33,15 +36,13 @@ from botocore.exceptions import ClientError
 from chalicelib import aws
 from infra import policies
 from infra.cloudformation import add_to_terraform, infra_template, sam_merge_template
+from infra.deploy_check import check_deployment
 from infra.monitoring import apply_monitoring, remove_monitoring
 from infra.provision import FAILURE_QUEUE, STREAM, StackResult, apply_stack, destroy_stack
 from infra.resources import Change
 from infra.spec import StackSpec
-from infra.stages import FUNCTIONS, PROJECT_ROOT, Stage
+from infra.stages import EMULATOR_STAGES, FUNCTIONS, PROJECT_ROOT, Stage
 from infra.trigger import LOAD_FUNCTION, apply_failure_settings, mappings_of
-
-EMULATOR_STAGES = ("local", "localstack")
-"""Stages whose names and policies assume an emulator (moto's or LocalStack's account)."""
 
 SCHEDULED_FUNCTION = "ingest"
 WORKER_FUNCTION = "ingest_worker"
@@ -67,7 +68,9 @@ class Report:
     @property
     def changed(self) -> list[Change]:
         changes = [*self.infra, *([self.trigger] if self.trigger else []), *self.removed]
-        return [change for change in changes if change.action not in ("unchanged", "absent")]
+        return [
+            change for change in changes if change.action not in ("unchanged", "absent", "retained")
+        ]
 
 
 def endpoint_label() -> str:
@@ -82,6 +85,27 @@ def check_target(stage: Stage) -> None:
         )
 
 
+def check_account(stage: Stage) -> None:
+    """Refuse to deploy a stage into another account or region than its policies name.
+
+    The policy files name the region and account of the stage's `infra` section: deployed
+    elsewhere, every grant would name resources that are not there. Emulator stages are not
+    checked (their ARNs name the emulator's default account, and emulators enforce no IAM).
+    """
+    if stage.emulator:
+        return
+    sts = aws.client("sts")
+    account = str(sts.get_caller_identity()["Account"])
+    region = str(sts.meta.region_name)
+    if (account, region) != (stage.account_id, stage.region):
+        raise DeployError(
+            f"stage {stage.name} is pinned to account {stage.account_id} in {stage.region} "
+            f"(its IAM policies name them), but these credentials deploy to account {account} "
+            f"in {region}: set the stage's infra.account_id and infra.region in "
+            ".chalice/config.json, run `python -m infra.policies`, review the diff, deploy again"
+        )
+
+
 def spec_for(stage: Stage) -> StackSpec:
     return StackSpec(
         stage.settings,
@@ -90,6 +114,8 @@ def spec_for(stage: Stage) -> StackSpec:
         worker_timeout_s=int(
             stage.function_setting(WORKER_FUNCTION, "lambda_timeout", CHALICE_DEFAULT_TIMEOUT_S)
         ),
+        production=stage.production,
+        tls_only=not stage.emulator,
     )
 
 
@@ -136,6 +162,7 @@ def check_policies(stage: Stage) -> None:
 def deploy(stage: Stage) -> Report:
     check_target(stage)
     check_policies(stage)
+    check_account(stage)
     spec = spec_for(stage)
     report = Report(stage.name, endpoint_label())
     print(f"deploying stage {stage.name} to {report.endpoint}", flush=True)
@@ -280,6 +307,7 @@ def _stream_arn(spec: StackSpec) -> str | None:
 def destroy(stage: Stage) -> Report:
     """`chalice delete`, the functions' log groups, then the infrastructure, newest first."""
     check_target(stage)
+    check_account(stage)
     spec = spec_for(stage)
     report = Report(stage.name, endpoint_label())
     print(f"removing stage {stage.name} from {report.endpoint}", flush=True)
@@ -455,7 +483,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     package_parser = command("package", "write CloudFormation (SAM) and Terraform packages")
     package_parser.add_argument("--out", type=Path, default=Path("out"), help="output folder")
-    command("status", "print the deployed functions, schedule and trigger")
+    status_parser = command("status", "print the deployed functions, schedule and trigger")
+    status_parser.add_argument(
+        "--check",
+        action="store_true",
+        help="instead, compare the deployed Kinesis and SQS triggers with the configuration "
+        "and exit 1 naming each difference",
+    )
     invoke_parser = command("invoke", "invoke a deployed function and print its answer")
     invoke_parser.add_argument("function", choices=FUNCTIONS)
     invoke_parser.add_argument(
@@ -477,6 +511,9 @@ def main(argv: list[str] | None = None) -> int:
             destroy(stage)
         elif args.command == "package":
             package(stage, args.out)
+        elif args.command == "status" and args.check:
+            check_target(stage)
+            return status_check(stage)
         elif args.command == "status":
             check_target(stage)
             deployment = describe_deployment(stage)
@@ -493,6 +530,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def status_check(stage: Stage) -> int:
+    """Print each difference between the deployed triggers and the configuration; 1 if any."""
+    problems = check_deployment(spec_for(stage))
+    if not problems:
+        print(
+            f"check: stage {stage.name} at {endpoint_label()}: the Kinesis and SQS triggers "
+            "match the configuration",
+            flush=True,
+        )
+        return 0
+    for problem in problems:
+        print(f"check failed: {problem}", file=sys.stderr)
+    print(
+        f"{len(problems)} difference(s) from the configuration: run `python -m infra.deploy "
+        f"deploy --stage {stage.name}` (a bare `chalice deploy` does not apply these settings)",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def _confirmed(stage: Stage) -> bool:

@@ -2,7 +2,9 @@
 
 `autogen_policy` is off: each function's role gets exactly the policy written here, per stage
 and per function (`.chalice/policy-<stage>-<function>.json`, named in `.chalice/config.json`).
-Every resource is named: the stage's stream, tables, bucket, queues and secret. The only `"*"`
+Every resource is named: the stage's stream, tables, bucket, queues and secret, in the region
+and account the stage's `infra` section of `.chalice/config.json` pins (never `*`: the deploy
+refuses to run against another account or region, see `infra.deploy`). The only `"*"`
 resources are for actions AWS does not scope to a resource (`cloudwatch:PutMetricData`, held
 to the pipeline's namespace by a condition, and the EC2 `Describe*` calls of a function in a
 VPC). `.chalice/policy-<stage>.json` is the stage's fallback for a function without its own
@@ -25,16 +27,12 @@ from infra.provision import TABLE_KEYS
 from infra.spec import StackSpec
 from infra.stages import FUNCTIONS, PROJECT_ROOT, Stage
 
-STAGE_TARGETS: dict[str, tuple[str, str]] = {
-    # stage -> (region, account id) its ARNs name; "*" where the repository cannot know them.
-    "local": ("us-east-1", "123456789012"),  # moto's default account
-    "localstack": ("us-east-1", "000000000000"),  # LocalStack's default account
-    "dev": ("*", "*"),  # pin the real account and region here to narrow further
-}
-
 DATA_TABLES = tuple(suffix for suffix in TABLE_KEYS if suffix != "runs")
+"""Every table but the run manifests: the entity tables and the run-pages ledger."""
 ENTITY_TABLES = tuple(suffix for suffix in TABLE_KEYS if suffix not in ("runs", "run-pages"))
-"""The tables of the API's entities; change detection reads the `fp` attribute of their rows."""
+"""The tables of the API's entities, which the load writes and change detection reads. Not the
+run-pages ledger: the reconciliation trusts it as the record of what was published, so only
+the functions that publish (ingest, ingest_worker) may write it."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +91,12 @@ class Arns:
 
     def ec2(self, kind: str, identifier: str = "*") -> str:
         return self._arn("ec2", f"{kind}/{identifier}")
+
+
+def stage_arns(stage: Stage) -> Arns:
+    """The ARNs of a stage's resources, in the region and account its config pins."""
+    spec = StackSpec(stage.settings, stage=stage.name, app_name=stage.app_name)
+    return Arns(spec, stage.region, stage.account_id)
 
 
 def _statement(
@@ -155,9 +159,7 @@ def _vpc(arns: Arns, subnets: list[str], security_groups: list[str]) -> list[dic
 
 def function_policy(stage: Stage, function: str) -> dict[str, Any]:
     """The policy document of one function of one stage."""
-    spec = StackSpec(stage.settings, stage=stage.name, app_name=stage.app_name)
-    region, account = STAGE_TARGETS.get(stage.name, ("*", "*"))
-    arns = Arns(spec, region, account)
+    arns = stage_arns(stage)
     namespace = stage.environment.get("POWERTOOLS_METRICS_NAMESPACE", "MooVitamix/Pipeline")
     statements = _logging(arns, function)
     if function == "ingest":
@@ -244,9 +246,9 @@ def function_policy(stage: Stage, function: str) -> dict[str, Any]:
                 [arns.stream],
             ),
             _statement(
-                "WriteEntities",
+                "WriteEntities",  # not the run-pages ledger the reconciliation trusts
                 ["dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"],
-                [arns.table(suffix) for suffix in DATA_TABLES],
+                [arns.table(suffix) for suffix in ENTITY_TABLES],
             ),
             _statement("RunManifests", ["dynamodb:UpdateItem"], [arns.table("runs")]),
             _statement("QuarantineRecords", ["s3:PutObject"], [arns.quarantine_objects]),
@@ -271,10 +273,7 @@ def function_policy(stage: Stage, function: str) -> dict[str, Any]:
 
 def fallback_policy(stage: Stage) -> dict[str, Any]:
     """For a function without its own file: it may write its logs, nothing else."""
-    spec = StackSpec(stage.settings, stage=stage.name, app_name=stage.app_name)
-    region, account = STAGE_TARGETS.get(stage.name, ("*", "*"))
-    arns = Arns(spec, region, account)
-    return {"Version": "2012-10-17", "Statement": _logging(arns, "*")}
+    return {"Version": "2012-10-17", "Statement": _logging(stage_arns(stage), "*")}
 
 
 def policy_files(stage: Stage) -> dict[str, dict[str, Any]]:

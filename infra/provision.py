@@ -26,6 +26,7 @@ from infra.resources import (
     Topic,
 )
 from infra.spec import StackSpec
+from infra.stages import EMULATOR_STAGES
 
 TABLE_KEYS: dict[str, list[tuple[str, str, str]]] = {
     # table suffix -> [(attribute, type, key role)]
@@ -79,13 +80,24 @@ def core_resources(spec: StackSpec) -> list[Resource]:
     function to it by name and does not create it.
     """
     settings = spec.settings
-    resources: list[Resource] = [KinesisStream(STREAM, settings.stream_name, spec.shards)]
+    retain = spec.production
+    resources: list[Resource] = [
+        KinesisStream(STREAM, settings.stream_name, spec.shards, retain=retain)
+    ]
     resources += [
-        DynamoTable(table_logical_id(suffix), settings.table_name(suffix), tuple(keys))
+        DynamoTable(
+            table_logical_id(suffix), settings.table_name(suffix), tuple(keys), retain=retain
+        )
         for suffix, keys in TABLE_KEYS.items()
     ]
     resources += [
-        PrivateBucket(QUARANTINE_BUCKET, settings.quarantine_bucket),
+        PrivateBucket(
+            QUARANTINE_BUCKET,
+            settings.quarantine_bucket,
+            expiration_days=settings.quarantine_retention_days,
+            tls_only=spec.tls_only,
+            retain=retain,
+        ),
         Queue(FAILURE_QUEUE, spec.failure_queue_name),
         Queue(WORK_DEAD_LETTER_QUEUE, spec.work_dead_letter_queue_name),
         Queue(
@@ -135,7 +147,11 @@ class StackResult:
 
     @property
     def changed(self) -> list[Change]:
-        return [change for change in self.changes if change.action not in ("unchanged", "absent")]
+        return [
+            change
+            for change in self.changes
+            if change.action not in ("unchanged", "absent", "retained")
+        ]
 
 
 def apply_stack(spec: StackSpec) -> StackResult:
@@ -172,9 +188,19 @@ class Provisioned:
     attributes: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
-def provision(settings: Settings, shard_count: int = 2, stage: str = "local") -> Provisioned:
-    """Apply the whole stack for these settings; what the local cloud and the deploy call."""
-    result = apply_stack(StackSpec(settings, stage=stage, shard_count=shard_count))
+def provision(
+    settings: Settings, shard_count: int = 2, stage: str = "local", tls_only: bool | None = None
+) -> Provisioned:
+    """Apply the whole stack for these settings; what the local cloud and the deploy call.
+
+    `tls_only` (the quarantine bucket's TLS-only policy) defaults to off for the emulator
+    stages, whose endpoints speak plain HTTP, and on for any other stage.
+    """
+    if tls_only is None:
+        tls_only = stage not in EMULATOR_STAGES
+    result = apply_stack(
+        StackSpec(settings, stage=stage, shard_count=shard_count, tls_only=tls_only)
+    )
     attributes = result.attributes
     return Provisioned(
         stream_arn=attributes[STREAM]["Arn"],

@@ -24,7 +24,14 @@ from botocore.exceptions import ClientError
 
 from chalicelib import aws
 
-Action = Literal["created", "updated", "unchanged", "deleted", "absent"]
+Action = Literal["created", "updated", "unchanged", "deleted", "absent", "retained"]
+"""`retained`: a production stage's data store that `destroy` keeps (see `retain` fields)."""
+
+
+def _deletion_policy(retain: bool) -> dict[str, str]:
+    """CloudFormation keeps a retained resource when the stack is deleted or replaces it."""
+    policy = "Retain" if retain else "Delete"
+    return {"DeletionPolicy": policy, "UpdateReplacePolicy": policy}
 
 
 @dataclass(frozen=True)
@@ -151,6 +158,8 @@ class KinesisStream:
     name: str
     shard_count: int
     retention_hours: int = 24
+    retain: bool = False
+    """Keep the stream when the stack or the stage is removed (production stages)."""
 
     @property
     def label(self) -> str:
@@ -224,6 +233,8 @@ class KinesisStream:
         client = ctx.client("kinesis")
         if self._summary(client) is None:
             return Change(self.label, "absent")
+        if self.retain:
+            return Change(self.label, "retained", ["production stage: delete it by hand"])
         client.delete_stream(StreamName=self.name, EnforceConsumerDeletion=True)
         wait_until(lambda: self._summary(client) is None, f"{self.label} being deleted")
         return Change(self.label, "deleted")
@@ -232,8 +243,7 @@ class KinesisStream:
         return {
             self.logical_id: {
                 "Type": "AWS::Kinesis::Stream",
-                "DeletionPolicy": "Delete",
-                "UpdateReplacePolicy": "Delete",
+                **_deletion_policy(self.retain),
                 "Properties": {
                     "Name": self.name,
                     "ShardCount": self.shard_count,
@@ -263,6 +273,8 @@ class DynamoTable:
     keys: tuple[tuple[str, str, str], ...]
     """(attribute, type, key role) as in `infra.provision.TABLE_KEYS`."""
     point_in_time_recovery: bool = True
+    retain: bool = False
+    """Keep the table when the stack or the stage is removed (production stages)."""
 
     @property
     def label(self) -> str:
@@ -348,6 +360,8 @@ class DynamoTable:
         client = ctx.client("dynamodb")
         if self._description(client) is None:
             return Change(self.label, "absent")
+        if self.retain:
+            return Change(self.label, "retained", ["production stage: delete it by hand"])
         client.delete_table(TableName=self.name)
         wait_until(lambda: self._description(client) is None, f"{self.label} being deleted")
         return Change(self.label, "deleted")
@@ -364,8 +378,7 @@ class DynamoTable:
         return {
             self.logical_id: {
                 "Type": "AWS::DynamoDB::Table",
-                "DeletionPolicy": "Delete",
-                "UpdateReplacePolicy": "Delete",
+                **_deletion_policy(self.retain),
                 "Properties": properties,
             }
         }
@@ -388,16 +401,63 @@ _ENCRYPTION = {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm":
 _OWNERSHIP = {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
 
 
+LIFECYCLE_RULE_ID = "expire-quarantined-records"
+
+
+def tls_only_policy(bucket_arn: str) -> dict[str, Any]:
+    """Deny every request to the bucket and its objects that does not come over TLS."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "DenyInsecureTransport",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": [bucket_arn, f"{bucket_arn}/*"],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            }
+        ],
+    }
+
+
 @dataclass(frozen=True)
 class PrivateBucket:
     """A bucket nobody outside the account reads: public access blocked, encrypted at rest.
 
-    (No TLS-only bucket policy: the emulators speak plain HTTP and moto enforces the policy;
-    the SDKs use HTTPS against AWS anyway.)
+    `expiration_days`: objects are deleted that many days after they were written (the
+    quarantine holds personal data such as emails; None keeps them). `tls_only`: a bucket
+    policy denies any request not made over TLS; off only for an emulator reached over plain
+    HTTP, which enforces the policy and would then refuse every request. `retain`: keep the
+    bucket and its objects when the stack or the stage is removed (production stages).
     """
 
     logical_id: str
     name: str
+    expiration_days: int | None = None
+    tls_only: bool = True
+    retain: bool = False
+
+    @property
+    def policy_logical_id(self) -> str:
+        return f"{self.logical_id}Policy"
+
+    @property
+    def lifecycle(self) -> dict[str, Any] | None:
+        """The lifecycle configuration as the S3 API takes it."""
+        if self.expiration_days is None:
+            return None
+        return {
+            "Rules": [
+                {
+                    "ID": LIFECYCLE_RULE_ID,
+                    "Filter": {"Prefix": ""},
+                    "Status": "Enabled",
+                    "Expiration": {"Days": self.expiration_days},
+                    "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+                }
+            ]
+        }
 
     @property
     def label(self) -> str:
@@ -474,15 +534,50 @@ class PrivateBucket:
                 put()
                 if change.action != "created":
                     change.details.append(description)
+        self._apply_lifecycle(client, change)
+        self._apply_policy(client, change)
         if change.details and change.action == "unchanged":
             change.action = "updated"
         ctx.attributes[self.logical_id] = {"Arn": self.arn, "Ref": self.name}
         return change
 
+    def _apply_lifecycle(self, client: Any, change: Change) -> None:
+        wanted = self.lifecycle
+        current = self._current(
+            client, "get_bucket_lifecycle_configuration", "Rules", "NoSuchLifecycleConfiguration"
+        )
+        if wanted is None:
+            if current:
+                client.delete_bucket_lifecycle(Bucket=self.name)
+                change.details.append("expiration removed")
+            return
+        if not contains(current, wanted["Rules"]):
+            client.put_bucket_lifecycle_configuration(
+                Bucket=self.name, LifecycleConfiguration=wanted
+            )
+            if change.action != "created":
+                change.details.append(f"objects expire after {self.expiration_days} days")
+
+    def _apply_policy(self, client: Any, change: Change) -> None:
+        document = self._current(client, "get_bucket_policy", "Policy", "NoSuchBucketPolicy")
+        current = json.loads(document) if document else None
+        wanted = tls_only_policy(self.arn) if self.tls_only else None
+        if current == wanted:
+            return
+        if wanted is None:
+            client.delete_bucket_policy(Bucket=self.name)
+            change.details.append("bucket policy removed")
+            return
+        client.put_bucket_policy(Bucket=self.name, Policy=json.dumps(wanted))
+        if change.action != "created":
+            change.details.append("TLS-only bucket policy")
+
     def delete(self, ctx: ApplyContext) -> Change:
         client = ctx.client("s3")
         if not self._exists(client):
             return Change(self.label, "absent")
+        if self.retain:
+            return Change(self.label, "retained", ["production stage: delete it by hand"])
         removed = 0
         paginator = client.get_paginator("list_object_versions")
         for page in paginator.paginate(Bucket=self.name):
@@ -499,23 +594,44 @@ class PrivateBucket:
         return Change(self.label, "deleted", [f"{removed} objects removed"] if removed else [])
 
     def cloudformation(self) -> dict[str, Any]:
-        return {
+        properties: dict[str, Any] = {
+            "BucketName": self.name,
+            "PublicAccessBlockConfiguration": _PUBLIC_ACCESS_BLOCK,
+            "BucketEncryption": {
+                "ServerSideEncryptionConfiguration": [
+                    {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+                ]
+            },
+            "OwnershipControls": _OWNERSHIP,
+        }
+        if self.expiration_days is not None:
+            properties["LifecycleConfiguration"] = {
+                "Rules": [
+                    {
+                        "Id": LIFECYCLE_RULE_ID,
+                        "Status": "Enabled",
+                        "ExpirationInDays": self.expiration_days,
+                        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+                    }
+                ]
+            }
+        resources: dict[str, Any] = {
             self.logical_id: {
                 "Type": "AWS::S3::Bucket",
-                "DeletionPolicy": "Delete",
-                "UpdateReplacePolicy": "Delete",
-                "Properties": {
-                    "BucketName": self.name,
-                    "PublicAccessBlockConfiguration": _PUBLIC_ACCESS_BLOCK,
-                    "BucketEncryption": {
-                        "ServerSideEncryptionConfiguration": [
-                            {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
-                        ]
-                    },
-                    "OwnershipControls": _OWNERSHIP,
-                },
+                **_deletion_policy(self.retain),
+                "Properties": properties,
             },
         }
+        if self.tls_only:
+            resources[self.policy_logical_id] = {
+                "Type": "AWS::S3::BucketPolicy",
+                **_deletion_policy(self.retain),
+                "Properties": {
+                    "Bucket": Attr(self.logical_id, "Ref").cloudformation(),
+                    "PolicyDocument": tls_only_policy(self.arn),
+                },
+            }
+        return resources
 
     def outputs(self) -> dict[str, Any]:
         return {}

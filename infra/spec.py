@@ -25,6 +25,12 @@ class StackSpec:
     worker_timeout_s: int = 900
     """`lambda_timeout` of the `ingest_worker` function (the work queue's visibility timeout
     is derived from it); `infra.deploy` reads it from the stage's Chalice config."""
+    production: bool = False
+    """Keep the stream, the tables and the quarantine bucket when the stack or the stage is
+    removed (`DeletionPolicy: Retain`); `infra.stages.Stage.production` decides it."""
+    tls_only: bool = True
+    """Give the quarantine bucket its TLS-only policy; off only for an emulator reached over
+    plain HTTP (it enforces the policy and would refuse every request)."""
 
     @property
     def prefix(self) -> str:

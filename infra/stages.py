@@ -9,6 +9,7 @@ name), and the per-function Lambda settings Chalice applies itself.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -21,6 +22,17 @@ from chalicelib.settings import Settings
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = ("ingest", "load", "reconcile", "ingest_worker")
 """The Lambda functions of `app.py`, by their Chalice names."""
+
+EMULATOR_STAGES = ("local", "localstack")
+"""Stages whose names and policies assume an emulator (moto's or LocalStack's account)."""
+
+INFRA_KEY = "infra"
+"""The stage's deploy-side section in `.chalice/config.json` (Chalice ignores it):
+`region` and `account_id` (every policy ARN names them; the deploy checks it is deploying
+there) and `production` (keep the data when the stack or the stage is removed)."""
+
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+_ACCOUNT = re.compile(r"^\d{12}$")
 
 
 class _StageSettings(Settings):
@@ -79,6 +91,51 @@ class Stage:
             if name.startswith(prefix)
         }
         return _StageSettings.model_validate(values)
+
+    @property
+    def infra(self) -> dict[str, Any]:
+        return dict(self.section.get(INFRA_KEY, {}))
+
+    @property
+    def region(self) -> str:
+        """The AWS region the stage is deployed to; its policy ARNs name it."""
+        region = str(self.infra.get("region", ""))
+        if not _REGION.match(region):
+            raise ValueError(
+                f"stage {self.name}: set {INFRA_KEY}.region in .chalice/config.json to the "
+                f"region it deploys to (e.g. eu-west-1), not {region!r}"
+            )
+        return region
+
+    @property
+    def account_id(self) -> str:
+        """The AWS account the stage is deployed to; its policy ARNs name it."""
+        account = str(self.infra.get("account_id", ""))
+        if not _ACCOUNT.match(account):
+            raise ValueError(
+                f"stage {self.name}: set {INFRA_KEY}.account_id in .chalice/config.json to the "
+                f"12-digit account it deploys to, not {account!r}"
+            )
+        return account
+
+    @property
+    def emulator(self) -> bool:
+        return self.name in EMULATOR_STAGES
+
+    @property
+    def production(self) -> bool:
+        """True unless the stage says `"production": false` (emulator stages never are).
+
+        A production stage's stream, tables and quarantine bucket are kept when the stack is
+        deleted (CloudFormation `DeletionPolicy: Retain`) and by `infra.deploy destroy`.
+        Forgetting the flag on a new stage keeps its data rather than losing it.
+        """
+        if self.emulator:
+            return False
+        value = self.infra.get("production", True)
+        if not isinstance(value, bool):
+            raise ValueError(f"stage {self.name}: {INFRA_KEY}.production must be true or false")
+        return value
 
     def function_name(self, function: str) -> str:
         """The Lambda function name Chalice deploys: `<app>-<stage>-<function>`."""

@@ -2,9 +2,11 @@
 
 Chalice creates the event-source mapping of the load function with a batch size and window
 only. The failure settings (report partial batch failures, bisect a failing batch, a bounded
-number of retries, a maximum record age, an SQS on-failure destination) are defined here once
-and written three ways: applied with `UpdateEventSourceMapping` after `chalice deploy`, merged
-into the SAM template's Kinesis event, and added to the Terraform event-source mapping.
+number of retries, a maximum record age, an SQS on-failure destination) and the pinned
+parallelization factor of 1 are defined here once and written three ways: applied with
+`UpdateEventSourceMapping` after `chalice deploy`, merged into the SAM template's Kinesis
+event, and added to the Terraform event-source mapping. `infra.deploy_check` reads the
+deployed mapping back and compares it with the same values.
 """
 
 from __future__ import annotations
@@ -21,12 +23,19 @@ LOAD_FUNCTION = "load"
 
 _SETTLED_STATES = ("Enabled", "Disabled")
 
+PARALLELIZATION_FACTOR = 1
+"""Concurrent batches per shard. The DynamoDB sink reads a row's stored version, compares and
+writes (newest wins): two batches of one shard in flight at once could both read the old row
+and the older write could land last. One batch per shard at a time keeps that safe; Lambda's
+default is 1 too, but a console edit or a bare `chalice deploy` must not change it unseen."""
+
 
 @dataclass(frozen=True)
 class FailureSettings:
     retry_attempts: int
     max_record_age_s: int
     bisect_on_error: bool
+    parallelization_factor: int = PARALLELIZATION_FACTOR
 
     @classmethod
     def from_spec(cls, spec: StackSpec) -> FailureSettings:
@@ -50,6 +59,7 @@ class FailureSettings:
             "MaximumRetryAttempts": self.retry_attempts,
             "MaximumRecordAgeInSeconds": self.max_record_age_s,
             "DestinationConfig": {"OnFailure": {"Destination": destination}},
+            "ParallelizationFactor": self.parallelization_factor,
         }
 
     def terraform_arguments(self, destination: str) -> dict[str, Any]:
@@ -60,6 +70,7 @@ class FailureSettings:
             "maximum_retry_attempts": self.retry_attempts,
             "maximum_record_age_in_seconds": self.max_record_age_s,
             "destination_config": {"on_failure": {"destination_arn": destination}},
+            "parallelization_factor": self.parallelization_factor,
         }
 
 

@@ -303,6 +303,7 @@ def test_the_kinesis_trigger_has_the_failure_settings(deployment: Deployment) ->
     assert mapping["MaximumRetryAttempts"] == stage.settings.trigger_retry_attempts
     assert mapping["MaximumRecordAgeInSeconds"] == stage.settings.trigger_max_record_age_s
     assert mapping["DestinationConfig"] == {"OnFailure": {"Destination": queue_arn}}
+    assert mapping["ParallelizationFactor"] == 1  # one batch per shard: read-compare-write
     expected = FailureSettings.from_spec(spec).api_parameters(queue_arn)
     assert {key: mapping[key] for key in expected} == expected
 
@@ -407,6 +408,148 @@ def test_a_second_deploy_changes_nothing(deployment: Deployment) -> None:
     assert section(deployment.second_output, "trigger")[0].startswith("unchanged")
 
 
+def status_check(deployment: Deployment) -> subprocess.CompletedProcess[str]:
+    """`python -m infra.deploy status --check`, as `make deploy-local` ends."""
+    return subprocess.run(
+        [
+            *(sys.executable, "-m", "infra.deploy", "status", "--stage", STAGE),
+            *("--project-dir", str(deployment.project), "--check"),
+        ],
+        cwd=PROJECT_ROOT,
+        env=deployment.environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_status_check_passes_on_a_correct_deploy(deployment: Deployment) -> None:
+    checked = status_check(deployment)
+    assert checked.returncode == 0, checked.stderr
+    assert "match the configuration" in checked.stdout
+    assert checked.stderr == ""
+
+
+def load_mapping(deployment: Deployment) -> dict[str, Any]:
+    stage = deployment.stage
+    aws_lambda = deployment.cloud.client("lambda")
+    stream_arn = deployment.first["streams"][stage.settings.stream_name]["StreamARN"]
+    (mapping,) = aws_lambda.list_event_source_mappings(EventSourceArn=stream_arn)[
+        "EventSourceMappings"
+    ]
+    return dict(mapping)
+
+
+@pytest.mark.parametrize(
+    ("change", "setting", "shown"),
+    [
+        ({"FunctionResponseTypes": []}, "FunctionResponseTypes", "[] , configured ['Report"),
+        ({"BisectBatchOnFunctionError": False}, "BisectBatchOnFunctionError", "False"),
+        ({"MaximumRetryAttempts": 10_000}, "MaximumRetryAttempts", "10000"),
+        ({"MaximumRecordAgeInSeconds": 604_800}, "MaximumRecordAgeInSeconds", "604800"),
+        ({"DestinationConfig": {"OnFailure": {}}}, "DestinationConfig", "{'OnFailure': {}}"),
+        ({"ParallelizationFactor": 2}, "ParallelizationFactor", "is 2, configured 1"),
+        ({"BatchSize": 7}, "BatchSize", "is 7, configured 100"),
+        ({"MaximumBatchingWindowInSeconds": 0}, "MaximumBatchingWindowInSeconds", "is 0"),
+    ],
+)
+def test_status_check_names_a_changed_kinesis_trigger_setting(
+    deployment: Deployment, change: dict[str, Any], setting: str, shown: str
+) -> None:
+    aws_lambda = deployment.cloud.client("lambda")
+    mapping = load_mapping(deployment)
+    original = {key: mapping[key] for key in change}
+    aws_lambda.update_event_source_mapping(UUID=mapping["UUID"], **change)
+    try:
+        checked = status_check(deployment)
+    finally:
+        aws_lambda.update_event_source_mapping(UUID=mapping["UUID"], **original)
+    assert checked.returncode == 1
+    (problem,) = [line for line in checked.stderr.splitlines() if line.startswith("check failed")]
+    assert f"kinesis mapping {deployment.stage.settings.stream_name} -> " in problem
+    assert f": {setting} is " in problem
+    assert shown.replace(" , ", ", ") in problem
+    assert "python -m infra.deploy deploy --stage localstack" in checked.stderr
+    assert status_check(deployment).returncode == 0
+
+
+def test_status_check_catches_a_bare_chalice_deploy_and_the_deploy_repairs_it(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `chalice deploy` alone leaves on a fresh stage: a mapping with AWS's defaults."""
+    from chalicelib import aws
+    from infra.deploy import spec_for
+    from infra.provision import FAILURE_QUEUE, STREAM, apply_stack
+    from infra.trigger import apply_failure_settings
+
+    aws_lambda = deployment.cloud.client("lambda")
+    mapping = load_mapping(deployment)
+    aws_lambda.update_event_source_mapping(
+        UUID=mapping["UUID"],
+        FunctionResponseTypes=[],
+        BisectBatchOnFunctionError=False,
+        MaximumRetryAttempts=-1,
+        MaximumRecordAgeInSeconds=-1,
+        DestinationConfig={"OnFailure": {}},
+    )
+    checked = status_check(deployment)
+    assert checked.returncode == 1
+    named = {
+        line.split(": ", 2)[1].split(" is ")[0]
+        for line in checked.stderr.splitlines()
+        if line.startswith("check failed")
+    }
+    assert named == {
+        "FunctionResponseTypes",
+        "BisectBatchOnFunctionError",
+        "MaximumRetryAttempts",
+        "MaximumRecordAgeInSeconds",
+        "DestinationConfig",
+    }
+    assert "Lambda ignores the function's batchItemFailures" in checked.stderr
+    for name, value in deployment.environment.items():
+        monkeypatch.setenv(name, value)
+    aws.client.cache_clear()
+    try:
+        spec = spec_for(deployment.stage)
+        applied = apply_stack(spec).attributes
+        repaired = apply_failure_settings(
+            aws.client("lambda"), spec, applied[STREAM]["Arn"], applied[FAILURE_QUEUE]["Arn"]
+        )
+    finally:
+        aws.client.cache_clear()
+    assert repaired.action == "updated"
+    assert status_check(deployment).returncode == 0
+
+
+def test_status_check_names_a_changed_work_queue_trigger(deployment: Deployment) -> None:
+    stage = deployment.stage
+    aws_lambda, sqs = deployment.cloud.client("lambda"), deployment.cloud.client("sqs")
+    work_url = sqs.get_queue_url(QueueName=stage.environment["PIPELINE_WORK_QUEUE"])["QueueUrl"]
+    work = queue(deployment.cloud, stage.environment["PIPELINE_WORK_QUEUE"])
+    (mapping,) = aws_lambda.list_event_source_mappings(EventSourceArn=work["QueueArn"])[
+        "EventSourceMappings"
+    ]
+    aws_lambda.update_event_source_mapping(UUID=mapping["UUID"], BatchSize=10)
+    sqs.set_queue_attributes(QueueUrl=work_url, Attributes={"RedrivePolicy": ""})
+    try:
+        checked = status_check(deployment)
+    finally:
+        aws_lambda.update_event_source_mapping(UUID=mapping["UUID"], BatchSize=1)
+        sqs.set_queue_attributes(
+            QueueUrl=work_url, Attributes={"RedrivePolicy": work["RedrivePolicy"]}
+        )
+    assert checked.returncode == 1
+    problems = [line for line in checked.stderr.splitlines() if line.startswith("check failed")]
+    assert len(problems) == 2
+    assert "-ingest_worker" in problems[0]
+    assert ": BatchSize is 10, configured 1" in problems[0]
+    assert "RedrivePolicy is None" in problems[1]
+    assert "not dead-lettered" in problems[1]
+    assert status_check(deployment).returncode == 0
+
+
 def test_destroy_removes_everything(deployment: Deployment) -> None:
     """Runs last in this module: it tears the deployment down."""
     output = run_deploy_cli(
@@ -505,6 +648,7 @@ def test_the_sam_template_holds_the_infrastructure_and_the_failure_settings(
         {"Fn::GetAtt": ["LoadFailureQueue", "Arn"]}
     )
     assert {key: event[key] for key in expected} == expected
+    assert event["ParallelizationFactor"] == 1
     assert event["Stream"]["Fn::Sub"].endswith(f":stream/{spec.settings.stream_name}")
     assert load["DependsOn"] == ["EventStream"]
     assert resources["Ingest"]["Properties"]["Events"]["IngestEvent"]["Properties"] == {
@@ -588,6 +732,7 @@ def test_the_terraform_package_is_consistent(packaged: Packaged) -> None:
     assert mapping["bisect_batch_on_function_error"] is settings.trigger_bisect_on_error
     assert mapping["maximum_retry_attempts"] == settings.trigger_retry_attempts
     assert mapping["maximum_record_age_in_seconds"] == settings.trigger_max_record_age_s
+    assert mapping["parallelization_factor"] == 1
     assert "LoadFailureQueueArn" in mapping["destination_config"]["on_failure"]["destination_arn"]
     assert "LoadFailureQueueArn" in json.loads(packaged.infra_text)["Outputs"]
     worker_mapping = resources["aws_lambda_event_source_mapping"]["ingest_worker-sqs-event-source"]
@@ -613,8 +758,8 @@ def test_the_terraform_package_is_consistent(packaged: Packaged) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def make_dry_run(*arguments: str) -> str:
-    """The last command `make -n` prints; standalone, also when the tests run under make."""
+def make_dry_run(*arguments: str, line: int = -1) -> str:
+    """A command `make -n` prints (the last one by default); standalone, also under make."""
     environment = {
         name: value
         for name, value in os.environ.items()
@@ -628,12 +773,15 @@ def make_dry_run(*arguments: str) -> str:
         check=True,
         env=environment,
     )
-    return completed.stdout.strip().splitlines()[-1]
+    return completed.stdout.strip().splitlines()[line]
 
 
 def test_make_deploy_local_runs_the_tested_command_against_localstack_by_default() -> None:
-    line = make_dry_run("deploy-local")
+    line = make_dry_run("deploy-local", line=-2)
     assert line.endswith(f"-m infra.deploy deploy --stage {STAGE}")
+    check = make_dry_run("deploy-local")
+    assert check.endswith(f"-m infra.deploy status --stage {STAGE} --check")
+    assert "AWS_ENDPOINT_URL=${AWS_ENDPOINT_URL:-http://localhost:4566}" in check
     assert "AWS_ENDPOINT_URL=${AWS_ENDPOINT_URL:-http://localhost:4566}" in line
     assert "AWS_ACCESS_KEY_ID=test" in line
     assert "-u AWS_PROFILE" in line
@@ -641,7 +789,12 @@ def test_make_deploy_local_runs_the_tested_command_against_localstack_by_default
 
 
 def test_make_aws_targets_take_the_stage() -> None:
-    assert make_dry_run("deploy", "STAGE=prod").endswith("-m infra.deploy deploy --stage prod")
+    assert make_dry_run("deploy", "STAGE=prod", line=-2).endswith(
+        "-m infra.deploy deploy --stage prod"
+    )
+    assert make_dry_run("deploy", "STAGE=prod").endswith(
+        "-m infra.deploy status --stage prod --check"
+    )
     assert make_dry_run("destroy").endswith("-m infra.deploy destroy --stage dev")
     assert make_dry_run("package").endswith("-m infra.deploy package --stage dev --out out")
     assert "AWS_ENDPOINT_URL" not in make_dry_run("deploy")
