@@ -220,9 +220,9 @@ def function_policy(stage: Stage, function: str) -> dict[str, Any]:
             ),
             _statement("ReadRunPageLedger", ["dynamodb:Query"], [arns.table("run-pages")]),
             _statement(
-                "LookUpStoredVersions",
+                "LookUpStoredVersions",  # the records each page published, in the sinks
                 ["dynamodb:BatchGetItem"],
-                [arns.table(suffix) for suffix in DATA_TABLES],
+                [arns.table(suffix) for suffix in ENTITY_TABLES],
             ),
             _statement("ListQuarantine", ["s3:ListBucket"], [arns.quarantine_bucket]),
             _statement("ReadQuarantine", ["s3:GetObject"], [arns.quarantine_objects]),

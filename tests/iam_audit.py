@@ -224,3 +224,24 @@ def granted_actions(policy: dict[str, Any]) -> set[tuple[str, str]]:
         if statement["Effect"] == "Allow"
         for action in _as_list(statement["Action"])
     }
+
+
+def grants(policy: dict[str, Any]) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """Every (statement id, action, resource pattern, condition) a policy allows."""
+    return [
+        (statement.get("Sid", ""), action, resource, statement.get("Condition", {}))
+        for statement in policy["Statement"]
+        if statement["Effect"] == "Allow"
+        for action in _as_list(statement["Action"])
+        for resource in _as_list(statement["Resource"])
+    ]
+
+
+def grant_used(action: str, pattern: str, condition: dict[str, Any], calls: list[Call]) -> bool:
+    """True when some call is authorised by exactly this (action, resource pattern) grant."""
+    statement = {"Effect": "Allow", "Action": action, "Resource": pattern, "Condition": condition}
+    return any(
+        statement_matches(statement, call, resource)
+        for call in calls
+        for resource in call.resources
+    )

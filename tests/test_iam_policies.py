@@ -3,20 +3,25 @@
 The pipeline runs in the local cloud with every AWS call recorded (boto3 and PynamoDB) and
 attributed to the function that made it: the ingest handler, then the load handler driven by
 the event-source mapping (which polls the stream with the load function's role, as Lambda
-does). Each call must be allowed by that function's policy for the `local` stage, and each
-grant must be used by some call unless it is listed below with the reason it is not exercised.
+does), the reconcile handler, and a fanned-out run through the worker. Each call must be
+allowed by that function's policy for the `local` stage, and each grant, action by action and
+resource by resource, must be used by some call unless it is listed below with the reason it
+is not exercised. A property test then mutates every granted resource of every stage into
+near misses (same prefix, other stage, one character off, other account or region), which must
+all be denied.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from chalicelib import aws, wiring
@@ -27,7 +32,7 @@ from localcloud.fakeapi import FakeApiServer, FaultInjector
 from localcloud.lambda_runtime import LambdaContext, kinesis_event, scheduled_event
 from localcloud.sqs_driver import SqsEventSourceMapping
 from localcloud.stack import REGION, LocalCloud
-from tests.iam_audit import Call, CallRecorder, allows, granted_actions
+from tests.iam_audit import Call, CallRecorder, allows, grant_used, granted_actions, grants
 
 NOT_EXERCISED_LOCALLY = {
     # (function, action): why no local run calls it
@@ -42,7 +47,6 @@ NOT_EXERCISED_LOCALLY = {
     ("load", "kinesis:DescribeStream"): "Lambda's poller describes the stream, not the driver",
     ("load", "kinesis:DescribeStreamSummary"): "Lambda's poller describes the stream",
     ("load", "sqs:SendMessage"): "Lambda sends a batch it gave up on, with the function's role",
-    ("load", "secretsmanager:GetSecretValue"): "only with the PostgreSQL sink enabled",
     ("reconcile", "logs:CreateLogGroup"): "Lambda writes the logs, not the code",
     ("reconcile", "logs:CreateLogStream"): "Lambda writes the logs, not the code",
     ("reconcile", "logs:PutLogEvents"): "Lambda writes the logs, not the code",
@@ -194,6 +198,42 @@ def test_every_grant_is_used(recorded_calls: list[Call]) -> None:
     assert unused == [], "grants no call uses (remove them, or say why):\n" + "\n".join(unused)
 
 
+def test_no_grant_is_listed_as_not_exercised_while_a_call_uses_it(
+    recorded_calls: list[Call],
+) -> None:
+    used = {(call.function, call.action) for call in recorded_calls}
+    assert sorted(set(NOT_EXERCISED_LOCALLY) & used) == []
+
+
+def test_every_grant_is_used_on_every_resource_it_names(recorded_calls: list[Call]) -> None:
+    """Not only the action: each resource of a grant must be one the function touched."""
+    unused = sorted(
+        f"{function}: {action} on {resource} (statement {sid})"
+        for function in FUNCTIONS
+        for sid, action, resource, condition in grants(local_policy(function))
+        if (function, action) not in NOT_EXERCISED_LOCALLY
+        and not grant_used(
+            action, resource, condition, [c for c in recorded_calls if c.function == function]
+        )
+    )
+    assert unused == [], "resources no call touches (remove them, or say why):\n" + "\n".join(
+        unused
+    )
+
+
+def test_the_load_may_not_write_the_ledger_the_reconciliation_trusts() -> None:
+    for stage_name in STAGES:
+        stage = Stage.load(stage_name)
+        ledger = policies.stage_arns(stage).table("run-pages")
+        entity = policies.stage_arns(stage).table("users")
+        load = policies.function_policy(stage, "load")
+        for action in ("dynamodb:BatchWriteItem", "dynamodb:PutItem", "dynamodb:DeleteItem"):
+            assert not allows(load, Call("load", action, (ledger,))), (stage_name, action)
+        assert allows(load, Call("load", "dynamodb:BatchWriteItem", (entity,)))
+        reconcile = policies.function_policy(stage, "reconcile")
+        assert not allows(reconcile, Call("reconcile", "dynamodb:BatchWriteItem", (ledger,)))
+
+
 def test_no_function_may_touch_another_stage(recorded_calls: list[Call]) -> None:
     for call in recorded_calls:
         other_stage = Call(
@@ -238,8 +278,9 @@ def test_a_function_in_a_vpc_gets_exactly_the_network_interface_grants(tmp_path:
     stage = Stage.load("dev", project)
     load_policy = policies.function_policy(stage, "load")
     statements = {statement["Sid"]: statement for statement in load_policy["Statement"]}
-    assert "arn:aws:ec2:*:*:subnet/subnet-0abc" in statements["AttachToVpc"]["Resource"]
-    assert "arn:aws:ec2:*:*:security-group/sg-0def" in statements["AttachToVpc"]["Resource"]
+    ec2 = f"arn:aws:ec2:{stage.region}:{stage.account_id}"
+    assert f"{ec2}:subnet/subnet-0abc" in statements["AttachToVpc"]["Resource"]
+    assert f"{ec2}:security-group/sg-0def" in statements["AttachToVpc"]["Resource"]
     ingest_sids = {s["Sid"] for s in policies.function_policy(stage, "ingest")["Statement"]}
     assert "AttachToVpc" not in ingest_sids
     assert "AttachToVpc" not in {
@@ -261,6 +302,134 @@ def test_policies_never_allow_resources_of_unknown_names(action: str, name: str)
         return
     call = Call("ingest", action, (resource,))
     assert not allows(local_policy("ingest"), call)
+
+
+STAGES = ("local", "localstack", "dev")
+ARN_HEAD = re.compile(r"^arn:aws:(?P<service>[a-z0-9-]+):(?P<region>[^:]*):(?P<account>[^:]*):")
+
+
+def test_every_arn_names_the_stage_s_region_and_account() -> None:
+    """No `*` for region or account in any stage: the stage's config pins both."""
+    config = json.loads((PROJECT_ROOT / ".chalice" / "config.json").read_text())
+    for stage_name in config["stages"]:
+        stage = Stage.load(stage_name)
+        for file_name, document in policies.policy_files(stage).items():
+            for statement in document["Statement"]:
+                resources = statement["Resource"]
+                for resource in resources if isinstance(resources, list) else [resources]:
+                    if resource == "*":
+                        continue
+                    head = ARN_HEAD.match(resource)
+                    assert head, resource
+                    if head["service"] == "s3":  # S3 ARNs name neither
+                        assert head["region"] == head["account"] == "", resource
+                        continue
+                    assert head["region"] == stage.region, (file_name, resource)
+                    assert head["account"] == stage.account_id, (file_name, resource)
+    assert Stage.load("local").account_id == "123456789012"  # moto's
+    assert Stage.load("localstack").account_id == "000000000000"  # LocalStack's
+
+
+def test_a_stage_without_a_pinned_region_or_account_gets_no_policy(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / ".chalice").mkdir(parents=True)
+    config = json.loads((PROJECT_ROOT / ".chalice" / "config.json").read_text())
+    config["stages"]["dev"]["infra"]["account_id"] = "*"
+    config["stages"]["localstack"]["infra"].pop("region")
+    (project / ".chalice" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"infra\.account_id .* not '\*'"):
+        policies.function_policy(Stage.load("dev", project), "load")
+    with pytest.raises(ValueError, match=r"infra\.region"):
+        policies.function_policy(Stage.load("localstack", project), "load")
+
+
+_POLICIES: dict[tuple[str, str], dict[str, Any]] = {}
+
+
+def stage_policy(stage_name: str, function: str) -> dict[str, Any]:
+    key = (stage_name, function)
+    if key not in _POLICIES:
+        _POLICIES[key] = policies.function_policy(Stage.load(stage_name), function)
+    return _POLICIES[key]
+
+
+def instance(pattern: str) -> tuple[str, list[tuple[int, int]]]:
+    """A resource the pattern allows, and the spans its wildcards filled in."""
+    parts: list[str] = []
+    spans: list[tuple[int, int]] = []
+    for char in pattern:
+        start = sum(len(part) for part in parts)
+        filler = {"*": "x7", "?": "a"}.get(char)
+        if filler:
+            spans.append((start, start + len(filler)))
+        parts.append(filler or char)
+    return "".join(parts), spans
+
+
+NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-_"
+"""What a near miss may insert or substitute: never a separator (`:` `/`), which could turn a
+name into another granted pattern's sub-resource (`group` -> `group:` matches `group:*`)."""
+OTHER_STAGES = ("local", "localstack", "dev", "prod", "loca", "locall", "dev2")
+
+
+@st.composite
+def near_misses(draw: st.DrawFn) -> tuple[str, str, str, str, str]:
+    """(stage, function, action, granted resource, near miss of it)."""
+    stage_name = draw(st.sampled_from(STAGES))
+    function = draw(st.sampled_from(FUNCTIONS))
+    named = [
+        (action, pattern)
+        for _, action, pattern, condition in grants(stage_policy(stage_name, function))
+        if pattern != "*" and not condition
+    ]
+    action, pattern = draw(st.sampled_from(named))
+    granted, spans = instance(pattern)
+
+    def outside(index: int, *, inclusive: bool) -> bool:
+        return all(
+            not (start <= index <= end if inclusive else start <= index < end)
+            for start, end in spans
+        )
+
+    kind = draw(st.sampled_from(["substitute", "insert", "delete", "stage", "account", "region"]))
+    head = ARN_HEAD.match(granted)
+    assert head is not None
+    if kind in ("substitute", "delete"):
+        index = draw(
+            st.sampled_from([i for i in range(len(granted)) if outside(i, inclusive=False)])
+        )
+        if kind == "delete":
+            miss = granted[:index] + granted[index + 1 :]
+        else:
+            char = draw(st.sampled_from(NAME_CHARS).filter(lambda c: c != granted[index]))
+            miss = granted[:index] + char + granted[index + 1 :]
+    elif kind == "insert":  # one character, or a suffix such as `-archive` (same prefix)
+        index = draw(
+            st.sampled_from([i for i in range(len(granted) + 1) if outside(i, inclusive=True)])
+        )
+        text = draw(st.text(alphabet=NAME_CHARS, min_size=1, max_size=8))
+        miss = granted[:index] + text + granted[index:]
+    elif kind == "stage":
+        other = draw(st.sampled_from([name for name in OTHER_STAGES if name != stage_name]))
+        miss = re.sub(rf"(?<=-){stage_name}(?=[-/])", other, granted)
+    elif kind == "account":
+        assume(head["account"] != "")  # S3 ARNs name no account
+        other = draw(st.from_regex(r"\A[0-9]{12}\Z"))
+        miss = granted.replace(f":{head['account']}:", f":{other}:", 1)
+    else:
+        assume(head["region"] != "")
+        other = draw(st.sampled_from(["us-east-1", "us-west-2", "eu-west-1", "eu-central-1"]))
+        miss = granted.replace(f":{head['region']}:", f":{other}:", 1)
+    assume(miss != granted)
+    return stage_name, function, action, granted, miss
+
+
+@given(case=near_misses())
+def test_near_miss_resource_names_are_denied(case: tuple[str, str, str, str, str]) -> None:
+    stage_name, function, action, granted, miss = case
+    policy = stage_policy(stage_name, function)
+    assert allows(policy, Call(function, action, (granted,)))
+    assert not allows(policy, Call(function, action, (miss,))), f"{stage_name}: {miss}"
 
 
 LOCAL = "arn:aws:{service}:us-east-1:123456789012:{resource}"

@@ -401,3 +401,145 @@ def test_the_localstack_compose_file_runs_every_service_the_deploy_uses(spec: St
     api_url = Stage.load("localstack").environment["PIPELINE_API_URL"]
     assert api_url.startswith("http://host.docker.internal:")
     assert "host.docker.internal:host-gateway" in localstack["environment"]["LAMBDA_DOCKER_FLAGS"]
+
+
+# --------------------------------------------------------------------------------------------
+# retention: the quarantine bucket (personal data) and production stages
+# --------------------------------------------------------------------------------------------
+
+
+def test_quarantined_records_expire_and_the_bucket_refuses_plain_http(spec: StackSpec) -> None:
+    from botocore.exceptions import ClientError
+
+    from infra.resources import tls_only_policy
+
+    strict = StackSpec(spec.settings, stage=spec.stage, shard_count=1, tls_only=True)
+    apply_stack(strict)
+    s3 = client("s3")
+    bucket = spec.settings.quarantine_bucket
+    (rule,) = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert rule["Status"] == "Enabled"
+    assert rule["Expiration"] == {"Days": 30}  # the default of PIPELINE_QUARANTINE_RETENTION_DAYS
+    assert rule["Filter"] == {"Prefix": ""}  # every object
+    policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+    assert policy == tls_only_policy(f"arn:aws:s3:::{bucket}")
+    assert policy["Statement"][0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    # moto is reached over plain HTTP here, and enforces the policy as S3 does
+    assert client("s3").meta.endpoint_url.startswith("http://")
+    with pytest.raises(ClientError) as refused:
+        s3.put_object(Bucket=bucket, Key="run/users/p1.json", Body=b"{}")
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert apply_stack(strict).changed == []
+    # a shorter retention is applied in place; a removed policy is put back
+    shorter = StackSpec(
+        spec.settings.model_copy(update={"quarantine_retention_days": 7}),
+        stage=spec.stage,
+        shard_count=1,
+        tls_only=True,
+    )
+    s3.delete_bucket_policy(Bucket=bucket)
+    (change,) = apply_stack(shorter).changed
+    assert change.details == ["objects expire after 7 days", "TLS-only bucket policy"]
+    (rule,) = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert rule["Expiration"] == {"Days": 7}
+    # back to the plain-HTTP spec: the policy goes, so the emulator can be used again
+    (change,) = apply_stack(spec).changed
+    assert change.details == ["objects expire after 30 days", "bucket policy removed"]
+    s3.put_object(Bucket=bucket, Key="run/users/p1.json", Body=b"{}")
+
+
+def test_the_retention_is_a_setting_with_a_sane_range() -> None:
+    assert Settings().quarantine_retention_days == 30
+    for days in (0, 3651):
+        with pytest.raises(ValueError, match="quarantine_retention_days"):
+            Settings(quarantine_retention_days=days)
+
+
+DATA_STORES = {STREAM, "QuarantineBucket", "QuarantineBucketPolicy"} | {
+    f"{name}Table" for name in ("Users", "Tracks", "ListenHistory", "Runs", "RunPages")
+}
+
+
+@pytest.mark.parametrize("production", [True, False])
+def test_a_production_stage_template_retains_the_data(production: bool) -> None:
+    stage = Stage.load("dev")
+    spec = StackSpec(stage.settings, stage=stage.name, production=production)
+    template = infra_template(spec)
+    assert lint(json.dumps(template), config=ManualArgs(regions=["us-east-1"])) == []
+    resources = template["Resources"]
+    assert set(resources) >= DATA_STORES
+    for logical_id, definition in resources.items():
+        if "DeletionPolicy" not in definition:
+            continue
+        kept = logical_id in DATA_STORES and production
+        expected = "Retain" if kept else "Delete"
+        assert definition["DeletionPolicy"] == expected, logical_id
+        assert definition["UpdateReplacePolicy"] == expected, logical_id
+    bucket = resources["QuarantineBucket"]["Properties"]
+    assert bucket["LifecycleConfiguration"]["Rules"] == [
+        {
+            "Id": "expire-quarantined-records",
+            "Status": "Enabled",
+            "ExpirationInDays": 30,
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+        }
+    ]
+    policy = resources["QuarantineBucketPolicy"]["Properties"]
+    assert policy["Bucket"] == {"Ref": "QuarantineBucket"}
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Deny"
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert statement["Resource"] == [
+        f"arn:aws:s3:::{stage.settings.quarantine_bucket}",
+        f"arn:aws:s3:::{stage.settings.quarantine_bucket}/*",
+    ]
+
+
+def test_destroying_a_production_stage_keeps_its_data(spec: StackSpec) -> None:
+    production = StackSpec(
+        spec.settings, stage=spec.stage, shard_count=1, tls_only=False, production=True
+    )
+    apply_stack(production)
+    client("s3").put_object(
+        Bucket=spec.settings.quarantine_bucket, Key="run/users/p1.json", Body=b"{}"
+    )
+    removed = {change.resource: change.action for change in destroy_stack(production).changes}
+    settings = spec.settings
+    kept = [
+        f"kinesis stream {settings.stream_name}",
+        f"s3 bucket {settings.quarantine_bucket}",
+        *(f"dynamodb table {settings.table_name(suffix)}" for suffix in provisioning.TABLE_KEYS),
+    ]
+    assert {removed[label] for label in kept} == {"retained"}
+    assert {action for label, action in removed.items() if label not in kept} == {"deleted"}
+    assert client("s3").list_objects_v2(Bucket=settings.quarantine_bucket)["KeyCount"] == 1
+    assert settings.stream_name in client("kinesis").list_streams()["StreamNames"]
+    assert destroy_stack(production).changed == []
+    # the same stage marked non-production is removed entirely
+    assert {change.action for change in destroy_stack(spec).changes} >= {"deleted", "absent"}
+    assert settings.stream_name not in client("kinesis").list_streams()["StreamNames"]
+
+
+def test_production_is_a_stage_setting_that_defaults_to_keeping_data(tmp_path: Any) -> None:
+    assert Stage.load("dev").production is False
+    assert Stage.load("local").production is False
+    project = tmp_path / "project"
+    (project / ".chalice").mkdir(parents=True)
+    from infra.stages import PROJECT_ROOT
+
+    config = json.loads((PROJECT_ROOT / ".chalice" / "config.json").read_text())
+    prod = json.loads(json.dumps(config["stages"]["dev"]))
+    del prod["infra"]["production"]
+    config["stages"]["prod"] = prod
+    config["stages"]["local"]["infra"]["production"] = True  # an emulator stage never is
+    config["stages"]["bad"] = {**prod, "infra": {**prod["infra"], "production": "yes"}}
+    (project / ".chalice" / "config.json").write_text(json.dumps(config))
+    assert Stage.load("prod", project).production is True
+    assert Stage.load("local", project).production is False
+    with pytest.raises(ValueError, match="production must be true or false"):
+        _ = Stage.load("bad", project).production
+    from infra.deploy import spec_for
+
+    assert spec_for(Stage.load("prod", project)).production is True
+    assert spec_for(Stage.load("prod", project)).tls_only is True
+    assert spec_for(Stage.load("local", project)).tls_only is False
