@@ -359,6 +359,9 @@ def test_the_data_stores_exist_and_are_locked_down(deployment: Deployment) -> No
     encryption = s3.get_bucket_encryption(Bucket=settings.quarantine_bucket)
     rule = encryption["ServerSideEncryptionConfiguration"]["Rules"][0]
     assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    (lifecycle,) = s3.get_bucket_lifecycle_configuration(Bucket=settings.quarantine_bucket)["Rules"]
+    assert lifecycle["Expiration"] == {"Days": settings.quarantine_retention_days} == {"Days": 30}
+    assert lifecycle["Status"] == "Enabled"
     prefix = settings.table_prefix
     assert [url.rsplit("/", 1)[-1] for url in snapshot["queues"]] == [
         f"{prefix}-ingest-work",
@@ -496,7 +499,7 @@ def test_status_check_catches_a_bare_chalice_deploy_and_the_deploy_repairs_it(
     checked = status_check(deployment)
     assert checked.returncode == 1
     named = {
-        line.split(": ", 2)[1].split(" is ")[0]
+        line.split(": ", 2)[2].split(" is ")[0]
         for line in checked.stderr.splitlines()
         if line.startswith("check failed")
     }
@@ -798,6 +801,53 @@ def test_make_aws_targets_take_the_stage() -> None:
     assert make_dry_run("destroy").endswith("-m infra.deploy destroy --stage dev")
     assert make_dry_run("package").endswith("-m infra.deploy package --stage dev --out out")
     assert "AWS_ENDPOINT_URL" not in make_dry_run("deploy")
+
+
+def test_a_stage_is_only_deployed_to_the_account_and_region_it_is_pinned_to(
+    tmp_path: Path, moto_server: MotoServer
+) -> None:
+    """moto answers GetCallerIdentity with its account 123456789012; dev names 111122223333."""
+    project = copy_project(tmp_path / "project")
+    environment = emulator_environment(moto_server.url)
+    for stage, region in (("dev", REGION), ("dev", "eu-west-1")):
+        completed = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "infra.deploy",
+                "deploy",
+                "--stage",
+                stage,
+                "--project-dir",
+                str(project),
+            ],
+            cwd=PROJECT_ROOT,
+            env={**environment, "AWS_DEFAULT_REGION": region, "AWS_REGION": region},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+        )
+        assert completed.returncode == 1
+        assert "stage dev is pinned to account 111122223333 in us-east-1" in completed.stderr
+        assert f"deploy to account 123456789012 in {region}" in completed.stderr
+        assert "infrastructure:" not in completed.stdout  # refused before any change
+    config_path = project / ".chalice" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["stages"]["dev"]["infra"]["account_id"] = "123456789012"
+    config_path.write_text(json.dumps(config))
+    from infra.deploy import check_account
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in environment.items():
+            patch.setenv(name, value)
+        from chalicelib import aws
+
+        aws.client.cache_clear()
+        try:
+            check_account(Stage.load("dev", project))  # pinned where it deploys: accepted
+        finally:
+            aws.client.cache_clear()
 
 
 def test_cli_guards_need_no_aws(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from chalicelib import aws, wiring
 from infra import policies
+from infra.provision import TABLE_KEYS
 from infra.stages import FUNCTIONS, PROJECT_ROOT, Stage
 from localcloud.driver import KinesisEventSourceMapping
 from localcloud.fakeapi import FakeApiServer, FaultInjector
@@ -353,65 +354,105 @@ def stage_policy(stage_name: str, function: str) -> dict[str, Any]:
     return _POLICIES[key]
 
 
-def instance(pattern: str) -> tuple[str, list[tuple[int, int]]]:
-    """A resource the pattern allows, and the spans its wildcards filled in."""
-    parts: list[str] = []
-    spans: list[tuple[int, int]] = []
-    for char in pattern:
-        start = sum(len(part) for part in parts)
-        filler = {"*": "x7", "?": "a"}.get(char)
-        if filler:
-            spans.append((start, start + len(filler)))
-        parts.append(filler or char)
-    return "".join(parts), spans
+def owned_resources(stage: Stage) -> list[tuple[str, int, int]]:
+    """Every resource of the stage the functions touch, with the span of its name in the ARN.
+
+    Built from the stage's names, not from the policies, so that a policy broadened by a
+    wildcard (`moovitamix-local-*`) shows up as an allowed near miss.
+    """
+    settings = stage.settings
+    spec = policies.stage_arns(stage).spec
+    head = f"{stage.region}:{stage.account_id}"
+
+    def named(arn: str, name: str) -> tuple[str, int, int]:
+        start = arn.rindex(name) if arn.endswith(name) else arn.index(name)
+        return arn, start, start + len(name)
+
+    bucket = settings.quarantine_bucket
+    resources = [
+        named(f"arn:aws:kinesis:{head}:stream/{settings.stream_name}", settings.stream_name),
+        named(f"arn:aws:s3:::{bucket}", bucket),
+        named(f"arn:aws:s3:::{bucket}/run-1/users/ingest-p2-i18.json", bucket),
+        named(
+            f"arn:aws:secretsmanager:{head}:secret:{spec.postgres_secret_name}-AbCdEf",
+            spec.postgres_secret_name,
+        ),
+        named(
+            f"arn:aws:events:{head}:event-bus/{settings.event_bus_name}", settings.event_bus_name
+        ),
+    ]
+    resources += [
+        named(f"arn:aws:dynamodb:{head}:table/{name}", name)
+        for name in (settings.table_name(suffix) for suffix in TABLE_KEYS)
+    ]
+    resources += [
+        named(f"arn:aws:sqs:{head}:{name}", name)
+        for name in (
+            spec.failure_queue_name,
+            spec.work_queue_name,
+            spec.work_dead_letter_queue_name,
+        )
+    ]
+    for function in FUNCTIONS:
+        name = spec.function_name(function)
+        group = f"arn:aws:logs:{head}:log-group:/aws/lambda/{name}"
+        resources += [
+            named(f"arn:aws:lambda:{head}:function:{name}", name),
+            named(group, name),
+            named(f"{group}:log-stream:2026/11/26/[$LATEST]0f1e2d", name),
+        ]
+    return resources
+
+
+_GRANTED: dict[tuple[str, str], list[tuple[str, str, int, int]]] = {}
+
+
+def granted_resources(stage_name: str, function: str) -> list[tuple[str, str, int, int]]:
+    """(action, resource, name start, name end) the function's policy allows in its stage."""
+    key = (stage_name, function)
+    if key not in _GRANTED:
+        policy = stage_policy(stage_name, function)
+        actions = sorted(
+            {action for _, action, pattern, condition in grants(policy) if pattern != "*"}
+        )
+        _GRANTED[key] = [
+            (action, arn, start, end)
+            for arn, start, end in owned_resources(Stage.load(stage_name))
+            for action in actions
+            if allows(policy, Call(function, action, (arn,)))
+        ]
+    return _GRANTED[key]
 
 
 NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-_"
-"""What a near miss may insert or substitute: never a separator (`:` `/`), which could turn a
-name into another granted pattern's sub-resource (`group` -> `group:` matches `group:*`)."""
 OTHER_STAGES = ("local", "localstack", "dev", "prod", "loca", "locall", "dev2")
 
 
 @st.composite
 def near_misses(draw: st.DrawFn) -> tuple[str, str, str, str, str]:
-    """(stage, function, action, granted resource, near miss of it)."""
+    """(stage, function, action, granted resource, a near miss of its name)."""
     stage_name = draw(st.sampled_from(STAGES))
     function = draw(st.sampled_from(FUNCTIONS))
-    named = [
-        (action, pattern)
-        for _, action, pattern, condition in grants(stage_policy(stage_name, function))
-        if pattern != "*" and not condition
-    ]
-    action, pattern = draw(st.sampled_from(named))
-    granted, spans = instance(pattern)
-
-    def outside(index: int, *, inclusive: bool) -> bool:
-        return all(
-            not (start <= index <= end if inclusive else start <= index < end)
-            for start, end in spans
-        )
-
+    action, granted, start, end = draw(st.sampled_from(granted_resources(stage_name, function)))
+    name = granted[start:end]
     kind = draw(st.sampled_from(["substitute", "insert", "delete", "stage", "account", "region"]))
     head = ARN_HEAD.match(granted)
     assert head is not None
     if kind in ("substitute", "delete"):
-        index = draw(
-            st.sampled_from([i for i in range(len(granted)) if outside(i, inclusive=False)])
-        )
+        index = draw(st.integers(min_value=start, max_value=end - 1))
         if kind == "delete":
             miss = granted[:index] + granted[index + 1 :]
         else:
             char = draw(st.sampled_from(NAME_CHARS).filter(lambda c: c != granted[index]))
             miss = granted[:index] + char + granted[index + 1 :]
     elif kind == "insert":  # one character, or a suffix such as `-archive` (same prefix)
-        index = draw(
-            st.sampled_from([i for i in range(len(granted) + 1) if outside(i, inclusive=True)])
-        )
+        index = draw(st.integers(min_value=start, max_value=end))
         text = draw(st.text(alphabet=NAME_CHARS, min_size=1, max_size=8))
         miss = granted[:index] + text + granted[index:]
     elif kind == "stage":
         other = draw(st.sampled_from([name for name in OTHER_STAGES if name != stage_name]))
-        miss = re.sub(rf"(?<=-){stage_name}(?=[-/])", other, granted)
+        renamed = re.sub(rf"(?<=-){stage_name}(?=[-/])", other, name)
+        miss = granted[:start] + renamed + granted[end:]
     elif kind == "account":
         assume(head["account"] != "")  # S3 ARNs name no account
         other = draw(st.from_regex(r"\A[0-9]{12}\Z"))
@@ -422,6 +463,12 @@ def near_misses(draw: st.DrawFn) -> tuple[str, str, str, str, str]:
         miss = granted.replace(f":{head['region']}:", f":{other}:", 1)
     assume(miss != granted)
     return stage_name, function, action, granted, miss
+
+
+def test_every_function_is_granted_some_resource_of_its_stage() -> None:
+    for stage_name in STAGES:
+        for function in FUNCTIONS:
+            assert len(granted_resources(stage_name, function)) >= 3, (stage_name, function)
 
 
 @given(case=near_misses())
