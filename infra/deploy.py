@@ -249,6 +249,7 @@ def describe_deployment(stage: Stage) -> dict[str, Any]:
                 "MaximumRetryAttempts",
                 "MaximumRecordAgeInSeconds",
                 "DestinationConfig",
+                "ParallelizationFactor",
             )
         }
         for mapping in mappings
@@ -449,7 +450,8 @@ def _print_deployment(deployment: dict[str, Any]) -> None:
             f"{mapping['FunctionResponseTypes']}, bisect {mapping['BisectBatchOnFunctionError']}, "
             f"retries {mapping['MaximumRetryAttempts']}, max age "
             f"{mapping['MaximumRecordAgeInSeconds']} s, on failure "
-            f"{destination.get('Destination')}"
+            f"{destination.get('Destination')}, parallelization "
+            f"{mapping.get('ParallelizationFactor')}"
         )
     for mapping in deployment.get("work_trigger", []):
         print(

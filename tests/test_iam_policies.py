@@ -479,6 +479,31 @@ def test_near_miss_resource_names_are_denied(case: tuple[str, str, str, str, str
     assert not allows(policy, Call(function, action, (miss,))), f"{stage_name}: {miss}"
 
 
+@given(
+    namespace=st.one_of(
+        st.text(min_size=1, max_size=40),
+        st.sampled_from(
+            [
+                "MooVitamix/Pipeline",
+                "MooVitamix/pipeline",
+                "MooVitamix/Pipeline2",
+                "MooVitamix/Pipeline ",
+                "MooVitamix",
+                "MooVitamix/*",
+            ]
+        ),
+    )
+)
+def test_metrics_may_only_go_to_the_pipeline_s_namespace(namespace: str) -> None:
+    """PutMetricData names no resource: the namespace condition is the only boundary."""
+    for function in FUNCTIONS:
+        policy = local_policy(function)
+        call = Call(
+            function, "cloudwatch:PutMetricData", ("*",), (("cloudwatch:namespace", namespace),)
+        )
+        assert allows(policy, call) is (namespace == "MooVitamix/Pipeline"), namespace
+
+
 LOCAL = "arn:aws:{service}:us-east-1:123456789012:{resource}"
 
 
