@@ -14,26 +14,20 @@ import sys
 import zipfile
 from pathlib import Path
 
-import boto3
 import pytest
 
 from infra.spec import StackSpec
 from infra.stages import PROJECT_ROOT, Stage
 from localcloud.services import MotoServer
-from tests.test_deploy import REGION, emulator_environment
+from tests.test_deploy import Cloud, emulator_environment
 
 STAGE = "localstack"
 
 
 def deploy_a_function(endpoint: str, name: str) -> None:
     """What `chalice deploy` leaves on the emulator, as far as `invoke` cares: the function."""
-    options = {
-        "endpoint_url": endpoint,
-        "region_name": REGION,
-        "aws_access_key_id": "test",
-        "aws_secret_access_key": "test",
-    }
-    role = boto3.client("iam", **options).create_role(
+    cloud = Cloud(endpoint)
+    role = cloud.client("iam").create_role(
         RoleName=f"{name}-role",
         AssumeRolePolicyDocument=json.dumps(
             {
@@ -51,7 +45,7 @@ def deploy_a_function(endpoint: str, name: str) -> None:
     code = io.BytesIO()
     with zipfile.ZipFile(code, "w") as archive:
         archive.writestr("app.py", "def ingest(event, context):\n    return {'status': 'ok'}\n")
-    boto3.client("lambda", **options).create_function(
+    cloud.client("lambda").create_function(
         FunctionName=name,
         Runtime="python3.12",
         Role=role,
@@ -66,9 +60,7 @@ def test_invoke_on_an_emulator_that_cannot_run_lambda_shows_the_error_and_raw_an
     # The emulator must not find a Docker engine, whatever the machine has.
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
     stage = Stage.load(STAGE)
-    name = StackSpec(stage.settings, stage=STAGE, app_name=stage.app_name).function_name(
-        "ingest"
-    )
+    name = StackSpec(stage.settings, stage=STAGE, app_name=stage.app_name).function_name("ingest")
     with MotoServer(tmp_path / "moto.log") as moto:
         deploy_a_function(moto.url, name)
         completed = subprocess.run(

@@ -17,6 +17,7 @@ from chalicelib.sinks.postgres_connection import Credentials
 from infra import provision as provisioning
 from infra.cloudformation import infra_template, sam_merge_template
 from infra.monitoring import cloudformation_resources
+from infra.postgres_secret import ensure_postgres_secret
 from infra.provision import (
     ALARM_TOPIC,
     FAILURE_QUEUE,
@@ -28,7 +29,6 @@ from infra.provision import (
     provision,
     stack_resources,
 )
-from infra.postgres_secret import ensure_postgres_secret
 from infra.resources import Attr, Change, Topic
 from infra.spec import StackSpec
 from infra.stages import Stage
