@@ -388,20 +388,53 @@ def package(stage: Stage, out: Path) -> Packages:
 
 
 def invoke(stage: Stage, function: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """Invoke a deployed function synchronously; returns its answer and the log tail."""
+    """Invoke a deployed function synchronously; returns its answer and the log tail.
+
+    `payload` is the function's JSON answer, or None with the answer as text in `raw_payload`
+    when it is not JSON (an emulator that cannot run functions answers with its own error text).
+    `function_error` is Lambda's `FunctionError` (`Unhandled`, `Handled`) when the call failed.
+    """
     check_target(stage)
     response = aws.client("lambda").invoke(
         FunctionName=spec_for(stage).function_name(function),
         Payload=json.dumps(payload).encode(),
         LogType="Tail",
     )
-    answer = response["Payload"].read().decode() or "null"
-    return {
+    raw = response["Payload"].read().decode(errors="replace")
+    answer: dict[str, Any] = {
         "status": response.get("StatusCode"),
         "function_error": response.get("FunctionError"),
-        "payload": json.loads(answer),
+        "payload": None,
         "log_tail": base64.b64decode(response.get("LogResult", "")).decode(errors="replace"),
     }
+    try:
+        answer["payload"] = json.loads(raw) if raw else None
+    except ValueError:
+        answer["raw_payload"] = raw
+    return answer
+
+
+def invoke_failure(function: str, answer: dict[str, Any]) -> str | None:
+    """What went wrong with an invocation, in one message; None when it succeeded."""
+    raw = answer.get("raw_payload")
+    error = answer.get("function_error")
+    if error is None and raw is None:
+        return None
+    if isinstance(answer.get("payload"), dict) and "errorMessage" in answer["payload"]:
+        body = answer["payload"]
+        what = f"{body.get('errorType', 'Error')}: {body['errorMessage']}"
+    elif raw is not None:
+        what = f"the answer is not JSON: {raw[:2000]}"
+    else:
+        what = json.dumps(answer.get("payload"))[:2000]
+    message = f"{function} failed (FunctionError: {error or 'none'}): {what}"
+    if raw is not None:
+        message += (
+            "\nThe endpoint answered with text instead of the function's JSON: an emulator "
+            "that records functions but cannot run them (a moto server without Docker) "
+            "answers this way; LocalStack runs them."
+        )
+    return message
 
 
 def scheduled_event_payload(stage: Stage) -> dict[str, Any]:
@@ -527,7 +560,12 @@ def main(argv: list[str] | None = None) -> int:
                 payload = scheduled_event_payload(stage)
             else:
                 payload = {"Records": []}
-            print(json.dumps(invoke(stage, args.function, payload), indent=2))
+            answer = invoke(stage, args.function, payload)
+            print(json.dumps(answer, indent=2))
+            failure = invoke_failure(args.function, answer)
+            if failure:
+                print(f"error: {failure}", file=sys.stderr)
+                return 1
     except (DeployError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

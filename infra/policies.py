@@ -333,7 +333,11 @@ def write_all(project_dir: Path = PROJECT_ROOT) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infra.policies", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m infra.policies",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--check", action="store_true", help="only check, write nothing")
     args = parser.parse_args(argv)
     if args.check:

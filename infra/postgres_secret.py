@@ -4,7 +4,7 @@ In AWS, RDS writes this secret itself. LocalStack (no RDS in its free tier) and 
 cloud (embedded PostgreSQL) need one written for them, in the same JSON shape RDS uses, so
 the pipeline reads its credentials the same way everywhere.
 
-    python -m infra.postgres_secret --name moovitamix-localstack/postgres --host postgres \
+    python -m infra.postgres_secret --name moovitamix-localstack/postgres --host postgres \\
         --username moovitamix --dbname moovitamix      # the password is read from PGPASSWORD
 """
 
@@ -48,7 +48,11 @@ def ensure_postgres_secret(name: str, credentials: Credentials) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infra.postgres_secret", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m infra.postgres_secret",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--name", required=True, help="secret name")
     parser.add_argument("--host", required=True)
     parser.add_argument("--port", type=int, default=5432)

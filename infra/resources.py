@@ -18,13 +18,13 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from botocore.exceptions import ClientError
 
 from chalicelib import aws
 
-Action = Literal["created", "updated", "unchanged", "deleted", "absent", "retained"]
+Action = Literal["created", "updated", "unchanged", "deleted", "absent", "retained", "kept"]
 """`retained`: a production stage's data store that `destroy` keeps (see `retain` fields)."""
 
 
@@ -785,6 +785,11 @@ def _same_queue_attribute(name: str, current: str | None, wanted: str) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
+MANAGED_BY_TAG: Final = "moovitamix:managed-by"
+MANAGED_BY: Final = "infra.deploy"
+"""Tag of a secret `Secret.apply` created (and `Secret.delete` may therefore remove)."""
+
+
 @dataclass(frozen=True)
 class Secret:
     """A credentials secret created with a random password and never overwritten afterwards.
@@ -792,6 +797,11 @@ class Secret:
     The value is generated here (script) or by CloudFormation (`GenerateSecretString`), never
     written in code or config, never printed. Operators put the real connection values in with
     `aws secretsmanager put-secret-value`; re-applying keeps them.
+
+    A secret this code creates is tagged `MANAGED_BY_TAG`; `delete` removes only such a secret.
+    One that already existed (the LocalStack init hook writes the PostgreSQL container's real
+    password before any deploy) is used as it is and kept by `destroy`: deleting it would make
+    the next deploy create a random password the database does not know.
     """
 
     logical_id: str
@@ -818,7 +828,10 @@ class Secret:
         if current is None:
             value = {"username": self.username, "password": secrets.token_urlsafe(32)}
             client.create_secret(
-                Name=self.name, Description=self.description, SecretString=json.dumps(value)
+                Name=self.name,
+                Description=self.description,
+                SecretString=json.dumps(value),
+                Tags=[{"Key": MANAGED_BY_TAG, "Value": MANAGED_BY}],
             )
             change.action = "created"
         else:
@@ -836,8 +849,16 @@ class Secret:
 
     def delete(self, ctx: ApplyContext) -> Change:
         client = ctx.client("secretsmanager")
-        if self._description(client) is None:
+        current = self._description(client)
+        if current is None:
             return Change(self.label, "absent")
+        tags = {tag.get("Key"): tag.get("Value") for tag in current.get("Tags", [])}
+        if tags.get(MANAGED_BY_TAG) != MANAGED_BY:
+            return Change(
+                self.label,
+                "kept",
+                ["not created by the deploy; remove it with `aws secretsmanager delete-secret`"],
+            )
         client.delete_secret(SecretId=self.name, ForceDeleteWithoutRecovery=True)
         return Change(self.label, "deleted")
 

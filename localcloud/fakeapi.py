@@ -1,7 +1,7 @@
 """A MooVitamix-compatible fake API: lazy, deterministic data, the contract's quirks, faults.
 
 The pipeline is also pointed at the original upstream app, so this fake serves exactly the
-contract of `MOOVITAMIX_API.md` (same paths, query parameters, page envelope, 422 bodies,
+contract of `docs/source-api.md` (same paths, query parameters, page envelope, 422 bodies,
 `/` -> `/docs`), and nothing upstream lacks. What it adds is control:
 
 * data is a pure function of `(seed, entity, index)`, computed when a page is served, so a

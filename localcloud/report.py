@@ -8,12 +8,12 @@ moto cannot compute percentiles, so those come from the EMF lines the handlers w
 local log group, `emf.jsonl`), as CloudWatch Logs Insights would compute them in AWS.
 
 The data is collected while the local cloud runs (`collect`), kept as `health.json`, and drawn
-with matplotlib (`render`): `DIR/index.html` and one PNG per chart in `DIR/charts/`.
+by `localcloud/report_page.py` (`render`): `DIR/index.html` and one PNG per chart in
+`DIR/charts/`.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import math
 from collections.abc import Sequence
@@ -29,11 +29,8 @@ from localcloud.metrics_bridge import dimension_list, read_emf_archive
 if TYPE_CHECKING:
     from localcloud.stack import LocalCloud
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-RUNBOOK = PROJECT_ROOT / "docs" / "operations.md"
 POINTS = 30
 """Periods per time-series chart: the period is the report's window divided by this."""
-STATE_COLOURS = {"OK": "#2e7d32", "ALARM": "#c62828", "INSUFFICIENT_DATA": "#9e9e9e"}
 
 
 @dataclass
@@ -44,6 +41,8 @@ class Line:
     values: list[float]
     total: float | None
     """The statistic over the whole window (sum, extreme, or percentile of every value)."""
+    runs: list[float | None] = field(default_factory=list)
+    """The statistic over each run (`HealthData.runs`, same order); None: no data in that run."""
 
 
 @dataclass
@@ -108,6 +107,7 @@ def collect(cloud: LocalCloud) -> HealthData:
     intro = ""
     charts: list[Chart] = []
     alarm_names: list[str] = []
+    metric_widgets: list[dict[str, Any]] = []
     for widget in body["widgets"]:
         properties = widget["properties"]
         if widget["type"] == "text":
@@ -116,6 +116,9 @@ def collect(cloud: LocalCloud) -> HealthData:
             alarm_names = [arn.rsplit(":", 1)[-1] for arn in properties["alarms"]]
         elif widget["type"] == "metric":
             charts.append(_metric_chart(cloudwatch, widget, archive, start, end, period))
+            metric_widgets.append(widget)
+    runs = _runs(cloud, resources.prefix, cloudwatch, start, end)
+    _fill_run_values(cloudwatch, metric_widgets, charts, archive, runs, end)
     return HealthData(
         pipeline=resources.prefix,
         stage=resources.stage,
@@ -127,7 +130,7 @@ def collect(cloud: LocalCloud) -> HealthData:
         intro=intro,
         charts=charts,
         alarms=_alarms(cloudwatch, alarm_names),
-        runs=_runs(cloud, resources.prefix, cloudwatch, start, end),
+        runs=runs,
     )
 
 
@@ -184,6 +187,76 @@ def _metric_chart(
         for item in properties.get("annotations", {}).get("horizontal", [])
     ]
     return Chart(properties["title"], lines, thresholds)
+
+
+def run_bounds(runs: list[RunSummary], end: datetime) -> list[tuple[datetime, datetime] | None]:
+    """Each run's interval: from its start (to the second) to the next run's start, or `end`.
+
+    The local cloud starts each run in a second no earlier run wrote metrics in
+    (`LocalMonitoring.begin_run`), so every datapoint falls in exactly one interval.
+    """
+    starts = [
+        _parse(run.started_at).replace(microsecond=0) if run.started_at else None for run in runs
+    ]
+    bounds: list[tuple[datetime, datetime] | None] = []
+    for index, begin in enumerate(starts):
+        later = [moment for moment in starts[index + 1 :] if moment is not None]
+        stop = later[0] if later else end
+        bounds.append((begin, stop) if begin is not None and stop > begin else None)
+    return bounds
+
+
+def _fill_run_values(
+    cloudwatch: Any,
+    widgets: list[dict[str, Any]],
+    charts: list[Chart],
+    archive: dict[Any, list[tuple[datetime, float]]],
+    runs: list[RunSummary],
+    end: datetime,
+) -> None:
+    """Set `Line.runs`: each line's statistic over each run, one `GetMetricData` bucket per run."""
+    specs = [
+        (line, spec)
+        for widget, chart in zip(widgets, charts, strict=True)
+        for line, spec in zip(chart.lines, metric_lines({"widgets": [widget]}), strict=True)
+    ]
+    for line, _ in specs:
+        line.runs = [None] * len(runs)
+    for index, bounds in enumerate(run_bounds(runs, end)):
+        if bounds is None:
+            continue
+        begin, stop = bounds
+        queries: list[dict[str, Any]] = []
+        by_id: dict[str, Line] = {}
+        for number, (line, (namespace, metric, dimensions, _options)) in enumerate(specs):
+            if line.stat.startswith("p"):
+                key = (namespace, metric, tuple(sorted(dimensions.items())))
+                values = [value for moment, value in archive.get(key, []) if begin <= moment < stop]
+                if values:
+                    line.runs[index] = percentile(values, float(line.stat[1:]) / 100.0)
+                continue
+            by_id[f"r{number}"] = line
+            queries.append(
+                {
+                    "Id": f"r{number}",
+                    "MetricStat": {
+                        "Metric": {
+                            "Namespace": namespace,
+                            "MetricName": metric,
+                            "Dimensions": dimension_list(dimensions),
+                        },
+                        "Period": max(1, math.ceil((stop - begin).total_seconds())),
+                        "Stat": line.stat,
+                    },
+                }
+            )
+        for first in range(0, len(queries), 500):
+            response = cloudwatch.get_metric_data(
+                MetricDataQueries=queries[first : first + 500], StartTime=begin, EndTime=stop
+            )
+            for result in response["MetricDataResults"]:
+                line = by_id[result["Id"]]
+                line.runs[index] = _combine(line.stat, [float(v) for v in result["Values"]])
 
 
 def _percentile_line(
@@ -316,247 +389,9 @@ def _parse(moment: str) -> datetime:
 
 def render(data: HealthData, out_dir: Path) -> Path:
     """Write `out_dir/index.html`, `out_dir/charts/*.png` and `out_dir/health.json`."""
-    import matplotlib
+    from localcloud.report_page import render as render_page
 
-    matplotlib.use("Agg")
-    charts_dir = out_dir / "charts"
-    charts_dir.mkdir(parents=True, exist_ok=True)
-    for stale in charts_dir.glob("*.png"):
-        stale.unlink()
-    (out_dir / "health.json").write_text(data.to_json(), encoding="utf-8")
-
-    figures: list[tuple[str, str, str]] = []  # (title, file, caption html)
-    figures.append(("Runs over time (run manifests)", _draw_runs(data.runs, charts_dir), ""))
-    figures.append(("Alarm states", _draw_alarms(data.alarms, charts_dir), ""))
-    for number, chart in enumerate(data.charts):
-        file_name = _draw_chart(chart, data, charts_dir / f"chart-{number:02d}.png")
-        figures.append((chart.title, file_name, _totals_table(chart)))
-    page = _page(data, figures)
-    index = out_dir / "index.html"
-    index.write_text(page, encoding="utf-8")
-    return index
-
-
-def _figure(width: float = 7.0, height: float = 3.4) -> tuple[Any, Any]:
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(width, height), dpi=100)
-    return figure, axes
-
-
-def _save(figure: Any, path: Path, tight: bool = True) -> str:
-    import matplotlib.pyplot as plt
-
-    if tight:
-        figure.tight_layout()
-    figure.savefig(path, format="png")
-    plt.close(figure)
-    return f"charts/{path.name}"
-
-
-def _draw_chart(chart: Chart, data: HealthData, path: Path) -> str:
-    """Left: the lines over the window (as the dashboard shows them); right: window totals."""
-    import matplotlib.dates as mdates
-    import matplotlib.pyplot as plt
-
-    # Fixed axes positions: automatic layout (tight/constrained) costs more than the drawing.
-    figure = plt.figure(figsize=(10.0, 3.6), dpi=100)
-    series = figure.add_axes((0.05, 0.16, 0.47, 0.68))
-    totals = figure.add_axes((0.78, 0.16, 0.20, 0.68))
-    drawn = 0
-    highest = 0.0
-    for line in chart.lines:
-        if not line.values:
-            continue
-        moments = mdates.date2num([datetime.fromisoformat(m) for m in line.timestamps])
-        series.plot(moments, line.values, marker="o", markersize=3, linewidth=1.2, label=line.label)
-        highest = max(highest, max(line.values))
-        drawn += 1
-    for label, value in chart.thresholds:
-        if drawn and value <= max(highest, 1.0) * 3:
-            series.axhline(value, color="#c62828", linestyle="--", linewidth=1, label=label)
-    if not drawn:
-        series.text(
-            0.5,
-            0.5,
-            "no data in this window",
-            ha="center",
-            va="center",
-            transform=series.transAxes,
-            color="#777",
-        )
-    series.set_xlim(
-        mdates.date2num(datetime.fromisoformat(data.window_start)),
-        mdates.date2num(datetime.fromisoformat(data.window_end)),
-    )
-    locator = mdates.AutoDateLocator()
-    series.xaxis.set_major_locator(locator)
-    series.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-    series.tick_params(labelsize=7)
-    series.grid(alpha=0.3)
-    if drawn:
-        series.set_ylim(bottom=0)
-        series.legend(fontsize=6, ncol=2 if drawn > 6 else 1, loc="upper left", framealpha=0.8)
-
-    labels = [f"{line.label} ({line.stat})" for line in chart.lines]
-    values = [line.total or 0.0 for line in chart.lines]
-    totals.barh(range(len(labels)), values, color="#1565c0")
-    totals.set_yticks(range(len(labels)))
-    totals.set_yticklabels(labels, fontsize=6)
-    totals.invert_yaxis()
-    totals.set_xlim(0, max([*values, 0.0]) * 1.1 or 1.0)
-    totals.tick_params(axis="x", labelsize=7)
-    totals.set_title("over the window", fontsize=8)
-    totals.grid(alpha=0.3, axis="x")
-    figure.suptitle(chart.title, fontsize=10)
-    return _save(figure, path, tight=False)
-
-
-def _draw_runs(runs: list[RunSummary], charts_dir: Path) -> str:
-    figure, axes = _figure()
-    steps = ("fetched", "published", "written", "quarantined")
-    if runs:
-        width = 0.8 / len(steps)
-        for offset, step in enumerate(steps):
-            axes.bar(
-                [index + offset * width for index in range(len(runs))],
-                [run.counts.get(step, 0) for run in runs],
-                width=width,
-                label=step,
-            )
-        axes.set_xticks([index + 0.4 - width / 2 for index in range(len(runs))])
-        axes.set_xticklabels(
-            [f"{run.started_at[11:19]}\n{run.outcome}" for run in runs], fontsize=7
-        )
-        for tick, run in zip(axes.get_xticklabels(), runs, strict=True):
-            tick.set_color(
-                STATE_COLOURS["OK"] if run.outcome == "succeeded" else STATE_COLOURS["ALARM"]
-            )
-        axes.legend(fontsize=7)
-    else:
-        axes.text(0.5, 0.5, "no runs", ha="center", va="center", transform=axes.transAxes)
-    axes.set_title("Runs: records per step (all entities)", fontsize=10)
-    axes.grid(alpha=0.3, axis="y")
-    return _save(figure, charts_dir / "runs.png")
-
-
-def _draw_alarms(alarms: list[AlarmState], charts_dir: Path) -> str:
-    figure, axes = _figure(height=max(2.0, 0.3 * len(alarms) + 0.8))
-    names = [alarm.name for alarm in alarms]
-    axes.barh(
-        range(len(alarms)),
-        [1] * len(alarms),
-        color=[STATE_COLOURS.get(alarm.state, "#9e9e9e") for alarm in alarms],
-    )
-    for index, alarm in enumerate(alarms):
-        axes.text(0.02, index, alarm.state, va="center", color="white", fontsize=8, weight="bold")
-    axes.set_yticks(range(len(alarms)))
-    axes.set_yticklabels(names, fontsize=7)
-    axes.invert_yaxis()
-    axes.set_xticks([])
-    axes.set_xlim(0, 1)
-    axes.set_title("Alarm states", fontsize=10)
-    return _save(figure, charts_dir / "alarms.png")
-
-
-def _totals_table(chart: Chart) -> str:
-    rows = "".join(
-        f"<tr><td>{html.escape(line.label)}</td><td>{html.escape(line.stat)}</td>"
-        f"<td class=num>{'-' if line.total is None else f'{line.total:,.3g}'}</td></tr>"
-        for line in chart.lines
-    )
-    return f"<table class=totals><tr><th>line</th><th>stat</th><th>window</th></tr>{rows}</table>"
-
-
-def _page(data: HealthData, figures: list[tuple[str, str, str]]) -> str:
-    alarming = [alarm for alarm in data.alarms if alarm.state == "ALARM"]
-    last = data.runs[-1] if data.runs else None
-    verdict = (
-        "healthy" if last and last.outcome == "succeeded" and not alarming else "needs attention"
-    )
-    runbook = RUNBOOK.as_uri()
-    alarm_rows = "".join(
-        f"<tr class={alarm.state.lower()}><td>{html.escape(alarm.name)}</td>"
-        f"<td>{alarm.state}</td><td>{_linked(alarm.description, runbook)}</td>"
-        f"<td>{html.escape(alarm.reason)}</td></tr>"
-        for alarm in data.alarms
-    )
-    run_rows = "".join(
-        f"<tr><td>{html.escape(run.run_id)}</td><td>{html.escape(run.started_at)}</td>"
-        f"<td>{html.escape(run.ingest_status)}</td><td>{html.escape(run.outcome)}</td>"
-        + "".join(
-            f"<td class=num>{run.counts.get(step, 0)}</td>"
-            for step in ("fetched", "published", "written", "quarantined", "pages")
-        )
-        + "</tr>"
-        for run in data.runs
-    )
-    cards = "".join(
-        f"<figure><img src='{html.escape(file)}' alt='{html.escape(title)}'>"
-        f"<figcaption>{html.escape(title)}{caption}</figcaption></figure>"
-        for title, file, caption in figures
-    )
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<title>{html.escape(data.pipeline)} pipeline health</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }}
-.grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(640px, 1fr)); gap: 1em; }}
-figure {{ margin: 0; border: 1px solid #ddd; padding: .5em; }}
-img {{ max-width: 100%; }}
-table {{ border-collapse: collapse; font-size: .85em; margin: .5em 0; }}
-td, th {{ border: 1px solid #ddd; padding: .2em .5em; text-align: left; vertical-align: top; }}
-.num {{ text-align: right; }}
-tr.alarm td:nth-child(2) {{ color: #c62828; font-weight: bold; }}
-tr.ok td:nth-child(2) {{ color: #2e7d32; }}
-.bad {{ color: #c62828; font-weight: bold; }}
-</style></head><body>
-<h1>{html.escape(data.pipeline)} pipeline: {verdict}</h1>
-<p>Stage <code>{html.escape(data.stage)}</code>, dashboard
-<code>{html.escape(data.dashboard)}</code>. Window {html.escape(data.window_start)} to
-{html.escape(data.window_end)}, {data.period_s} s per point. Generated
-{html.escape(data.generated_at)} from the local cloud's CloudWatch, DynamoDB and EMF log.
-{len(alarming)} alarm(s) in ALARM. <span id="image-status">checking charts...</span></p>
-<pre>{html.escape(data.intro)}</pre>
-<h2>Alarms</h2>
-<table><tr><th>alarm</th><th>state</th><th>what to do</th><th>why (local evaluator)</th></tr>
-{alarm_rows}</table>
-<h2>Runs</h2>
-<table><tr><th>run</th><th>started</th><th>ingest</th><th>outcome</th><th>fetched</th>
-<th>published</th><th>written</th><th>quarantined</th><th>pages</th></tr>{run_rows}</table>
-<h2>Dashboard</h2>
-<div class="grid">{cards}</div>
-<script>
-window.addEventListener("load", function () {{
-  var images = Array.prototype.slice.call(document.images);
-  var loaded = images.filter(function (img) {{ return img.complete && img.naturalWidth > 0; }});
-  images.forEach(function (img) {{
-    img.setAttribute("data-loaded", String(img.complete && img.naturalWidth > 0));
-  }});
-  var status = document.getElementById("image-status");
-  status.setAttribute("data-images", String(images.length));
-  status.setAttribute("data-loaded", String(loaded.length));
-  status.textContent = loaded.length === images.length
-    ? "all " + images.length + " charts loaded"
-    : (images.length - loaded.length) + " chart(s) failed to load";
-  if (loaded.length !== images.length) {{ status.className = "bad"; }}
-}});
-</script>
-</body></html>
-"""
-
-
-def _linked(description: str, runbook: str) -> str:
-    """The description with its `docs/operations.md#anchor` turned into a link."""
-    text = html.escape(description)
-    marker = "docs/operations.md#"
-    if marker not in description:
-        return text
-    anchor = description.split(marker, 1)[1].split()[0].rstrip(".")
-    return text.replace(
-        html.escape(marker + anchor),
-        f"<a href='{runbook}#{html.escape(anchor)}'>{marker}{anchor}</a>",
-    )
+    return render_page(data, out_dir)
 
 
 def write_report(cloud: LocalCloud, out_dir: Path) -> Path:

@@ -13,9 +13,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chalicelib.settings import Settings
+from chalicelib.sinks.postgres_connection import Credentials
 from infra import provision as provisioning
 from infra.cloudformation import infra_template, sam_merge_template
 from infra.monitoring import cloudformation_resources
+from infra.postgres_secret import ensure_postgres_secret
 from infra.provision import (
     ALARM_TOPIC,
     FAILURE_QUEUE,
@@ -165,6 +167,30 @@ def test_the_secret_keeps_its_value_and_never_holds_a_fixed_password(spec: Stack
     apply_stack(spec)
     kept = secrets.get_secret_value(SecretId=spec.postgres_secret_name)["SecretString"]
     assert json.loads(kept) == {"set": "by ops"}
+
+
+def test_a_secret_written_before_the_deploy_is_used_and_outlives_destroy(spec: StackSpec) -> None:
+    """The LocalStack init hook writes the database's real password before any deploy."""
+    credentials = Credentials("postgres", 5432, "moovitamix", "the-real-one", "moovitamix")
+    ensure_postgres_secret(spec.postgres_secret_name, credentials)
+    secrets = client("secretsmanager")
+
+    def stored() -> Credentials:
+        value = secrets.get_secret_value(SecretId=spec.postgres_secret_name)["SecretString"]
+        return Credentials.from_secret(value)
+
+    applied = {change.resource: change for change in apply_stack(spec).changes}
+    assert str(applied[f"secret {spec.postgres_secret_name}"]).startswith("updated")  # description
+    assert stored() == credentials
+    removed = {change.resource: change for change in destroy_stack(spec).changes}
+    kept = removed.pop(f"secret {spec.postgres_secret_name}")
+    assert kept.action == "kept"
+    assert "delete-secret" in str(kept)
+    assert actions(list(removed.values())) == {"deleted"}
+    assert stored() == credentials
+    again = {change.resource: change.action for change in apply_stack(spec).changes}
+    assert again[f"secret {spec.postgres_secret_name}"] == "unchanged"
+    assert stored() == credentials
 
 
 def test_destroy_deletes_everything_even_a_bucket_with_records(spec: StackSpec) -> None:

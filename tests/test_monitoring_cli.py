@@ -57,6 +57,9 @@ def test_report_runs_the_pipeline_several_times_and_writes_the_page(
     fetched = next(c for c in health["charts"] if c["title"].startswith("Fetched"))
     users = next(line for line in fetched["lines"] if line["label"] == "users fetched")
     assert users["total"] == 16  # both runs
+    assert users["runs"] == [8, 8]  # each run's own value, as the page's bars show it
+    published = next(line for line in fetched["lines"] if line["label"] == "users published")
+    assert published["runs"] == [8, 0]  # the second run found nothing changed
 
 
 def test_report_refuses_nonsense(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

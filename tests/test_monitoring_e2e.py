@@ -1,4 +1,4 @@
-"""Monitoring end to end on the embedded local cloud: metrics, alarms, dashboard, logs, report.
+"""Monitoring end to end on the embedded local cloud: metrics, alarms, dashboard, logs.
 
 One cloud with a flaky API (429s and 5xx that retries absorb) serves most tests; two more
 clouds provoke what cannot share it: a broken load function fed poison records, and an API
@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +26,6 @@ from infra.alarms import alarm_definitions
 from infra.dashboard import dashboard_body, metric_lines
 from localcloud.fakeapi import FakeApiServer, FaultInjector
 from localcloud.metrics_bridge import dimension_list
-from localcloud.report import write_report
 from localcloud.services import free_port
 from localcloud.stack import LocalCloud, RunReport
 from tests.contract_server import UNAVAILABLE, ContractServer, odd_rows
@@ -426,80 +422,6 @@ def test_logs_are_json_and_correlate_pages_with_stored_records(
     emails = [row["email"] for row in cloud.stored_items("dynamodb", "users")]
     assert emails
     assert not any(email in text for email in emails), "a payload field reached the logs"
-
-
-# -- the health report --------------------------------------------------------------------------
-
-
-class _Images(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.images: list[dict[str, str | None]] = []
-        self.status: dict[str, str | None] = {}
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        attributes = dict(attrs)
-        if tag == "img":
-            self.images.append(attributes)
-        if attributes.get("id") == "image-status":
-            self.status = attributes
-
-
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    raise AssertionError("headless Chromium is needed: apt-get install -y chromium")
-
-
-def test_the_report_renders_every_chart_in_chromium(
-    cloud: LocalCloud, first_run: FirstRun, tmp_path: Path
-) -> None:
-    index = write_report(cloud, tmp_path / "report")
-    profile = tmp_path / "chromium-profile"
-    profile.mkdir()
-    result = subprocess.run(
-        [
-            chromium(),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={profile}",
-            "--virtual-time-budget=10000",
-            "--dump-dom",
-            index.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    page = _Images()
-    page.feed(result.stdout)
-    charts = len(list((tmp_path / "report" / "charts").glob("*.png")))
-    widgets = sum(
-        1
-        for widget in json.loads(
-            aws.client("cloudwatch").get_dashboard(DashboardName=f"{PREFIX}-pipeline")[
-                "DashboardBody"
-            ]
-        )["widgets"]
-        if widget["type"] == "metric"
-    )
-    assert len(page.images) == charts == widgets + 2  # + runs over time, alarm states
-    assert all(image["data-loaded"] == "true" for image in page.images), page.images
-    assert page.status["data-images"] == page.status["data-loaded"] == str(charts)
-    assert first_run.report.run_id in result.stdout
-    assert alarm_name("pipeline-stale") in result.stdout
-    health = json.loads((tmp_path / "report" / "health.json").read_text())
-    assert {run["run_id"] for run in health["runs"]} >= {first_run.report.run_id}
 
 
 # -- clouds of their own ------------------------------------------------------------------------
