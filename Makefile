@@ -16,19 +16,23 @@ LOCAL_AWS = env -u AWS_PROFILE -u AWS_SESSION_TOKEN \
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1}
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run report test browser lint typecheck check clean security
+.PHONY: help venv lock run report test browser lint typecheck check clean security
 .PHONY: deploy deploy-local package destroy destroy-local invoke-local
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
+# Installed from the locks only (every version pinned, every file hashed): requirements-dev.txt
+# holds the Lambda set of requirements.txt plus the tools. Edit requirements*.in, then `make lock`.
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.txt
 	touch $(STAMP)
 
-venv: $(STAMP) ## create .venv with everything the project needs
+venv: $(STAMP) ## create .venv with everything the project needs, from the hashed locks
+
+lock: $(STAMP) ## re-lock requirements*.in into requirements*.txt (needs PyPI; ARGS="--upgrade")
+	$(BIN)/python -m infra.locks compile $(ARGS)
 
 run: $(STAMP) ## start the embedded local cloud and run one scheduled ingestion (ARGS="--records 5000")
 	$(BIN)/python -m localcloud run $(ARGS)
@@ -47,7 +51,8 @@ browser: ## Debian's chromium, which the health-report test opens (apt-get when 
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
 		{ apt-get update -qq && apt-get install -y -qq chromium; }
 
-lint: $(STAMP) ## ruff
+lint: $(STAMP) ## ruff, and the locks still match requirements*.in (offline)
+	$(BIN)/python -m infra.locks check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
