@@ -183,9 +183,9 @@ def problems(root: Path = PROJECT_ROOT) -> list[str]:
         except LockError as error:
             found.append(str(error))
             continue
-        for pin in pins.values():
-            if pin.hashes == 0:
-                found.append(f"{lock.lock}: {pin.line} has no --hash")
+        for unhashed in pins.values():
+            if unhashed.hashes == 0:
+                found.append(f"{lock.lock}: {unhashed.line} has no --hash")
         for requirement in input_requirements(source):
             if requirement.marker is not None and not requirement.marker.evaluate():
                 continue

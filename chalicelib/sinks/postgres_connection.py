@@ -81,14 +81,14 @@ def read_secret(secret_id: str) -> Credentials:
     return Credentials.from_secret(response["SecretString"])
 
 
-def tls_parameters(settings: Settings) -> dict[str, str]:
+def tls_parameters(settings: Settings) -> dict[str, Any]:
     """libpq's `sslmode` and, when set, `sslrootcert` (relative paths from the package root).
 
     With `verify-full` libpq encrypts, checks that the server's certificate chains to a CA
     of the bundle and that it names the host it connects to; a missing bundle fails the
     connection (never a silent fallback to plaintext or to an unchecked server).
     """
-    parameters = {"sslmode": settings.postgres_sslmode}
+    parameters: dict[str, Any] = {"sslmode": settings.postgres_sslmode}
     if settings.postgres_sslrootcert:
         bundle = Path(settings.postgres_sslrootcert)
         if settings.postgres_sslrootcert != "system" and not bundle.is_absolute():
