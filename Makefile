@@ -59,9 +59,11 @@ lint: $(STAMP) ## ruff, and the locks still match requirements*.in (offline)
 typecheck: $(STAMP) ## mypy
 	$(BIN)/mypy
 
-security: $(STAMP) ## bandit on the code, pip-audit on the installed dependencies
+# The audit prints what it could audit; with no vulnerability service reachable it warns loudly
+# and exits 0 unless AUDIT_REQUIRED=1 (docs/deploy.md, "Security checks").
+security: $(STAMP) ## bandit on the code; pip-audit on the locks, saying what it audited (AUDIT_REQUIRED=1)
 	$(BIN)/bandit -q -c pyproject.toml -r .
-	$(BIN)/pip-audit --progress-spinner off
+	$(BIN)/python -m infra.dependency_audit
 
 check: lint typecheck security test ## everything CI runs
 
