@@ -60,7 +60,7 @@ typecheck: $(STAMP) ## mypy
 	$(BIN)/mypy
 
 # The audit prints what it could audit; with no vulnerability service reachable it warns loudly
-# and exits 0 unless AUDIT_REQUIRED=1 (docs/deploy.md, "Security checks").
+# and exits 0 unless AUDIT_REQUIRED=1 (docs/operations.md, "Security checks").
 security: $(STAMP) ## bandit on the code; pip-audit on the locks, saying what it audited (AUDIT_REQUIRED=1)
 	$(BIN)/bandit -q -c pyproject.toml -r .
 	$(BIN)/python -m infra.dependency_audit
