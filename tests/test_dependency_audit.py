@@ -130,6 +130,11 @@ def test_make_security_runs_bandit_and_the_audit_wrapper() -> None:
     dry_run = subprocess.run(
         ["make", "-n", "-W", ".venv/.installed", "security"],
         cwd=PROJECT_ROOT,
+        env={
+            name: value
+            for name, value in os.environ.items()
+            if name not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")
+        },
         capture_output=True,
         text=True,
         check=True,
