@@ -28,19 +28,17 @@ from infra.deploy import check_preflight, spec_for
 from infra.network import ENDPOINT_SERVICES, STAGE_TAG, vpc_endpoint_resources
 from infra.resources import ApplyContext
 from infra.stages import PROJECT_ROOT, Stage
+from tests.preflight_helpers import (
+    BUNDLE,
+    READY_ENDPOINTS,
+    READY_NETWORK,
+    make_ready,
+    ready_section,
+    valid_bundle,
+)
 from tests.tls_helpers import make_authority
 
 REGION = "us-east-1"
-BUNDLE = "chalicelib/certs/rds-global-bundle.pem"
-READY_NETWORK = {
-    "subnet_ids": ["subnet-0a1b2c3d4e5f60718", "subnet-0a1b2c3d4e5f60719"],
-    "security_group_ids": ["sg-0a1b2c3d4e5f6071a"],
-}
-READY_ENDPOINTS = {
-    "vpc_id": "vpc-0a1b2c3d4e5f6071b",
-    "route_table_ids": ["rtb-0a1b2c3d4e5f6071c"],
-    "security_group_ids": ["sg-0a1b2c3d4e5f6071d"],
-}
 
 
 def shipped_config() -> dict[str, Any]:
@@ -62,22 +60,23 @@ def project_with(
 def ready_config(**environment: str) -> dict[str, Any]:
     """The dev stage filled in as a user would: real-looking ids, verify-full, the bundle."""
     config = copy.deepcopy(shipped_config())
-    dev = config["stages"]["dev"]
-    for function in preflight.POSTGRES_FUNCTIONS:
-        dev["lambda_functions"][function].update(copy.deepcopy(READY_NETWORK))
-    dev["vpc_endpoints"] = copy.deepcopy(READY_ENDPOINTS)
-    dev["environment_variables"].update(environment)
+    config["stages"]["dev"] = ready_section(config["stages"]["dev"])
+    config["stages"]["dev"]["environment_variables"].update(environment)
     return config
-
-
-def valid_bundle() -> bytes:
-    return make_authority("Amazon RDS test root").pem() + make_authority("second root").pem()
 
 
 def test_a_filled_in_dev_stage_passes(tmp_path: Path) -> None:
     stage = project_with(tmp_path, ready_config(), valid_bundle())
     assert preflight.problems(stage) == []
     check_preflight(stage)  # does not raise
+
+
+def test_make_ready_fills_in_a_copy_of_the_project(tmp_path: Path) -> None:
+    (tmp_path / ".chalice").mkdir()
+    (tmp_path / ".chalice" / "config.json").write_text(json.dumps(shipped_config()))
+    assert preflight.problems(Stage.load("dev", tmp_path))
+    make_ready(tmp_path, "dev")
+    assert preflight.problems(Stage.load("dev", tmp_path)) == []
 
 
 def test_the_shipped_dev_stage_is_refused_before_any_aws_call() -> None:
