@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from infra import preflight
+from infra import policies, preflight
 from tests.tls_helpers import make_authority
 
 BUNDLE = "chalicelib/certs/rds-global-bundle.pem"
@@ -47,10 +47,12 @@ def ready_section(section: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_ready(project: Path, stage: str = "dev") -> None:
-    """Fill in `stage` of the project at `project` in place and write the CA bundle there."""
+    """Fill in `stage` of the project at `project` in place, write the CA bundle there and
+    regenerate the project's IAM policy files (they name the new subnets and groups)."""
     path = project / ".chalice" / "config.json"
     config = json.loads(path.read_text())
     config["stages"][stage] = ready_section(config["stages"][stage])
     path.write_text(json.dumps(config, indent=2))
     (project / BUNDLE).parent.mkdir(parents=True, exist_ok=True)
     (project / BUNDLE).write_bytes(valid_bundle())
+    policies.write_all(project)

@@ -22,7 +22,7 @@ import boto3
 import pytest
 from cfnlint.api import ManualArgs, lint
 
-from infra import preflight
+from infra import policies, preflight
 from infra.cloudformation import infra_template
 from infra.deploy import check_preflight, spec_for
 from infra.network import ENDPOINT_SERVICES, STAGE_TAG, vpc_endpoint_resources
@@ -77,6 +77,7 @@ def test_make_ready_fills_in_a_copy_of_the_project(tmp_path: Path) -> None:
     assert preflight.problems(Stage.load("dev", tmp_path))
     make_ready(tmp_path, "dev")
     assert preflight.problems(Stage.load("dev", tmp_path)) == []
+    assert policies.stale_files(tmp_path) == []
 
 
 def test_the_shipped_dev_stage_is_refused_before_any_aws_call() -> None:
