@@ -8,6 +8,7 @@ its in-process handlers. AWS endpoints are not settings: boto3 and PynamoDB read
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field, HttpUrl, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -64,8 +65,19 @@ class Settings(BaseSettings):
         default=None,
         description="libpq connection string, for local use when there is no secret; never logged",
     )
-    postgres_sslmode: str = Field(
-        default="prefer", description="libpq sslmode of connections made from the secret"
+    postgres_sslmode: Literal[
+        "disable", "allow", "prefer", "require", "verify-ca", "verify-full"
+    ] = Field(
+        default="verify-full",
+        description="libpq sslmode of connections made from the secret: verify-full (the "
+        "default) encrypts and checks the server's certificate and host name against "
+        "postgres_sslrootcert; the local stages, on one machine, set disable",
+    )
+    postgres_sslrootcert: str | None = Field(
+        default=None,
+        description="PEM bundle of the CAs the server's certificate must chain to (AWS: the "
+        "RDS CA bundle shipped in the package); a relative path is taken from the package "
+        "root (/var/task on Lambda)",
     )
     postgres_connect_timeout_s: int = Field(
         default=5, ge=1, le=60, description="Seconds to wait for a PostgreSQL connection"

@@ -34,10 +34,11 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib import aws
-from infra import policies
+from infra import policies, preflight
 from infra.cloudformation import add_to_terraform, infra_template, sam_merge_template
 from infra.deploy_check import check_deployment
 from infra.monitoring import apply_monitoring, remove_monitoring
+from infra.network import endpoints_of_stage
 from infra.provision import FAILURE_QUEUE, STREAM, StackResult, apply_stack, destroy_stack
 from infra.resources import Change
 from infra.spec import StackSpec
@@ -116,7 +117,25 @@ def spec_for(stage: Stage) -> StackSpec:
         ),
         production=stage.production,
         tls_only=not stage.emulator,
+        vpc_endpoints=endpoints_of_stage(
+            stage.section, stage.function_setting(LOAD_FUNCTION, "subnet_ids", []) or []
+        ),
     )
+
+
+def check_preflight(stage: Stage, refuse: bool = True) -> None:
+    """TLS to RDS and the VPC (`infra.preflight`); emulator stages are exempt.
+
+    `deploy` refuses a stage with a problem; `package` (refuse=False) warns, since its
+    templates are also written to be read before the stage is ready.
+    """
+    if stage.name in EMULATOR_STAGES:
+        return
+    if refuse:
+        preflight.check(stage)
+        return
+    for problem in preflight.problems(stage):
+        print(f"WARNING: stage {stage.name} is not ready for AWS: {problem}", file=sys.stderr)
 
 
 def chalice_environment(stage: Stage) -> dict[str, str]:
@@ -162,6 +181,7 @@ def check_policies(stage: Stage) -> None:
 def deploy(stage: Stage) -> Report:
     check_target(stage)
     check_policies(stage)
+    check_preflight(stage)
     check_account(stage)
     spec = spec_for(stage)
     report = Report(stage.name, endpoint_label())
@@ -348,6 +368,7 @@ class Packages:
 def package(stage: Stage, out: Path) -> Packages:
     """CloudFormation (SAM, infra merged) and Terraform packages of the stage under `out/STAGE`."""
     check_policies(stage)
+    check_preflight(stage, refuse=False)
     spec = spec_for(stage)
     root = (out / stage.name).resolve()
     if root.exists():

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from chalicelib.settings import Settings
+from infra.network import vpc_endpoint_resources
 from infra.resources import (
     ApplyContext,
     Attr,
@@ -121,7 +122,7 @@ def core_resources(spec: StackSpec) -> list[Resource]:
 
 ResourceBuilder = Callable[[StackSpec], list[Resource]]
 
-BUILDERS: list[ResourceBuilder] = [core_resources]
+BUILDERS: list[ResourceBuilder] = [core_resources, vpc_endpoint_resources]
 """Every builder of the stack, applied in order (a resource may reference earlier ones).
 
 Hook for more infrastructure: append a builder, e.g. alarms and the dashboard, which get the

@@ -7,8 +7,12 @@ read names from a `StackSpec`, so that a name is spelt once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from chalicelib.settings import Settings
+
+if TYPE_CHECKING:
+    from infra.network import VpcEndpoints
 
 APP_NAME = "moovitamix-pipeline"
 """`app_name` of `.chalice/config.json` and `app.py`; Chalice prefixes function names with it."""
@@ -31,6 +35,9 @@ class StackSpec:
     tls_only: bool = True
     """Give the quarantine bucket its TLS-only policy; off only for an emulator reached over
     plain HTTP (it enforces the policy and would refuse every request)."""
+    vpc_endpoints: VpcEndpoints | None = None
+    """The VPC endpoints of a stage whose functions run in a VPC (`infra.network`); none
+    when the stage declares none (its subnets reach AWS through a NAT, or no VPC at all)."""
 
     @property
     def prefix(self) -> str:

