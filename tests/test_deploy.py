@@ -29,6 +29,7 @@ from infra.spec import StackSpec
 from infra.stages import FUNCTIONS, PROJECT_ROOT, Stage
 from infra.trigger import FailureSettings
 from localcloud.services import MotoServer
+from tests.preflight_helpers import make_ready
 
 STAGE = "localstack"  # what `make deploy-local` deploys by default
 REGION = "us-east-1"
@@ -808,6 +809,7 @@ def test_a_stage_is_only_deployed_to_the_account_and_region_it_is_pinned_to(
 ) -> None:
     """moto answers GetCallerIdentity with its account 123456789012; dev names 111122223333."""
     project = copy_project(tmp_path / "project")
+    make_ready(project, "dev")  # past the offline preflight (VPC, TLS) to the account check
     environment = emulator_environment(moto_server.url)
     for stage, region in (("dev", REGION), ("dev", "eu-west-1")):
         completed = subprocess.run(
