@@ -11,12 +11,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from chalicelib import wiring
 from chalicelib.sinks import postgres_connection
 from chalicelib.sinks.postgres_connection import Credentials
 from localcloud.postgres import EmbeddedPostgres
 from localcloud.services import MotoServer
+
+# No wall-clock judgement in tests: a 2-core CI machine running servers beside the test is slow
+# at times, which says nothing about the code. Tests that need fewer examples say so themselves.
+settings.register_profile("project", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("project")
 
 FAKE_AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
