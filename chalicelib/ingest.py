@@ -61,6 +61,9 @@ from chalicelib.stream import (
 )
 from chalicelib.telemetry import logger, page_id
 
+ANNOUNCED_TOTAL = "announced_total"
+"""Manifest field `announced_total.<resource>`: the `total` page 1 announced in this run."""
+
 
 class IngestFailed(RuntimeError):
     """At least one resource could not be ingested completely; the run must not succeed."""
@@ -113,6 +116,10 @@ class IngestResult:
     owns the run) or `duplicate` (the run was already published); None when it ran through."""
     waiting_for_workers: bool = False
     """Fanned-out work items are still running: the last of them finishes the run."""
+    crashed: bool = False
+    """A resource failed with an unexpected error (not the source's nor the stream's): the
+    other resources still ran and the summary is logged, but the run is left `running` for
+    Lambda's retry of the event to resume, as after a crash."""
 
     @property
     def ok(self) -> bool:
@@ -200,8 +207,17 @@ def run_ingest(
             if deps.progress is not None and state is not None
             else None
         )
+        announced = state.manifest.get(f"{ANNOUNCED_TOTAL}.{resource}") if state else None
         try:
-            finished = _ingest_resource(deps, result.run_id, resource, counts, checkpoint, deadline)
+            finished = _ingest_resource(
+                deps,
+                result.run_id,
+                resource,
+                counts,
+                checkpoint,
+                deadline,
+                expected_total=None if announced is None else int(announced),
+            )
         except (SourceError, PublishError) as error:
             finished = True
             counts.error = str(error)
@@ -222,6 +238,7 @@ def run_ingest(
             break
         except Exception as error:  # one resource never stops the others
             finished = True
+            result.crashed = True
             counts.error = f"{resource}: unexpected {type(error).__name__}: {_snippet(str(error))}"
             logger.exception(
                 "resource ingestion failed",
@@ -250,7 +267,7 @@ def run_ingest(
         if not deps.progress.finish_run_if_complete(result.run_id, utc_now_iso()):
             result.waiting_for_workers = True
             deps.progress.set_status_unless_final(result.run_id, "fanned_out")
-    elif result.status != "superseded":
+    elif result.status != "superseded" and not result.crashed:
         status = result.status
         fields = {"ingest_status": status}
         if status in ("published", "failed"):
@@ -297,8 +314,13 @@ def _ingest_resource(
     counts: ResourceCounts,
     checkpoint: ResourceCheckpoint | None = None,
     deadline: Deadline = NEVER,
+    expected_total: int | None = None,
 ) -> bool:
     """Publish the pages of `resource` after its checkpoint; False when stopped at the deadline.
+
+    A resumed resource must find the `total` its page 1 announced (`expected_total`): rows
+    added or removed meanwhile shift the offsets, and resuming after the checkpoint would skip
+    or repeat rows.
 
     Checkpoints are committed only when the publisher's buffer was flushed without error: after
     a failed publish (or any unexpected error) the pages since the last checkpoint are fetched
@@ -317,6 +339,7 @@ def _ingest_resource(
             counts,
             _CheckpointLedger(publisher, checkpoint),
             first_page=first_page,
+            expected_total=expected_total if first_page > 1 else None,
             deadline=deadline,
             fan_out=checkpoint is not None and first_page == 1,
         )
@@ -472,6 +495,8 @@ def _ingest_pages(
                 )
             ) as pages:
                 for page in pages:
+                    if page.number == 1 and isinstance(ledger, _CheckpointLedger):
+                        _remember_total(deps, run_id, page)
                     if fan_out and _fan_out(deps, run_id, page, counts):
                         return True
                     fan_out = False
@@ -492,6 +517,12 @@ def _ingest_pages(
     if source_error is not None:
         raise source_error
     return finished
+
+
+def _remember_total(deps: IngestDependencies, run_id: str, page: Page) -> None:
+    """Record the `total` page 1 announced, for an invocation resuming the run to check."""
+    if deps.progress is not None and page.number == 1:
+        deps.manifests.set_fields(run_id, {f"{ANNOUNCED_TOTAL}.{page.resource}": str(page.total)})
 
 
 def _fan_out(deps: IngestDependencies, run_id: str, page: Page, counts: ResourceCounts) -> bool:
