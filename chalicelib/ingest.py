@@ -384,6 +384,16 @@ def ingest_work_item(deps: IngestDependencies, item: WorkItem) -> ResourceCounts
         )
     except SourceError as error:
         record_api_error(item.resource, error.status)
+        logger.error(
+            "work item failed",
+            extra={
+                "step": "ingest",
+                "entity": item.resource,
+                "work_item": item.work_id,
+                "url": error.url,
+                "error": str(error),
+            },
+        )
         raise
     finally:
         counts.published = (
