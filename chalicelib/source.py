@@ -100,7 +100,7 @@ class Page:
     digest: bytes = field(default=b"", compare=False, repr=False)
     """Hash of the page's items as served: the same items give the same digest."""
     item_digests: frozenset[bytes] = field(default=frozenset(), compare=False, repr=False)
-    """Hash of each item as served, to see pages that overlap."""
+    """Hash of each row (non-empty object) as served, to see pages that overlap."""
 
 
 class _Envelope(BaseModel):
@@ -441,7 +441,12 @@ def _fetch_page(
         url=url,
         size=envelope.size,
         digest=hashlib.blake2b(b"".join(item_digests), digest_size=16).digest(),
-        item_digests=frozenset(item_digests),
+        # rows only: `null` or `0` served twice (poison) is no sign of overlapping pages
+        item_digests=frozenset(
+            digest
+            for digest, item in zip(item_digests, envelope.items, strict=True)
+            if isinstance(item, dict) and item
+        ),
     )
 
 
