@@ -57,6 +57,7 @@ from chalicelib.stream import (
     KinesisPublisher,
     OutgoingRecord,
     PublishError,
+    RecordTooLarge,
     encode_envelope,
 )
 from chalicelib.telemetry import logger, page_id
@@ -648,7 +649,13 @@ def _publish_page(
             counts.unchanged += 1
             entry.unchanged += 1
         else:
-            deps.publisher.add(record)  # a PublishError fails the resource: not the item's fault
+            try:
+                deps.publisher.add(record)  # a PublishError fails the resource, not the item
+            except RecordTooLarge as error:
+                _quarantine(deps, run_id, page, position, raw, error)
+                counts.quarantined += 1
+                entry.entries.append((position, None, None))
+                continue
         entry.entries.append(key)
     ledger.add(entry)
     logger.info(
