@@ -639,7 +639,7 @@ def _publish_page(
                     ),
                     entity=page.resource,
                 )
-        except Exception as error:  # RecordTooLarge, orjson.JSONEncodeError, or any other
+        except Exception as error:  # orjson.JSONEncodeError, a missing key, or any other
             # one item that cannot be keyed or encoded never stops its page
             _quarantine(deps, run_id, page, position, raw, error)
             counts.quarantined += 1
