@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given
+from hypothesis import HealthCheck, event, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
@@ -394,6 +394,11 @@ def test_arbitrary_json_is_stored_quarantined_or_failed_never_lost(
     positions = [(page.number, position) for page in ledger for position, _, _ in page.entries]
     assert len(positions) == len(set(positions))  # nothing counted twice
     quarantined = list(wiring.quarantine(get_settings()).records(run_id))
+    event(  # `--hypothesis-show-statistics` shows that the interesting cases are reached
+        "whole page: " + ("failed" if error else "accepted")
+        if body is not None
+        else f"pages: {-(-len(items) // 10)}, quarantined: {bool(quarantined)}, err: {bool(error)}"
+    )
     if body is None and error is not None:
         # the only way pages of the contract fail: the same row served on two pages in a row
         # (or a whole page served twice), which the client refuses rather than count twice
