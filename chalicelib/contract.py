@@ -61,7 +61,10 @@ def _check_timestamp(value: str) -> str:
         raise ValueError(
             f"timestamp must look like 2025-07-13T01:47:15[.825923], got {value[:40]!r}"
         )
-    parse_timestamp(value)  # raises ValueError, which pydantic reports with the field name
+    try:
+        parse_timestamp(value)  # raises ValueError, which pydantic reports with the field name
+    except OverflowError as error:  # e.g. 9999-12-31T23:00:00-05:00 is past year 9999 in UTC
+        raise ValueError(f"timestamp {value[:40]!r} is out of range in UTC: {error}") from error
     return value
 
 

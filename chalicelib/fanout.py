@@ -33,6 +33,9 @@ class WorkItem:
     resource: str
     first_page: int
     last_page: int | None
+    expected_total: int | None = None
+    """The `total` the API announced when the run planned the ranges: a worker finding another
+    one fails its item (the source changed under the run, offsets shifted)."""
 
     @property
     def work_id(self) -> str:
@@ -47,6 +50,7 @@ class WorkItem:
                 "resource": self.resource,
                 "first_page": self.first_page,
                 "last_page": self.last_page,
+                "expected_total": self.expected_total,
             }
         ).decode()
 
@@ -55,11 +59,13 @@ class WorkItem:
         """Parse a message body; raises ValueError (or KeyError) when it is not a work item."""
         document = orjson.loads(body)
         last = document["last_page"]
+        total = document.get("expected_total")
         item = cls(
             run_id=str(document["run_id"]),
             resource=str(document["resource"]),
             first_page=int(document["first_page"]),
             last_page=None if last is None else int(last),
+            expected_total=None if total is None else int(total),
         )
         if item.first_page < 1 or (item.last_page is not None and item.last_page < item.first_page):
             raise ValueError(f"empty or invalid page range in work item {body[:200]!r}")

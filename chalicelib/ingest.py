@@ -26,9 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 import requests
-from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
 from chalicelib.changes import ChangeDetector
@@ -38,7 +36,6 @@ from chalicelib.contract import (
     partition_key,
     validate_item,
 )
-from chalicelib.dynamo_batch import Unprocessed
 from chalicelib.fanout import WorkItem, WorkQueue, plan_ranges
 from chalicelib.manifest import RunManifests
 from chalicelib.metrics import record_api_error, record_resource_ingested
@@ -64,6 +61,9 @@ from chalicelib.stream import (
     encode_envelope,
 )
 from chalicelib.telemetry import logger, page_id
+
+ANNOUNCED_TOTAL = "announced_total"
+"""Manifest field `announced_total.<resource>`: the `total` page 1 announced in this run."""
 
 
 class IngestFailed(RuntimeError):
@@ -117,6 +117,10 @@ class IngestResult:
     owns the run) or `duplicate` (the run was already published); None when it ran through."""
     waiting_for_workers: bool = False
     """Fanned-out work items are still running: the last of them finishes the run."""
+    crashed: bool = False
+    """A resource failed with an unexpected error (not the source's nor the stream's): the
+    other resources still ran and the summary is logged, but the run is left `running` for
+    Lambda's retry of the event to resume, as after a crash."""
 
     @property
     def ok(self) -> bool:
@@ -204,8 +208,17 @@ def run_ingest(
             if deps.progress is not None and state is not None
             else None
         )
+        announced = state.manifest.get(f"{ANNOUNCED_TOTAL}.{resource}") if state else None
         try:
-            finished = _ingest_resource(deps, result.run_id, resource, counts, checkpoint, deadline)
+            finished = _ingest_resource(
+                deps,
+                result.run_id,
+                resource,
+                counts,
+                checkpoint,
+                deadline,
+                expected_total=None if announced is None else int(announced),
+            )
         except (SourceError, PublishError) as error:
             finished = True
             counts.error = str(error)
@@ -213,12 +226,25 @@ def run_ingest(
                 record_api_error(resource, error.status)
             logger.error(
                 "resource ingestion failed",
-                extra={"step": "ingest", "entity": resource, "error": counts.error},
+                extra={
+                    "step": "ingest",
+                    "entity": resource,
+                    "url": getattr(error, "url", None),
+                    "error": counts.error,
+                },
             )
         except RunSuperseded as superseded:
             result.interruption = "superseded"
             logger.warning(str(superseded), extra={"step": "ingest", "entity": resource})
             break
+        except Exception as error:  # one resource never stops the others
+            finished = True
+            result.crashed = True
+            counts.error = f"{resource}: unexpected {type(error).__name__}: {_snippet(str(error))}"
+            logger.exception(
+                "resource ingestion failed",
+                extra={"step": "ingest", "entity": resource, "error": counts.error},
+            )
         if checkpoint is None:
             deps.manifests.add_counts(result.run_id, counts.as_manifest(resource))
         if counts.work_items:
@@ -242,7 +268,7 @@ def run_ingest(
         if not deps.progress.finish_run_if_complete(result.run_id, utc_now_iso()):
             result.waiting_for_workers = True
             deps.progress.set_status_unless_final(result.run_id, "fanned_out")
-    elif result.status != "superseded":
+    elif result.status != "superseded" and not result.crashed:
         status = result.status
         fields = {"ingest_status": status}
         if status in ("published", "failed"):
@@ -289,8 +315,13 @@ def _ingest_resource(
     counts: ResourceCounts,
     checkpoint: ResourceCheckpoint | None = None,
     deadline: Deadline = NEVER,
+    expected_total: int | None = None,
 ) -> bool:
     """Publish the pages of `resource` after its checkpoint; False when stopped at the deadline.
+
+    A resumed resource must find the `total` its page 1 announced (`expected_total`): rows
+    added or removed meanwhile shift the offsets, and resuming after the checkpoint would skip
+    or repeat rows.
 
     Checkpoints are committed only when the publisher's buffer was flushed without error: after
     a failed publish (or any unexpected error) the pages since the last checkpoint are fetched
@@ -309,6 +340,7 @@ def _ingest_resource(
             counts,
             _CheckpointLedger(publisher, checkpoint),
             first_page=first_page,
+            expected_total=expected_total if first_page > 1 else None,
             deadline=deadline,
             fan_out=checkpoint is not None and first_page == 1,
         )
@@ -349,9 +381,20 @@ def ingest_work_item(deps: IngestDependencies, item: WorkItem) -> ResourceCounts
             ledger,
             first_page=item.first_page,
             last_page=item.last_page,
+            expected_total=item.expected_total,
         )
     except SourceError as error:
         record_api_error(item.resource, error.status)
+        logger.error(
+            "work item failed",
+            extra={
+                "step": "ingest",
+                "entity": item.resource,
+                "work_item": item.work_id,
+                "url": error.url,
+                "error": str(error),
+            },
+        )
         raise
     finally:
         counts.published = (
@@ -441,6 +484,7 @@ def _ingest_pages(
     *,
     first_page: int,
     last_page: int | None = None,
+    expected_total: int | None = None,
     deadline: Deadline = NEVER,
     fan_out: bool = False,
 ) -> bool:
@@ -457,9 +501,13 @@ def _ingest_pages(
     try:
         try:
             with contextlib.closing(
-                fetch_pages(deps.session, deps.settings, resource, first_page, last_page)
+                fetch_pages(
+                    deps.session, deps.settings, resource, first_page, last_page, expected_total
+                )
             ) as pages:
                 for page in pages:
+                    if page.number == 1 and isinstance(ledger, _CheckpointLedger):
+                        _remember_total(deps, run_id, page)
                     if fan_out and _fan_out(deps, run_id, page, counts):
                         return True
                     fan_out = False
@@ -482,6 +530,12 @@ def _ingest_pages(
     return finished
 
 
+def _remember_total(deps: IngestDependencies, run_id: str, page: Page) -> None:
+    """Record the `total` page 1 announced, for an invocation resuming the run to check."""
+    if deps.progress is not None and page.number == 1:
+        deps.manifests.set_fields(run_id, {f"{ANNOUNCED_TOTAL}.{page.resource}": str(page.total)})
+
+
 def _fan_out(deps: IngestDependencies, run_id: str, page: Page, counts: ResourceCounts) -> bool:
     """Split the resource into work items if it has more pages than one invocation fetches."""
     per_worker = deps.settings.pages_per_worker
@@ -491,7 +545,7 @@ def _fan_out(deps: IngestDependencies, run_id: str, page: Page, counts: Resource
         run_id, page.resource, len(plan_ranges(page.pages, per_worker)), page.pages
     )
     work = [
-        WorkItem(run_id, page.resource, first, last)
+        WorkItem(run_id, page.resource, first, last, expected_total=page.total)
         for first, last in plan_ranges(pages, per_worker)
     ]
     deps.work_queue.send(work)
@@ -527,18 +581,23 @@ def _screen_page(deps: IngestDependencies, run_id: str, page: Page) -> _Screened
     for position, raw in enumerate(page.items):
         try:
             screened.valid[position] = validate_item(page.resource, raw)
-        except ValidationError as error:
-            origin = f"ingest-p{page.number}-i{position}"
-            _quarantine(deps, run_id, page.resource, origin, raw, error)
+        except Exception as error:  # one item never stops its page
+            _quarantine(deps, run_id, page, position, raw, error)
     if deps.changes is not None and screened.valid:
         positions = list(screened.valid)
         try:
             same = deps.changes.unchanged(page.resource, [screened.valid[p] for p in positions])
-        except (Unprocessed, ClientError, BotoCoreError) as error:
+        except Exception as error:  # Unprocessed, ClientError, BotoCoreError, or any other
             # Publishing is always safe (the sinks are newest-wins); skipping is the optimization.
             logger.warning(
                 "change look-up failed; the page is published in full",
-                extra={"step": "ingest", "entity": page.resource, "error": str(error)[:300]},
+                extra={
+                    "step": "ingest",
+                    "entity": page.resource,
+                    "page": page.number,
+                    "url": page.url,
+                    "error": f"{type(error).__name__}: {error}"[:300],
+                },
             )
         else:
             screened.unchanged = {p for p, skip in zip(positions, same, strict=True) if skip}
@@ -565,15 +624,11 @@ def _publish_page(
             counts.quarantined += 1
             entry.entries.append((position, None, None))
             continue
-        key = (position, list(entity_key(page.resource, item)), item["updated_at"])
-        if position in screened.unchanged:
-            counts.unchanged += 1
-            entry.unchanged += 1
-            entry.entries.append(key)
-            continue
         try:
-            deps.publisher.add(
-                OutgoingRecord(
+            key = (position, list(entity_key(page.resource, item)), item["updated_at"])
+            record = None
+            if position not in screened.unchanged:
+                record = OutgoingRecord(
                     partition_key=partition_key(page.resource, item),
                     data=encode_envelope(
                         entity=page.resource,
@@ -584,13 +639,23 @@ def _publish_page(
                     ),
                     entity=page.resource,
                 )
-            )
-        except (RecordTooLarge, orjson.JSONEncodeError) as error:
-            origin = f"ingest-p{page.number}-i{position}"
-            _quarantine(deps, run_id, page.resource, origin, raw, error)
+        except Exception as error:  # orjson.JSONEncodeError, a missing key, or any other
+            # one item that cannot be keyed or encoded never stops its page
+            _quarantine(deps, run_id, page, position, raw, error)
             counts.quarantined += 1
             entry.entries.append((position, None, None))
             continue
+        if record is None:
+            counts.unchanged += 1
+            entry.unchanged += 1
+        else:
+            try:
+                deps.publisher.add(record)  # a PublishError fails the resource, not the item
+            except RecordTooLarge as error:
+                _quarantine(deps, run_id, page, position, raw, error)
+                counts.quarantined += 1
+                entry.entries.append((position, None, None))
+                continue
         entry.entries.append(key)
     ledger.add(entry)
     logger.info(
@@ -600,6 +665,7 @@ def _publish_page(
             "entity": page.resource,
             "page_id": page_ref,
             "page": page.number,
+            "url": page.url,
             "pages": page.pages,
             "total": page.total,
             "items": len(page.items),
@@ -609,23 +675,60 @@ def _publish_page(
 
 
 def _quarantine(
-    deps: IngestDependencies, run_id: str, resource: str, origin: str, raw: Any, error: Exception
+    deps: IngestDependencies, run_id: str, page: Page, position: int, raw: Any, error: Exception
 ) -> None:
+    """Keep one item that cannot be published, with its reason; log it once, with its page and
+    key, so an operator can find it in the source."""
+    origin = f"ingest-p{page.number}-i{position}"
     reason = (
         describe_validation_error(error)
         if isinstance(error, ValidationError)
-        else f"{type(error).__name__}: {error}"
+        else f"cannot be processed: {type(error).__name__}: {_snippet(str(error))}"
     )
     deps.quarantine.put(
         QuarantinedRecord(
             run_id=run_id,
-            entity=resource,
+            entity=page.resource,
             origin=origin,
             reason=reason,
-            payload=json.dumps(raw, ensure_ascii=True).encode(),
+            payload=_payload_bytes(raw),
         )
     )
     logger.warning(
         "record quarantined",
-        extra={"step": "ingest", "entity": resource, "origin": origin, "reason": reason[:300]},
+        extra={
+            "step": "ingest",
+            "entity": page.resource,
+            "origin": origin,
+            "page": page.number,
+            "url": page.url,
+            "key": _raw_key(page.resource, raw),
+            "reason": reason[:300],
+        },
     )
+
+
+def _payload_bytes(raw: Any) -> bytes:
+    """The item as served, as JSON; an item JSON cannot re-encode (nested too deeply for the
+    encoder) is kept as a description, so its quarantine never fails."""
+    try:
+        return json.dumps(raw, ensure_ascii=True).encode()
+    except (ValueError, TypeError, RecursionError) as error:
+        return json.dumps(
+            {"unencodable_item": f"{type(raw).__name__}", "error": type(error).__name__}
+        ).encode()
+
+
+def _raw_key(resource: str, raw: Any) -> str | None:
+    """The item's key as served (it may be invalid), for logs: `id`, or `user_id@created_at`."""
+    if not isinstance(raw, dict):
+        return None
+    fields = ("user_id", "created_at") if resource == "listen_history" else ("id",)
+    parts = [raw.get(name) for name in fields]
+    if all(part is None for part in parts):
+        return None
+    return _snippet("@".join(str(part) for part in parts))
+
+
+def _snippet(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +42,13 @@ LEDGER_FLUSH_RECORDS: Final = 500
 """Commit a checkpoint about every PutRecords call's worth of records."""
 LEDGER_FLUSH_PAGES: Final = 25
 """... or every 25 pages (one BatchWriteItem), whichever comes first."""
+LEDGER_ITEM_BYTES: Final = 300_000
+"""Largest `entries` attribute of one ledger item: DynamoDB refuses items over 400 KB, and the
+rest of the item and the attribute names need some room. A page whose entries need more is
+compressed, and split over several items if it still does not fit (`PageLedger.to_items`)."""
+PART_SEPARATOR: Final = "~"
+"""`users#000000001~002` is part 2 of page 1: `~` sorts after the digits, so a query returns
+a page's parts right after it and before the next page."""
 WORK_DONE_IDS: Final = "work_done_ids"
 """String set of the work items a run's manifest has counted."""
 
@@ -124,25 +133,66 @@ class PageLedger:
         return f"{self.resource}#{self.number:09d}"
 
     def to_item(self, run_id: str) -> dict[str, Any]:
+        """The page as one ledger item; see `to_items` for a page of any size."""
+        return self.to_items(run_id)[0]
+
+    def to_items(self, run_id: str) -> list[dict[str, Any]]:
+        """The page as ledger items, each under DynamoDB's 400 KB item limit.
+
+        Small pages are one item with plain `entries` (as before); a large one is zlib
+        compressed (`entries_z`), and split over parts `<page_id>~NNN` if that is still too
+        large. The first item names the number of parts; `RunProgress.pages` joins them.
+        """
+        encoded = orjson.dumps(self.entries)
+        if len(encoded) <= LEDGER_ITEM_BYTES:
+            return [{**self._head(run_id, self.page_id), "entries": {"B": encoded}}]
+        parts = max(1, math.ceil(len(zlib.compress(encoded, 6)) / LEDGER_ITEM_BYTES))
+        while True:
+            step = max(1, math.ceil(len(self.entries) / parts))
+            chunks = [
+                zlib.compress(orjson.dumps(self.entries[start : start + step]), 6)
+                for start in range(0, max(len(self.entries), 1), step)
+            ]
+            if all(len(chunk) <= LEDGER_ITEM_BYTES for chunk in chunks) or step == 1:
+                break
+            parts *= 2
+        items = []
+        for index, chunk in enumerate(chunks):
+            page_id = self.page_id if index == 0 else f"{self.page_id}{PART_SEPARATOR}{index:03d}"
+            item = {**self._head(run_id, page_id), "entries_z": {"B": chunk}}
+            item["parts"] = {"N": str(len(chunks))}
+            item["part"] = {"N": str(index)}
+            items.append(item)
+        return items
+
+    def _head(self, run_id: str, page_id: str) -> dict[str, Any]:
         return {
             "run_id": {"S": run_id},
-            "page_id": {"S": self.page_id},
+            "page_id": {"S": page_id},
             "resource": {"S": self.resource},
             "page": {"N": str(self.number)},
-            "entries": {"B": orjson.dumps(self.entries)},
             "unchanged": {"N": str(self.unchanged)},
         }
 
+    @staticmethod
+    def is_part(item: Mapping[str, Any]) -> bool:
+        """Whether a ledger item continues the page before it (part 2 and later)."""
+        return int(item.get("part", {}).get("N", 0)) > 0
+
+    @staticmethod
+    def decode_entries(item: Mapping[str, Any]) -> list[LedgerEntry]:
+        if "entries_z" in item:
+            raw = orjson.loads(zlib.decompress(bytes(item["entries_z"]["B"])))
+        else:
+            raw = orjson.loads(item["entries"]["B"])
+        return [(int(position), key, version) for position, key, version in raw]
+
     @classmethod
     def from_item(cls, item: Mapping[str, Any]) -> PageLedger:
-        entries = [
-            (int(position), key, version)
-            for position, key, version in orjson.loads(item["entries"]["B"])
-        ]
         return cls(
             resource=item["resource"]["S"],
             number=int(item["page"]["N"]),
-            entries=entries,
+            entries=cls.decode_entries(item),
             unchanged=int(item.get("unchanged", {}).get("N", 0)),
         )
 
@@ -421,6 +471,7 @@ class RunProgress:
     def pages(self, run_id: str) -> Iterator[PageLedger]:
         """Every ledger page of a run, one DynamoDB query page at a time."""
         paginator = self.client.get_paginator("query")
+        current: PageLedger | None = None
         for response in paginator.paginate(
             TableName=self.pages_table,
             KeyConditionExpression="run_id = :run",
@@ -428,14 +479,20 @@ class RunProgress:
             ConsistentRead=True,
         ):
             for item in response.get("Items", []):
-                yield PageLedger.from_item(item)
+                if current is not None and PageLedger.is_part(item):
+                    current.entries.extend(PageLedger.decode_entries(item))
+                    continue
+                if current is not None:
+                    yield current
+                current = PageLedger.from_item(item)
+        if current is not None:
+            yield current
 
     def _write_ledger(self, run_id: str, pages: Sequence[PageLedger]) -> None:
         """BatchWriteItem in chunks of 25, resending UnprocessedItems with backoff."""
-        for start in range(0, len(pages), 25):
-            requests = [
-                {"PutRequest": {"Item": page.to_item(run_id)}} for page in pages[start : start + 25]
-            ]
+        items = [item for page in pages for item in page.to_items(run_id)]
+        for start in range(0, len(items), 25):
+            requests = [{"PutRequest": {"Item": item}} for item in items[start : start + 25]]
             write_all(self.client, self.pages_table, requests, attempts=12, sleep=self.sleep)
 
 

@@ -24,7 +24,21 @@ class Settings(BaseSettings):
     )
     page_size: int = Field(default=100, ge=1, le=100, description="Items per API page")
     fetch_concurrency: int = Field(default=4, ge=1, le=32, description="Pages fetched at once")
-    request_timeout_s: float = Field(default=10.0, gt=0, description="Per-request timeout")
+    request_timeout_s: float = Field(
+        default=10.0, gt=0, description="Timeout of one connect or one socket read"
+    )
+    request_deadline_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Longest time one API response may take, from sending the request "
+        "(retries included) to the last byte of its body; past it the page fails",
+    )
+    max_response_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="Largest API response body read (streamed); a larger one fails its page "
+        "before it fills the memory",
+    )
     max_retries: int = Field(default=5, ge=0, description="Retries per API request")
     backoff_factor_s: float = Field(default=0.5, ge=0, description="Base of the API backoff")
     max_backoff_s: float = Field(default=20.0, gt=0, description="Longest single API backoff")

@@ -1,18 +1,37 @@
-"""MooVitamix REST client: pagination, retries, timeouts.
+"""MooVitamix REST client: pagination, retries, deadlines, checks against what the API announced.
 
 Retries live in urllib3 (`Retry` mounted on a `requests` adapter), so every transient failure
 (429, 5xx, refused connections, read timeouts) is retried the same way with backoff; this module
 only walks the pages and turns whatever is left into one clear `SourceError`. Items are returned
 as served: the caller validates each one, so a single bad item is quarantined instead of
 failing its whole page.
+
+Two things no library does for us are written here by hand:
+
+* the body is read streamed (`read1`, one socket read at a time) so that a response has a
+  total deadline (`PIPELINE_REQUEST_DEADLINE_S`; urllib3's timeouts apply per socket read, so
+  a server dripping one byte every few seconds would otherwise never time out) and a size cap
+  (`PIPELINE_MAX_RESPONSE_BYTES`) checked before the bytes pile up in memory;
+* every page is checked against what the API announced (`total`, `pages`, `size`, `page`):
+  a page holding fewer items than the announced total implies (an empty or short page before
+  the last), more items than its `size` (a server ignoring `size`), a `total` that changes
+  while the run pages through the resource (rows inserted or deleted: offsets shift, rows
+  are skipped or read twice), a page serving the very items of an earlier page (pagination
+  repeating itself) or overlapping the previous one, and a first page that reads differently
+  when it is read again at the end of the walk, all fail the resource with a `SourceError`
+  naming the URL and what happened. The run then says `failed` instead of passing an
+  incomplete scan for complete; the next run reads everything again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import time
 from collections.abc import Generator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 from urllib.parse import urlsplit
@@ -22,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import (
     ConnectTimeoutError,
+    HTTPError,
     InvalidHeader,
     MaxRetryError,
     NewConnectionError,
@@ -40,6 +60,10 @@ USER_AGENT: Final = "moovitamix-pipeline/0.1 (ingest; +chalicelib/source.py)"
 RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 SNIPPET_CHARS: Final = 200
 """Longest piece of a body or error quoted in a `SourceError`: logs must stay readable."""
+READ_CHUNK: Final = 64 * 1024
+"""Most bytes asked of one socket read of a body."""
+ERROR_BODY_BYTES: Final = 16 * 1024
+"""Most bytes read of an error answer's body: only a snippet of it is quoted."""
 
 
 class SourceError(RuntimeError):
@@ -69,6 +93,14 @@ class Page:
     items: list[Any]
     total: int
     pages: int
+    url: str = field(default="", compare=False)
+    """The URL the page was read from, for errors and logs."""
+    size: int = field(default=0, compare=False)
+    """The `size` the API announced for this page."""
+    digest: bytes = field(default=b"", compare=False, repr=False)
+    """Hash of the page's items as served: the same items give the same digest."""
+    item_digests: frozenset[bytes] = field(default=frozenset(), compare=False, repr=False)
+    """Hash of each row (non-empty object) as served, to see pages that overlap."""
 
 
 class _Envelope(BaseModel):
@@ -164,18 +196,24 @@ def fetch_pages(
     resource: str,
     first_page: int = 1,
     last_page: int | None = None,
+    expected_total: int | None = None,
 ) -> Generator[Page, None, None]:
     """Yield the pages of `resource` in order, fetching ahead with bounded concurrency.
 
     Page `first_page` (1 unless an interrupted run resumes) is fetched first (and always
     yielded, even when empty, so the caller learns `total`); the next pages up to `pages` follow
     through a sliding window of at most 2 x `fetch_concurrency` requests submitted ahead, so
-    memory stays bounded whatever the page count. Iteration stops after page `pages` (following
-    a later page that reports more) or at the first empty page, which is not yielded. Closing
-    the generator early cancels what is queued and waits for what is running.
+    memory stays bounded whatever the page count. Closing the generator early cancels what is
+    queued and waits for what is running.
 
-    Raises `SourceError` for anything that is not a well-formed page after retries, and when more
-    than `settings.max_pages` pages would be fetched.
+    Every page is checked against the first one (`_Walk`): same `total`, `pages` and `size`,
+    exactly the items that `total` implies, no repeated or overlapping content. When the walk
+    reached its last page, page `first_page` is read once more and must read as it did at the
+    start, or the source changed under the run. `expected_total` is the `total` a previous
+    reading announced (a fan-out work item gets the one its planner read).
+
+    Raises `SourceError` for anything that is not a well-formed, consistent page after retries,
+    and when more than `settings.max_pages` pages would be fetched.
 
     `last_page` ends the walk early (a fan-out work item's range): no later page is fetched.
     """
@@ -184,16 +222,30 @@ def fetch_pages(
     first = _fetch_page(session, settings, base_url, resource, first_page)
     last = max(first.pages, 1)
     _check_page_count(settings, base_url, last)
+    walk = _Walk(settings.page_size, first, expected_total)
     if last_page is not None:
         last = min(last, last_page)
     yield first
-    if not first.items or last <= first_page:
-        return
+    if last <= first_page:
+        return  # one response: a consistent snapshot, nothing to re-read
+    yield from _fetch_following(session, settings, base_url, resource, walk, last)
+    again = _fetch_page(session, settings, base_url, resource, first_page)
+    walk.check_reread(again)
 
+
+def _fetch_following(
+    session: requests.Session,
+    settings: Settings,
+    base_url: str,
+    resource: str,
+    walk: _Walk,
+    last: int,
+) -> Generator[Page, None, None]:
+    """Pages `walk.first.number + 1 .. last`, in order, a window of them in flight."""
     window = 2 * settings.fetch_concurrency
     pending: dict[int, Future[Page]] = {}
-    next_to_submit = first_page + 1
-    next_to_yield = first_page + 1
+    next_to_submit = walk.first.number + 1
+    next_to_yield = next_to_submit
     pool = ThreadPoolExecutor(
         max_workers=settings.fetch_concurrency, thread_name_prefix=f"source-{resource}"
     )
@@ -209,16 +261,120 @@ def fetch_pages(
                 return
             page = future.result()
             next_to_yield += 1
-            if not page.items:
-                return
-            if page.pages > last and (last_page is None or last < last_page):
-                last = page.pages if last_page is None else min(page.pages, last_page)
-                _check_page_count(settings, base_url, last)
+            walk.check(page)
             yield page
     finally:
         for queued in pending.values():
             queued.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Walk:
+    """What the first page of a walk announced, and the checks every later page must pass.
+
+    A page is complete when it holds exactly the items its announced `total` implies at its
+    position: `size` items before the last page, the rest on the last one, none after it.
+    Anything else means rows the run did not read (a short or empty page), rows it would read
+    twice (a server ignoring `size`), or a source that changed under the run.
+    """
+
+    def __init__(self, size: int, first: Page, expected_total: int | None) -> None:
+        self.size = size
+        self.first = first
+        self.previous = first
+        self.seen: dict[bytes, int] = {}
+        if expected_total is not None and first.total != expected_total:
+            raise SourceError(
+                f"the source changed under the run: {first.resource} announced total "
+                f"{expected_total} when the run planned its pages, {first.total} now",
+                first.url,
+                200,
+            )
+        self._check_alone(first)
+        self._remember(first)
+
+    def check(self, page: Page) -> None:
+        first = self.first
+        if (page.total, page.pages) != (first.total, first.pages):
+            raise SourceError(
+                f"the source changed under the run: page {first.number} announced total "
+                f"{first.total} / pages {first.pages}, page {page.number} announces total "
+                f"{page.total} / pages {page.pages} (rows added or removed while the run read "
+                "them shift every later page; run again once the source is stable)",
+                page.url,
+                200,
+            )
+        self._check_alone(page)
+        earlier = self.seen.get(page.digest)
+        if earlier is not None and page.items:
+            raise SourceError(
+                f"pagination repeats itself: page {page.number} serves exactly the items of "
+                f"page {earlier}",
+                page.url,
+                200,
+            )
+        shared = len(page.item_digests & self.previous.item_digests)
+        if shared and page.number == self.previous.number + 1:
+            raise SourceError(
+                f"pages overlap: page {page.number} serves {shared} item(s) that page "
+                f"{self.previous.number} served too (rows shifted while the run read them, or "
+                "the API pages inconsistently); nothing was counted twice, the run fails",
+                page.url,
+                200,
+            )
+        self._remember(page)
+
+    def check_reread(self, again: Page) -> None:
+        """The first page read again at the end of the walk must read as it did at the start."""
+        first = self.first
+        if (again.total, again.pages, again.digest) != (first.total, first.pages, first.digest):
+            what = (
+                f"total {first.total} -> {again.total}"
+                if again.total != first.total
+                else "its items changed"
+            )
+            raise SourceError(
+                f"the source changed under the run: page {first.number} read again after the "
+                f"last page differs ({what}); rows the run read may have moved past it",
+                again.url,
+                200,
+            )
+
+    def _check_alone(self, page: Page) -> None:
+        """The checks a page passes on its own: its envelope is consistent and complete."""
+        size = self.size
+        if page.size != size:
+            raise SourceError(
+                f"asked for size {size} but the API answered size {page.size}", page.url, 200
+            )
+        if len(page.items) > size:
+            raise SourceError(
+                f"page {page.number} holds {len(page.items)} items, more than its size {size}: "
+                "the API ignores `size`, and reading on would fetch the same rows many times",
+                page.url,
+                200,
+            )
+        if page.pages != math.ceil(page.total / size) and (page.total, page.pages) != (0, 1):
+            raise SourceError(
+                f"inconsistent page envelope: total {page.total} at size {size} makes "
+                f"{math.ceil(page.total / size)} pages, the API announces {page.pages}",
+                page.url,
+                200,
+            )
+        expected = max(0, min(size, page.total - (page.number - 1) * size))
+        if len(page.items) != expected:
+            raise SourceError(
+                f"incomplete page: page {page.number} of {page.pages} holds {len(page.items)} "
+                f"items, the announced total {page.total} implies {expected}"
+                + (" (an empty page where rows were announced)" if not page.items else ""),
+                page.url,
+                200,
+            )
+
+    def _remember(self, page: Page) -> None:
+        if page.items:
+            self.seen.setdefault(page.digest, page.number)
+        self.previous = page
 
 
 def _check_page_count(settings: Settings, base_url: str, pages: int) -> None:
@@ -234,24 +390,34 @@ def _check_page_count(settings: Settings, base_url: str, pages: int) -> None:
 def _fetch_page(
     session: requests.Session, settings: Settings, base_url: str, resource: str, number: int
 ) -> Page:
-    """GET one page (urllib3 retries transient failures) and check its envelope."""
+    """GET one page (urllib3 retries transient failures), within the deadline and the size
+    cap, and check its envelope."""
     url = f"{base_url}?page={number}&size={settings.page_size}"
+    deadline = time.monotonic() + settings.request_deadline_s
+    read_timeout = min(settings.request_timeout_s, settings.request_deadline_s)
     try:
-        response = session.get(url, timeout=settings.request_timeout_s)
+        response = session.get(url, timeout=(settings.request_timeout_s, read_timeout), stream=True)
     except requests.RequestException as exc:
         raise SourceError(
             f"request failed (after up to {settings.max_retries} retries): {_describe(exc)}", url
         ) from exc
 
-    status = response.status_code
-    if not 200 <= status < 300:
-        retried = f" after {settings.max_retries} retries" if status in RETRY_STATUSES else ""
-        raise SourceError(f"HTTP {status}{retried}: {_error_detail(response)}", url, status)
+    with response:
+        status = response.status_code
+        if not 200 <= status < 300:
+            retried = f" after {settings.max_retries} retries" if status in RETRY_STATUSES else ""
+            body = _read_body(response, settings, url, deadline, limit=ERROR_BODY_BYTES)
+            raise SourceError(f"HTTP {status}{retried}: {_error_detail(body)}", url, status)
+        body = _read_body(response, settings, url, deadline)
     try:
-        payload = response.json()
-    except (requests.RequestException, ValueError) as exc:
+        payload = json.loads(body)
+    except RecursionError as exc:
         raise SourceError(
-            f"body is not JSON: {_snippet(_body_text(response)) or '<empty>'}", url, status
+            "body is JSON nested too deeply to parse; the page cannot be read", url, status
+        ) from exc
+    except ValueError as exc:
+        raise SourceError(
+            f"body is not JSON: {_snippet(_text(body)) or '<empty>'}", url, status
         ) from exc
     try:
         envelope = _Envelope.model_validate(payload)
@@ -265,13 +431,94 @@ def _fetch_page(
         raise SourceError(
             f"asked for page {number} but the API answered page {envelope.page}", url, status
         )
+    item_digests = [_item_digest(item) for item in envelope.items]
     return Page(
         resource=resource,
         number=number,
         items=envelope.items,
         total=envelope.total,
         pages=envelope.pages,
+        url=url,
+        size=envelope.size,
+        digest=hashlib.blake2b(b"".join(item_digests), digest_size=16).digest(),
+        # rows only: `null` or `0` served twice (poison) is no sign of overlapping pages
+        item_digests=frozenset(
+            digest
+            for digest, item in zip(item_digests, envelope.items, strict=True)
+            if isinstance(item, dict) and item
+        ),
     )
+
+
+def _read_body(
+    response: requests.Response,
+    settings: Settings,
+    url: str,
+    deadline: float,
+    limit: int | None = None,
+) -> bytes:
+    """The body, one socket read at a time, within `deadline` and the size cap.
+
+    With `limit` (an error answer) only that many bytes are kept and the rest is not read.
+    A body over `max_response_bytes` fails before it is all in memory (a `Content-Length`
+    over it, before reading anything). The deadline is checked after every socket read, each
+    bounded by the read timeout, so a response ends at the latest one read timeout past it.
+    """
+    cap = settings.max_response_bytes
+    status = response.status_code
+    announced = response.headers.get("Content-Length", "")
+    if limit is None and announced.isdigit() and int(announced) > cap:
+        raise SourceError(
+            f"response of {int(announced):,} bytes is larger than PIPELINE_MAX_RESPONSE_BYTES "
+            f"({cap:,}); nothing of it was read",
+            url,
+            status,
+        )
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while True:
+            if time.monotonic() > deadline:
+                raise SourceError(
+                    f"response not complete within PIPELINE_REQUEST_DEADLINE_S "
+                    f"({settings.request_deadline_s:g} s; {size:,} bytes of body read): "
+                    "the server answers too slowly",
+                    url,
+                    status,
+                )
+            chunk = response.raw.read1(READ_CHUNK, decode_content=True)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if limit is not None and size >= limit:
+                chunks.append(chunk)
+                return b"".join(chunks)[:limit]
+            if size > cap:
+                raise SourceError(
+                    f"response larger than PIPELINE_MAX_RESPONSE_BYTES ({cap:,} bytes); "
+                    "reading stopped there",
+                    url,
+                    status,
+                )
+            chunks.append(chunk)
+    except (HTTPError, OSError) as exc:
+        raise SourceError(
+            f"reading the body failed after {size:,} bytes: "
+            + _snippet(f"{type(exc).__name__}: {exc}"),
+            url,
+            status,
+        ) from exc
+
+
+def _item_digest(item: Any) -> bytes:
+    """A hash of one item as served; never raises (an item that cannot be encoded is unique)."""
+    try:
+        encoded = json.dumps(item, sort_keys=True, ensure_ascii=False, default=str).encode(
+            "utf-8", "surrogatepass"
+        )
+    except (ValueError, TypeError, RecursionError):
+        encoded = repr(id(item)).encode()
+    return hashlib.blake2b(encoded, digest_size=16).digest()
 
 
 def _describe(exc: requests.RequestException) -> str:
@@ -287,20 +534,20 @@ def _describe(exc: requests.RequestException) -> str:
     return _snippet(f"{type(cause).__name__}: {cause}")
 
 
-def _error_detail(response: requests.Response) -> str:
+def _error_detail(body: bytes) -> str:
     """FastAPI's `detail` when the body has one (422 validation errors), else the body."""
     try:
-        payload = response.json()
-    except (requests.RequestException, ValueError):
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
         payload = None
     if isinstance(payload, dict) and "detail" in payload:
         return _snippet(json.dumps(payload["detail"], ensure_ascii=False, default=str))
-    return _snippet(_body_text(response)) or "<empty body>"
+    return _snippet(_text(body)) or "<empty body>"
 
 
-def _body_text(response: requests.Response) -> str:
-    # Decode only a prefix: the body can be large, and charset detection on all of it is slow.
-    return response.content[: SNIPPET_CHARS * 4].decode("utf-8", errors="replace")
+def _text(body: bytes) -> str:
+    # Decode only a prefix: the body can be large.
+    return body[: SNIPPET_CHARS * 4].decode("utf-8", errors="replace")
 
 
 def _snippet(text: str) -> str:

@@ -39,13 +39,16 @@ from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse,
 from pydantic import BaseModel
 
 from chalicelib.contract import ENTITIES, ListenHistory, Track, User
+from localcloud.source_faults import SOURCE_FAULT_NAMES, SourceFaults, describe
 
 __all__ = [
     "ANCHOR",
     "FAULT_NAMES",
+    "SOURCE_FAULT_NAMES",
     "FakeApiServer",
     "FaultDecision",
     "FaultInjector",
+    "SourceFaults",
     "build_app",
     "generate_item",
     "id_for_index",
@@ -568,11 +571,17 @@ def _fault_response(fault: FaultDecision, faults: FaultInjector) -> Response | N
     return None
 
 
-def build_app(records: int = 1000, seed: int = 0, faults: FaultInjector | None = None) -> FastAPI:
+def build_app(
+    records: int = 1000,
+    seed: int = 0,
+    faults: FaultInjector | None = None,
+    source_faults: SourceFaults | None = None,
+) -> FastAPI:
     """The MooVitamix API over `records` lazily generated items per resource.
 
     Items are returned as raw JSON (no response model), so poisoned items reach the client
     as served; the page models only document the contract in `/openapi.json`.
+    `source_faults` (localcloud/source_faults.py) make one resource misbehave deterministically.
     """
     if records < 0:
         raise ValueError(f"records must not be negative, got {records}")
@@ -593,6 +602,16 @@ def build_app(records: int = 1000, seed: int = 0, faults: FaultInjector | None =
                         answer = _fault_response(fault, faults)
                         if answer is not None:
                             return answer
+            if source_faults is not None:
+                faulted = source_faults.respond(
+                    entity,
+                    page,
+                    size,
+                    records,
+                    lambda name, index: generate_item(name, index, records, seed),
+                )
+                if faulted is not None:
+                    return faulted
             body = page_body(entity, page, size, records, seed)
             if faults is not None:
                 body["items"] = faults.poison_page(entity, (page - 1) * size, body["items"])
@@ -631,13 +650,15 @@ class FakeApiServer:
         faults: FaultInjector | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        source_faults: SourceFaults | None = None,
     ) -> None:
         self.records = records
         self.seed = seed
         self.faults = faults
+        self.source_faults = source_faults
         self.host = host
         self.port = port
-        self.app = build_app(records=records, seed=seed, faults=faults)
+        self.app = build_app(records=records, seed=seed, faults=faults, source_faults=source_faults)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None
@@ -762,6 +783,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--fault-seed", type=int, default=0, help="seed of the fault draws")
     parser.add_argument(
+        "--source-fault",
+        action="append",
+        default=[],
+        metavar="NAME[@RESOURCE]",
+        help="make RESOURCE (default users) misbehave the same way on every request; "
+        "repeatable; NAME is one of: " + "; ".join(describe()),
+    )
+    parser.add_argument(
+        "--drip-interval", type=float, default=3.0, help="seconds between bytes of slow-drip"
+    )
+    parser.add_argument(
+        "--delete-front", type=int, default=20, help="rows delete-front removes after page 1"
+    )
+    parser.add_argument(
+        "--huge-page-mb", type=int, default=100, help="megabytes of padding of huge-page"
+    )
+    parser.add_argument(
         "--retry-after", type=int, default=1, help="Retry-After seconds of api-429 answers"
     )
     parser.add_argument(
@@ -793,7 +831,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         except ValueError as error:
             parser.error(str(error))
-    app = build_app(records=args.records, seed=args.seed, faults=faults)
+    source_faults = None
+    if args.source_fault:
+        try:
+            source_faults = SourceFaults.parse(
+                args.source_fault,
+                drip_interval=args.drip_interval,
+                delete_front=args.delete_front,
+                huge_page_bytes=args.huge_page_mb * 1024 * 1024,
+            )
+        except ValueError as error:
+            parser.error(str(error))
+    app = build_app(
+        records=args.records, seed=args.seed, faults=faults, source_faults=source_faults
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
