@@ -175,6 +175,11 @@ class Provisioned:
 def provision(settings: Settings, shard_count: int = 2, stage: str = "local") -> Provisioned:
     """Apply the whole stack for these settings; what the local cloud and the deploy call."""
     result = apply_stack(StackSpec(settings, stage=stage, shard_count=shard_count))
+    return provisioned_from(settings, result)
+
+
+def provisioned_from(settings: Settings, result: StackResult) -> Provisioned:
+    """What an applied stack made, by role (also what `infra.deploy.deploy` applied)."""
     attributes = result.attributes
     return Provisioned(
         stream_arn=attributes[STREAM]["Arn"],

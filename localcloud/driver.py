@@ -1,7 +1,7 @@
 """The parts of Lambda that moto does not run: the Kinesis trigger and async invocations.
 
-`KinesisEventSourceMapping` polls every shard from `TRIM_HORIZON` in its own thread and hands
-batches of at most `BatchSize` records to the load handler as the real Lambda Kinesis event,
+`KinesisEventSourceMapping` polls every shard from its `StartingPosition` in its own thread and
+hands batches of at most `BatchSize` records to the load handler as the real Lambda Kinesis event,
 with the failure semantics of the mapping's settings (`infra.event_source`), as AWS applies
 them:
 
@@ -95,6 +95,9 @@ class KinesisEventSourceMapping:
     idle_poll_s: float = 0.05
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     progress: dict[str, ShardProgress] = field(default_factory=dict)
+    memory_mb: int = 512
+    timeout_s: float = 120.0
+    """The deployed function's memory and timeout (its Lambda context says them)."""
 
     def __post_init__(self) -> None:
         if self.settings is None:
@@ -142,7 +145,7 @@ class KinesisEventSourceMapping:
         iterator = (
             self._iterator(shard_id, "AFTER_SEQUENCE_NUMBER", position)
             if position
-            else self._iterator(shard_id, "TRIM_HORIZON")
+            else self._iterator(shard_id, self.config.starting_position)
         )
         while True:
             done_before_poll = producer_done.is_set()
@@ -228,7 +231,13 @@ class KinesisEventSourceMapping:
         progress.invocations += 1
         progress.records_delivered += len(records)
         try:
-            response = self.handler(event, LambdaContext(self.function_name, region=self.region))
+            context = LambdaContext(
+                self.function_name,
+                memory_limit_in_mb=self.memory_mb,
+                timeout_s=self.timeout_s,
+                region=self.region,
+            )
+            response = self.handler(event, context)
         except Exception as error:
             progress.handler_errors += 1
             log.info("load handler raised %s: %s", type(error).__name__, error)

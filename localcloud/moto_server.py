@@ -1,4 +1,5 @@
-"""The moto server, with moto's quadratic Kinesis shard operations made constant-time.
+"""The moto server, with moto's quadratic Kinesis shard operations made constant-time (and
+schedule rules that no longer swallow put events, see `_send_to_targets`).
 
 moto keeps a shard's records in an ordered dict keyed by consecutive sequence numbers, but it
 finds the newest one with `list(keys)[-1]` (once per *record* put) and serves `GetRecords` by
@@ -26,6 +27,7 @@ import sys
 import threading
 from typing import Any
 
+from moto.events.models import Rule
 from moto.kinesis.models import Shard
 
 _original_get_records = Shard.get_records
@@ -33,6 +35,15 @@ _original_max = Shard.get_max_sequence_number
 _original_min = Shard.get_min_sequence_number
 _original_put_record = Shard.put_record
 _shard_lock = threading.RLock()
+_original_send_to_targets = Rule.send_to_targets
+
+
+def _send_to_targets(self: Rule, *args: Any, **kwargs: Any) -> None:
+    """A schedule rule (no event pattern) matches no put event, as on AWS; moto matches it to
+    every event and then fails on its Lambda target (`NotImplementedError`)."""
+    if self.scheduled_expression and not self.event_pattern._raw_pattern:
+        return
+    _original_send_to_targets(self, *args, **kwargs)
 
 
 def _locked_put_record(self: Shard, *args: Any, **kwargs: Any) -> str:
@@ -81,6 +92,7 @@ def apply() -> None:
     Shard.get_min_sequence_number = _min_sequence_number  # type: ignore[method-assign]
     Shard.get_records = _get_records  # type: ignore[method-assign]
     Shard.put_record = _locked_put_record  # type: ignore[method-assign]
+    Rule.send_to_targets = _send_to_targets  # type: ignore[method-assign]
 
 
 def main(argv: list[str] | None = None) -> None:
