@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -207,10 +208,42 @@ class LocalCloud:
         self.monitoring = LocalMonitoring(state_dir)
         self.deployed: DeployedStage | None = None
         self.stage: Stage | None = None
+        self.postgres_credentials: Credentials | None = None
+        self.attached: dict[str, Any] | None = None
+        """The state of a running cloud (`localcloud up`) this one works on, instead of its own."""
+
+    @classmethod
+    def attach(
+        cls, state: dict[str, Any], *, chaos: Chaos | None = None, workers: int = 2
+    ) -> LocalCloud:
+        """A cloud that runs the pipeline on the services of a running `localcloud up` (its
+        state file's content): it starts and stops nothing, and continues the load trigger
+        where the previous run stopped."""
+        cloud = cls(
+            Path(state["state_dir"]), api_url=state["api_url"], chaos=chaos, workers=workers
+        )
+        cloud.attached = state
+        cloud.positions = dict(state.get("positions", {}))
+        cloud._owns_postgres = False
+        return cloud
+
+    def processes(self) -> dict[str, Any]:
+        """The processes this cloud started: `down` stops what a crashed `up` left behind."""
+        found: dict[str, Any] = {}
+        if self.moto.pid is not None:
+            found["moto"] = self.moto.pid
+        if self._owns_postgres and self.postgres is not None and self.postgres.data_dir:
+            found["postgres_data_dir"] = str(self.postgres.data_dir)
+            pid_file = self.postgres.data_dir / "postmaster.pid"
+            if pid_file.exists():
+                found["postgres"] = int(pid_file.read_text().split()[0])
+        return found
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def __enter__(self) -> LocalCloud:
+        if self.attached is not None:
+            return self._enter_attached(self.attached)
         started = time.monotonic()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._start_postgres()
@@ -236,6 +269,29 @@ class LocalCloud:
                 f"{self.settings.table_prefix}-dataset-events", self.settings.event_bus_name
             ).start()
             self.monitoring.start(self.settings)
+            self._route_logs()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        self.started_s = time.monotonic() - started
+        return self
+
+    def _enter_attached(self, state: dict[str, Any]) -> LocalCloud:
+        started = time.monotonic()
+        try:
+            self.moto = MotoServer.running(state["aws_endpoint"])
+            self._apply_runtime_environment()
+            self.stage = Stage.load(STAGE, Path(state["project"]))
+            self.provisioned = provisioned_from(
+                self.stage.settings, StackResult([], state["attributes"])
+            )
+            self.read_deployment()
+            self._apply_deployed_environment()
+            self.events = EventCapture(
+                f"{self.settings.table_prefix}-dataset-events", self.settings.event_bus_name
+            ).start()
+            self.monitoring.start(self.settings)
+            self.monitoring.started_at = datetime.fromisoformat(state["started_at"])
             self._route_logs()
         except BaseException:
             self.__exit__(None, None, None)
@@ -346,6 +402,7 @@ class LocalCloud:
             return
         # on AWS, RDS keeps the credentials in the stage's secret; here they are this cloud's
         assert self.stage is not None
+        self.postgres_credentials = credentials
         ensure_postgres_secret(f"{self.stage.settings.table_prefix}/postgres", credentials)
 
     def _stop_postgres(self) -> None:
