@@ -52,7 +52,7 @@ class LocalMonitoring:
 
     def start(self, settings: Settings) -> None:
         self.resources = StageResources.from_settings(settings, self.stage)
-        self.bridge = EmfBridge(aws.client("cloudwatch"), self.emf_archive)
+        self.bridge = EmfBridge(aws.client("cloudwatch"), self.emf_archive, aws.client("logs"))
         self.service = ServiceMetrics(self.resources)
         metrics.clear_metrics()  # values recorded before this cloud existed are not its own
         self._previous_output = metrics.output
@@ -65,8 +65,19 @@ class LocalMonitoring:
             self._previous_output = None
 
     def instrument(self, function: str, handler: Handler) -> Handler:
+        """The handler as Lambda runs it: service metrics, and its EMF lines in its log group."""
         assert self.service is not None
-        return self.service.instrument(function, handler)
+        assert self.resources is not None
+        bridge = self.bridge
+        name = self.resources.functions[function]
+        instrumented = self.service.instrument(function, handler)
+
+        def invoke(event: Any, context: Any) -> Any:
+            assert bridge is not None
+            with bridge.invoking(name):
+                return instrumented(event, context)
+
+        return invoke
 
     def begin_run(self) -> datetime:
         """The start of a run's window, in a second no earlier run wrote metrics in."""

@@ -274,6 +274,7 @@ class LocalCloud:
             self.__exit__(None, None, None)
             raise
         self.started_s = time.monotonic() - started
+        (self.state_dir / "processes.json").write_text(orjson.dumps(self.processes()).decode())
         return self
 
     def _enter_attached(self, state: dict[str, Any]) -> LocalCloud:
@@ -367,6 +368,15 @@ class LocalCloud:
         assert self.stage is not None
         self.deployed = read_deployed(self.stage)
         return self.deployed
+
+    @staticmethod
+    def _deployed_environment() -> dict[str, str]:
+        """The function environment this process runs with now (its PIPELINE_/POWERTOOLS_ part)."""
+        return {
+            name: value
+            for name, value in os.environ.items()
+            if name.startswith(("PIPELINE_", "POWERTOOLS_"))
+        }
 
     def _apply_deployed_environment(self) -> None:
         """This process runs the functions: it takes their deployed environment."""
@@ -479,6 +489,8 @@ class LocalCloud:
         assert self.provisioned is not None
         self._apply_event_source()
         deployed = self.read_deployment()
+        if deployed.environment() != self._deployed_environment():
+            self._apply_deployed_environment()  # reconfigured since the last run
         settings = self.settings
         window_start = self.monitoring.begin_run()
         started = time.monotonic()
@@ -542,12 +554,13 @@ class LocalCloud:
             finally:
                 producer_done.set()
 
-        load_handler = self.monitoring.instrument("load", app.load)
+        load_handler: Any = app.load
         if chaos is not None:
             wiring.load_dependencies()  # builds the sinks, hence PynamoDB's clients, to hook
             chaos.attach(self._aws_clients())
             load_handler = chaos.wrap_load(load_handler, lambda: chaos.attach(self._aws_clients()))
-        mapping = self._mapping(load_handler)
+        # Lambda sees a crash injected by chaos as the function's error, like any other
+        mapping = self._mapping(self.monitoring.instrument("load", load_handler))
         producer = threading.Thread(target=fire_schedule, name="ingest", daemon=True)
         producer.start()
         workers = threading.Thread(target=run_workers, name="workers", daemon=True)
