@@ -370,13 +370,13 @@ class LocalCloud:
         return self.deployed
 
     @staticmethod
-    def _deployed_environment() -> dict[str, str]:
-        """The function environment this process runs with now (its PIPELINE_/POWERTOOLS_ part)."""
-        return {
-            name: value
-            for name, value in os.environ.items()
-            if name.startswith(("PIPELINE_", "POWERTOOLS_"))
-        }
+    def _runs_with(environment: dict[str, str]) -> bool:
+        """Whether this process has exactly that function environment (no other PIPELINE_)."""
+        return all(
+            os.environ.get(name) == value for name, value in environment.items()
+        ) and not any(
+            name.startswith("PIPELINE_") and name not in environment for name in os.environ
+        )
 
     def _apply_deployed_environment(self) -> None:
         """This process runs the functions: it takes their deployed environment."""
@@ -489,7 +489,7 @@ class LocalCloud:
         assert self.provisioned is not None
         self._apply_event_source()
         deployed = self.read_deployment()
-        if deployed.environment() != self._deployed_environment():
+        if not self._runs_with(deployed.environment()):
             self._apply_deployed_environment()  # reconfigured since the last run
         settings = self.settings
         window_start = self.monitoring.begin_run()
