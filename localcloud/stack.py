@@ -378,6 +378,14 @@ class LocalCloud:
             name.startswith("PIPELINE_") and name not in environment for name in os.environ
         )
 
+    def apply_deployment(self) -> DeployedStage:
+        """Read the deployment back; a function reconfigured since (UpdateFunctionConfiguration)
+        runs with its new environment from now on. Each run starts with this."""
+        deployed = self.read_deployment()
+        if not self._runs_with(deployed.environment()):
+            self._apply_deployed_environment()
+        return deployed
+
     def _apply_deployed_environment(self) -> None:
         """This process runs the functions: it takes their deployed environment."""
         assert self.deployed is not None
@@ -488,9 +496,7 @@ class LocalCloud:
 
         assert self.provisioned is not None
         self._apply_event_source()
-        deployed = self.read_deployment()
-        if not self._runs_with(deployed.environment()):
-            self._apply_deployed_environment()  # reconfigured since the last run
+        deployed = self.apply_deployment()
         settings = self.settings
         window_start = self.monitoring.begin_run()
         started = time.monotonic()
