@@ -322,8 +322,11 @@ def command_up(args: argparse.Namespace) -> int:
                 else:
                     _print_endpoints(console, endpoints, cloud)
                 stopped.wait()  # until a signal interrupts it
+            except KeyboardInterrupt:  # Ctrl-C, SIGTERM, `down`: the way to stop it
+                console.print("stopping the local cloud")
             finally:
                 state_path().unlink(missing_ok=True)
+    console.print("local cloud stopped: every process it started is stopped")
     return 0
 
 

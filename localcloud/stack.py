@@ -115,6 +115,8 @@ class RunReport:
             summary["errors"] = self.errors
         if self.event is not None:
             summary["event"] = self.event
+        if self.reconcile is not None:
+            summary["reconcile"] = self.reconcile
         return summary
 
 

@@ -101,7 +101,9 @@ def _fail_first_batch_write(failed: list[str]) -> None:
                 "BatchWriteItem",
             )
 
-    aws.client("dynamodb").meta.events.register("before-parameter-build.dynamodb.BatchWriteItem", refuse)
+    aws.client("dynamodb").meta.events.register(
+        "before-parameter-build.dynamodb.BatchWriteItem", refuse
+    )
 
 
 @pytest.mark.parametrize("reports_failures", [True, False])
