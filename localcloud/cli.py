@@ -38,8 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m localcloud",
         description=(
-            "The embedded local cloud: a moto server for AWS, a MooVitamix-compatible fake API "
-            "and a driver that fires the schedule and the Kinesis trigger the way AWS does."
+            "The embedded local cloud: a moto server for AWS, a MooVitamix-compatible fake API, "
+            "the local stage deployed into it by the deploy code, and drivers that fire the "
+            "schedules and run the deployed mappings the way AWS does."
         ),
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -47,9 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="start the local cloud, run one scheduled ingestion, report and stop",
         description=(
-            "Start the local cloud, fire the ingestion schedule once, drive the Kinesis "
-            "trigger until the stream is drained, then read the counts back from the stores. "
-            "Exits 0 only when every fetched record is stored or quarantined."
+            "Start the local cloud and deploy the local stage, fire the ingestion schedule once, "
+            "drive the deployed Kinesis and SQS mappings until everything is drained, fire the "
+            "reconcile schedule, then read the verdict and the counts back. Exits 0 only when "
+            "the reconcile function found every fetched record stored or quarantined."
         ),
     )
     run.add_argument(
