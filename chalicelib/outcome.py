@@ -76,11 +76,7 @@ class RunOutcomes:
                 last_success = moment
                 self._remember_success(result.run_id, moment)
                 events[result.run_id] = publish_dataset_updated(
-                    self.events,
-                    self.bus_name,
-                    result.run_id,
-                    result.status,
-                    {name: balance.as_dict() for name, balance in result.entities.items()},
+                    self.events, self.bus_name, result.run_id, result.status, self.counts(result)
                 )
         if not settled and last_success is not None:
             # no run ended in this sweep: the data only got older
@@ -89,6 +85,26 @@ class RunOutcomes:
             "last_success_at": last_success.isoformat(timespec="seconds") if last_success else None,
             "events": events,
         }
+
+    def counts(self, result: Reconciliation) -> dict[str, dict[str, Any]]:
+        """Per entity, the run's counts for a subscriber: the reconciliation's balance plus the
+        manifest's `published`, `unchanged` (not published: already stored) and `written` per
+        sink, so that it can tell whether anything changed (nothing written: skip retraining)."""
+        manifest = self.manifests.get(result.run_id) or {}
+        counts: dict[str, dict[str, Any]] = {}
+        for entity, balance in result.entities.items():
+            written = {
+                name.split(".")[1]: int(value)
+                for name, value in manifest.items()
+                if name.startswith("written.") and name.endswith(f".{entity}")
+            }
+            counts[entity] = {
+                **balance.as_dict(),
+                "published": int(manifest.get(f"published.{entity}", 0)),
+                "unchanged": int(manifest.get(f"unchanged.{entity}", 0)),
+                "written": written,
+            }
+        return counts
 
     def _remember_success(self, run_id: str, moment: datetime) -> None:
         self.manifests.set_fields(

@@ -93,6 +93,9 @@ def test_a_success_then_a_failure_then_a_quiet_sweep(
     recorder, capture = outcomes
     assert recorder.last_success_at() is None
 
+    recorder.manifests.add_counts(
+        "r1", {"published.users": 10, "written.dynamodb.users": 7, "written.postgres.users": 7}
+    )
     answer = recorder.record([verdict("r1", "succeeded")], now=T0)
     metrics.flush_metrics()
     assert values(emitted) == {
@@ -114,7 +117,16 @@ def test_a_success_then_a_failure_then_a_quiet_sweep(
     assert event is not None
     assert event["id"] == answer["events"]["r1"]
     assert event["detail"]["run_id"] == "r1"
-    assert event["detail"]["entities"]["users"]["stored"] == 10
+    assert event["detail"]["entities"]["users"] == {
+        "fetched": 10,
+        "stored": 10,
+        "quarantined": 0,
+        "missing": 0,
+        "missing_records": [],
+        "published": 10,
+        "unchanged": 0,
+        "written": {"dynamodb": 7, "postgres": 7},
+    }
 
     emitted.clear()
     later = T0 + timedelta(hours=3)
