@@ -616,6 +616,12 @@ class LocalCloud:
         trigger = deployed.kinesis
         if trigger is None:
             raise DeploymentError("no enabled event-source mapping from the stream to load")
+        if trigger.settings.parallelization_factor != 1:
+            raise DeploymentError(
+                f"the Kinesis mapping is deployed with ParallelizationFactor "
+                f"{trigger.settings.parallelization_factor}: the local driver runs one batch per "
+                "shard at a time (and the DynamoDB sink relies on it)"
+            )
         function = deployed.function(trigger.function)
         return KinesisEventSourceMapping(
             kinesis=aws.client("kinesis"),
