@@ -41,9 +41,12 @@ class DeploymentError(RuntimeError):
 def local_project(folder: Path, environment: dict[str, str]) -> Path:
     """A Chalice project in `folder`: the work tree's code (symlinked), its config with the
     local stage's `environment_variables` updated by `environment`, policies regenerated for
-    those names. Chalice keeps its deployed-state file there, not in the work tree."""
+    those names. Chalice keeps its deployed-state file there, not in the work tree (and it is
+    dropped first: the emulator is new, nothing of an earlier deploy exists in it)."""
     chalice_dir = folder / ".chalice"
     chalice_dir.mkdir(parents=True, exist_ok=True)
+    # each cloud is a new emulator: what an earlier one deployed is gone with it
+    shutil.rmtree(chalice_dir / "deployed", ignore_errors=True)
     for name in CODE:
         link = folder / name
         if not link.is_symlink():
