@@ -43,6 +43,7 @@ def local_project(folder: Path, environment: dict[str, str]) -> Path:
     local stage's `environment_variables` updated by `environment`, policies regenerated for
     those names. Chalice keeps its deployed-state file there, not in the work tree (and it is
     dropped first: the emulator is new, nothing of an earlier deploy exists in it)."""
+    folder = folder.resolve()  # the deploy runs Chalice from the project root
     chalice_dir = folder / ".chalice"
     chalice_dir.mkdir(parents=True, exist_ok=True)
     # each cloud is a new emulator: what an earlier one deployed is gone with it

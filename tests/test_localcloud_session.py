@@ -214,7 +214,8 @@ def test_a_signal_stops_every_process_the_command_started(
     tmp_path: Path, guard: list[subprocess.Popen[str]], command: str, signum: signal.Signals
 ) -> None:
     state_dir = tmp_path / "state"
-    arguments = [command, "--json", "--records", "2000", "--state-dir", str(state_dir)]
+    # relative to the working directory, as a user types it
+    arguments = [command, "--json", "--records", "2000", "--state-dir", "state"]
     process = start(arguments, tmp_path)
     guard.append(process)
     if command == "up":
