@@ -16,7 +16,7 @@ LOCAL_AWS = env -u AWS_PROFILE -u AWS_SESSION_TOKEN \
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1}
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lock run report test browser lint typecheck check clean security
+.PHONY: help venv lock run up down report test browser lint typecheck check clean security
 .PHONY: deploy deploy-local package destroy destroy-local invoke-local
 
 help: ## list the targets
@@ -36,6 +36,12 @@ lock: $(STAMP) ## re-lock requirements*.in into requirements*.txt (needs PyPI; A
 
 run: $(STAMP) ## start the embedded local cloud and run one scheduled ingestion (ARGS="--records 5000")
 	$(BIN)/python -m localcloud run $(ARGS)
+
+up: $(STAMP) ## start the local cloud, deploy the stage, print its endpoints, stay up until Ctrl-C or make down (ARGS="--records 5000")
+	$(BIN)/python -m localcloud up $(ARGS)
+
+down: $(STAMP) ## stop the cloud `make up` started, and every process it started
+	$(BIN)/python -m localcloud down
 
 report: $(STAMP) ## run the local cloud and write its health report to .localcloud/report/ (ARGS="--runs 3")
 	$(BIN)/python -m localcloud report --out .localcloud/report $(ARGS)

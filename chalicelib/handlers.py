@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib import aws, wiring
+from chalicelib import wiring
 from chalicelib.continuation import continue_in_new_invocation
 from chalicelib.fanout import WorkItem
 from chalicelib.ingest import run_ingest
 from chalicelib.load import process_batch
 from chalicelib.metrics import metrics
-from chalicelib.notify import publish_dataset_updated
 from chalicelib.progress import Deadline, run_id_for_event
 from chalicelib.settings import get_settings
 from chalicelib.telemetry import logger
@@ -46,19 +45,17 @@ def handle_schedule(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 @metrics.log_metrics
 def handle_reconcile(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Scheduled: settle every run whose stream records should all be loaded by now."""
+    """Scheduled: settle every run whose stream records should all be loaded by now; write the
+    run-outcome metrics, the last success and DatasetUpdated of each run settled
+    (`chalicelib.outcome`)."""
     settings = get_settings()
     results = wiring.reconciler(settings).reconcile_pending(settings.reconcile_grace_s)
-    for result in results:
-        if result.status == "succeeded":  # settled now: the next sweep will not see it again
-            publish_dataset_updated(
-                aws.client("events"),
-                settings.event_bus_name,
-                result.run_id,
-                result.status,
-                {name: balance.as_dict() for name, balance in result.entities.items()},
-            )
-    return {"runs": {result.run_id: result.status for result in results}}
+    recorded = wiring.run_outcomes(settings).record(results)
+    return {
+        "runs": {result.run_id: result.status for result in results},
+        "last_success_at": recorded["last_success_at"],
+        "events": recorded["events"],
+    }
 
 
 @metrics.log_metrics

@@ -23,6 +23,7 @@ from chalicelib.source import build_session
 from chalicelib.stream import KinesisPublisher
 
 if TYPE_CHECKING:
+    from chalicelib.outcome import RunOutcomes
     from chalicelib.reconcile import Reconciler
     from chalicelib.redrive import Redriver
 
@@ -45,6 +46,17 @@ def reconciler(settings: Settings) -> Reconciler:
         quarantine=quarantine(settings),
         sinks=build_sinks(settings),
         manifests=manifests(settings),
+    )
+
+
+def run_outcomes(settings: Settings) -> RunOutcomes:
+    from chalicelib.outcome import RunOutcomes
+
+    return RunOutcomes(
+        manifests=manifests(settings),
+        quarantine=quarantine(settings),
+        events=aws.client("events"),
+        bus_name=settings.event_bus_name,
     )
 
 

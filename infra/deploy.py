@@ -29,12 +29,13 @@ import subprocess  # runs the chalice CLI with fixed arguments  # nosec B404
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from botocore.exceptions import ClientError
 
 from chalicelib import aws
 from infra import policies, preflight
+from infra.chalice_cli import APP_ONLY
 from infra.cloudformation import add_to_terraform, infra_template, sam_merge_template
 from infra.deploy_check import check_deployment
 from infra.monitoring import apply_monitoring, remove_monitoring
@@ -65,6 +66,8 @@ class Report:
     trigger: Change | None = None
     deployment: dict[str, Any] = field(default_factory=dict)
     removed: list[Change] = field(default_factory=list)
+    attributes: dict[str, dict[str, str]] = field(default_factory=dict)
+    """The infrastructure's attributes (ARNs, queue URLs) by logical id, after `deploy`."""
 
     @property
     def changed(self) -> list[Change]:
@@ -145,8 +148,12 @@ def chalice_environment(stage: Stage) -> dict[str, str]:
     return environment
 
 
-def run_chalice(stage: Stage, *arguments: str) -> None:
-    """`chalice --project-dir DIR ARGUMENTS...` with the stage's settings; output streamed."""
+def run_chalice(
+    stage: Stage, *arguments: str, app_only: bool = False, output: IO[str] | None = None
+) -> None:
+    """`chalice --project-dir DIR ARGUMENTS...` with the stage's settings; output streamed
+    (to `output` when given). `app_only`: the package holds the app's code without its
+    dependencies (the local cloud)."""
     command = [
         sys.executable,
         "-m",
@@ -156,8 +163,16 @@ def run_chalice(stage: Stage, *arguments: str) -> None:
         *arguments,
     ]
     print(f"$ chalice {' '.join(arguments)}", flush=True)
+    environment = chalice_environment(stage)
+    if app_only:
+        environment[APP_ONLY] = "1"
     completed = subprocess.run(  # noqa: S603 - our interpreter, fixed arguments  # nosec B603
-        command, env=chalice_environment(stage), cwd=PROJECT_ROOT, check=False
+        command,
+        env=environment,
+        cwd=PROJECT_ROOT,
+        check=False,
+        stdout=output,
+        stderr=subprocess.STDOUT if output is not None else None,
     )
     if completed.returncode != 0:
         raise DeployError(f"`chalice {' '.join(arguments)}` failed (exit {completed.returncode})")
@@ -178,7 +193,10 @@ def check_policies(stage: Stage) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def deploy(stage: Stage) -> Report:
+def deploy(stage: Stage, *, app_only: bool = False, output: IO[str] | None = None) -> Report:
+    """Everything of `make deploy`; `app_only` skips building the dependencies into the
+    deployment package (the local cloud runs the functions from the work tree); Chalice's
+    output goes to `output` when given."""
     check_target(stage)
     check_policies(stage)
     check_preflight(stage)
@@ -188,8 +206,9 @@ def deploy(stage: Stage) -> Report:
     print(f"deploying stage {stage.name} to {report.endpoint}", flush=True)
     infra: StackResult = apply_stack(spec)
     report.infra = infra.changes
+    report.attributes = infra.attributes
     _print_changes("infrastructure", infra.changes)
-    run_chalice(stage, "deploy", "--stage", stage.name)
+    run_chalice(stage, "deploy", "--stage", stage.name, app_only=app_only, output=output)
     report.trigger = apply_failure_settings(
         aws.client("lambda"),
         spec,

@@ -2,7 +2,8 @@
 
 Chalice creates the mapping but cannot set its failure handling, so these values are applied
 after `chalice deploy` (UpdateEventSourceMapping) and merged into packaged templates; the local
-cloud's driver (`localcloud/driver.py`) reads the same object and honours the same semantics.
+cloud reads the deployed mapping back into this object (`localcloud/deployment.py`) and its
+driver (`localcloud/driver.py`) honours the same semantics.
 Field names are the AWS parameter names in snake case; `as_api_parameters()` gives the exact
 `CreateEventSourceMapping`/`UpdateEventSourceMapping` keyword arguments.
 """

@@ -202,6 +202,11 @@ def provision(
     result = apply_stack(
         StackSpec(settings, stage=stage, shard_count=shard_count, tls_only=tls_only)
     )
+    return provisioned_from(settings, result)
+
+
+def provisioned_from(settings: Settings, result: StackResult) -> Provisioned:
+    """What an applied stack made, by role (also what `infra.deploy.deploy` applied)."""
     attributes = result.attributes
     return Provisioned(
         stream_arn=attributes[STREAM]["Arn"],

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
 import orjson
+from psycopg.conninfo import make_conninfo
 from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -16,15 +19,28 @@ from rich.table import Table
 
 from localcloud.chaos import FAULTS, Chaos, ChaosSpecError
 from localcloud.report import write_report
-from localcloud.stack import LocalCloud, RunReport
+from localcloud.session import (
+    HOME,
+    ReportServer,
+    SessionError,
+    alive,
+    attach_lock,
+    read_state,
+    signals_as_interrupt,
+    state_path,
+    stop_cloud,
+    write_state,
+)
+from localcloud.stack import MOTO_CREDENTIAL, REGION, LocalCloud, RunReport
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m localcloud",
         description=(
-            "The embedded local cloud: a moto server for AWS, a MooVitamix-compatible fake API "
-            "and a driver that fires the schedule and the Kinesis trigger the way AWS does."
+            "The embedded local cloud: a moto server for AWS, a MooVitamix-compatible fake API, "
+            "the local stage deployed into it by the deploy code, and drivers that fire the "
+            "schedules and run the deployed mappings the way AWS does."
         ),
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -32,9 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="start the local cloud, run one scheduled ingestion, report and stop",
         description=(
-            "Start the local cloud, fire the ingestion schedule once, drive the Kinesis "
-            "trigger until the stream is drained, then read the counts back from the stores. "
-            "Exits 0 only when every fetched record is stored or quarantined."
+            "Start the local cloud and deploy the local stage, fire the ingestion schedule once, "
+            "drive the deployed Kinesis and SQS mappings until everything is drained, fire the "
+            "reconcile schedule, then read the verdict and the counts back. Exits 0 only when "
+            "the reconcile function found every fetched record stored or quarantined."
         ),
     )
     run.add_argument(
@@ -65,6 +82,44 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-report",
         action="store_true",
         help="do not write the health report (STATE_DIR/report/index.html)",
+    )
+    run.add_argument(
+        "--attach",
+        action="store_true",
+        help="run on the cloud `python -m localcloud up` keeps running (found through "
+        ".localcloud/up.json) instead of a new one; its data, API and report are used, "
+        "--api-url/--records/--seed/--shards/--state-dir are ignored",
+    )
+    up = commands.add_parser(
+        "up",
+        help="start the local cloud, deploy the stage and keep it up until Ctrl-C or `down`",
+        description=(
+            "Start moto, PostgreSQL and the built-in API, deploy the local stage through the "
+            "deploy code, print the endpoints (AWS endpoint with dummy credentials, the "
+            "PostgreSQL connection string for psql, the API URL, the health report URL) and "
+            "stay up until Ctrl-C, SIGTERM or `python -m localcloud down`. Run the schedule "
+            "on it with `python -m localcloud run --attach`."
+        ),
+    )
+    up.add_argument("--api-url", help="read this MooVitamix API instead of the built-in one")
+    up.add_argument(
+        "--records", type=int, default=1000, help="rows per resource in the built-in API (1000)"
+    )
+    up.add_argument("--seed", type=int, default=0, help="seed of the built-in API's data (0)")
+    up.add_argument("--shards", type=int, default=2, help="Kinesis shards of the stream (2)")
+    up.add_argument(
+        "--json",
+        action="store_true",
+        help="print the endpoints as one JSON object on one line on stdout once ready",
+    )
+    up.add_argument(
+        "--state-dir", type=Path, help="logs, data and report of the cloud (.localcloud/up)"
+    )
+    commands.add_parser(
+        "down",
+        help="stop the cloud `up` started (and whatever a crashed `up` left running)",
+        description="Stop the local cloud started by `python -m localcloud up` and every "
+        "process it started; exits 1 when none is up.",
     )
     report = commands.add_parser(
         "report",
@@ -124,8 +179,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        with signals_as_interrupt():
+            return _dispatch(args)
+    except KeyboardInterrupt:
+        print("interrupted: every process this command started is stopped", file=sys.stderr)
+        return 130
+    except SessionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
-        return command_run(args)
+        return command_run(args) if not args.attach else command_attach(args)
+    if args.command == "up":
+        return command_up(args)
+    if args.command == "down":
+        return command_down(args)
     if args.command == "report":
         return command_report(args)
     if args.command == "redrive":
@@ -169,10 +240,24 @@ def command_run(args: argparse.Namespace) -> int:
         if args.dump:
             cloud.dump(args.dump)
         health = None if args.no_report else write_report(cloud, state_dir / "report")
+    return _finish(args, console, report, cloud, health)
+
+
+def _finish(
+    args: argparse.Namespace,
+    console: Console,
+    report: RunReport,
+    cloud: LocalCloud,
+    health: Path | None,
+    url: str | None = None,
+) -> int:
+    """Print the run's summary (JSON or table); the exit status."""
     if args.json:
         summary = report.as_dict()
         if health is not None:
             summary["report"] = str(health)
+        if url is not None:
+            summary["report_url"] = url
         sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         _print_report(console, report, cloud)
@@ -182,8 +267,147 @@ def command_run(args: argparse.Namespace) -> int:
         if alarming:
             console.print(f"[red]alarms in ALARM: {', '.join(alarming)}[/]")
         if health is not None:
-            console.print(f"health report: {health}")
+            console.print(f"health report: {url or health}")
     return 0 if report.status == "succeeded" else 1
+
+
+def _chaos(args: argparse.Namespace, *, fake_api: bool) -> Chaos | None:
+    if not args.chaos:
+        return None
+    return Chaos.from_spec(args.chaos, seed=args.seed, fake_api=fake_api)
+
+
+def command_up(args: argparse.Namespace) -> int:
+    """`localcloud up`: start, deploy, print the endpoints, wait for a stop."""
+    if args.records < 0:
+        print("--records must be >= 0", file=sys.stderr)
+        return 2
+    existing = read_state()
+    if existing is not None and alive(int(existing["pid"])):
+        raise SessionError(
+            f"a local cloud is already up (pid {existing['pid']}): `python -m localcloud down`"
+        )
+    HOME.mkdir(exist_ok=True)
+    state_dir = (args.state_dir or HOME / "up").resolve()
+    console = Console(stderr=True)
+    cloud = LocalCloud(
+        state_dir,
+        api_url=args.api_url,
+        records=args.records,
+        seed=args.seed,
+        shard_count=args.shards,
+    )
+    stopped = threading.Event()
+    with cloud:
+        report_dir = state_dir / "report"
+        write_report(cloud, report_dir)
+        with ReportServer(report_dir) as server:
+            assert cloud.provisioned is not None
+            assert cloud.stage is not None
+            endpoints = _endpoints(cloud, server.url)
+            write_state(
+                {
+                    **endpoints,
+                    "pid": os.getpid(),
+                    "state_dir": str(state_dir),
+                    "project": str(cloud.stage.project_dir),
+                    "started_at": cloud.monitoring.started_at.isoformat(),
+                    "attributes": cloud.provisioned.attributes,
+                    "processes": cloud.processes(),
+                    "positions": {},
+                }
+            )
+            try:
+                if args.json:
+                    sys.stdout.write(orjson.dumps(endpoints).decode() + "\n")
+                    sys.stdout.flush()
+                else:
+                    _print_endpoints(console, endpoints, cloud)
+                stopped.wait()  # until a signal interrupts it
+            except KeyboardInterrupt:  # Ctrl-C, SIGTERM, `down`: the way to stop it
+                console.print("stopping the local cloud")
+            finally:
+                state_path().unlink(missing_ok=True)
+    console.print("local cloud stopped: every process it started is stopped")
+    return 0
+
+
+def _endpoints(cloud: LocalCloud, report_url: str) -> dict[str, Any]:
+    credentials = cloud.postgres_credentials
+    dsn = (
+        make_conninfo(
+            host=credentials.host,
+            port=credentials.port,
+            user=credentials.username,
+            password=credentials.password,
+            dbname=credentials.dbname,
+        )
+        if credentials is not None
+        else None
+    )
+    return {
+        "aws_endpoint": cloud.moto.url,
+        "aws_region": REGION,
+        "aws_access_key_id": MOTO_CREDENTIAL,
+        "aws_secret_access_key": MOTO_CREDENTIAL,
+        "postgres_dsn": dsn,
+        "api_url": str(cloud.settings.api_url),
+        "report_url": report_url,
+        "stage": "local",
+        "table_prefix": cloud.settings.table_prefix,
+    }
+
+
+def _print_endpoints(console: Console, endpoints: dict[str, Any], cloud: LocalCloud) -> None:
+    console.print(f"[bold green]local cloud up[/] in {cloud.started_s:.1f} s (stage local)")
+    console.print(
+        f"  AWS        {endpoints['aws_endpoint']}  (region {endpoints['aws_region']}, "
+        f"AWS_ACCESS_KEY_ID={MOTO_CREDENTIAL} AWS_SECRET_ACCESS_KEY={MOTO_CREDENTIAL})"
+    )
+    if endpoints["postgres_dsn"]:
+        console.print(f'  PostgreSQL psql "{endpoints["postgres_dsn"]}"')
+    console.print(f"  API        {endpoints['api_url']}")
+    console.print(f"  report     {endpoints['report_url']}")
+    console.print(
+        "run the schedule: python -m localcloud run --attach; stop: Ctrl-C or "
+        "python -m localcloud down"
+    )
+
+
+def command_down(args: argparse.Namespace) -> int:
+    for line in stop_cloud():
+        print(line, file=sys.stderr)
+    print("local cloud down", file=sys.stderr)
+    return 0
+
+
+def command_attach(args: argparse.Namespace) -> int:
+    """`run --attach`: fire the schedule on the running cloud and report like `run`."""
+    state = read_state()
+    if state is None or not alive(int(state["pid"])):
+        raise SessionError("no local cloud is up: start one with `python -m localcloud up`")
+    try:
+        chaos = _chaos(args, fake_api=False)
+    except ChaosSpecError as error:
+        print(
+            f"--chaos: {error} (attached runs read the cloud's API: no api-* faults)",
+            file=sys.stderr,
+        )
+        return 2
+    console = Console(stderr=args.json)
+    with attach_lock():
+        cloud = LocalCloud.attach(state, chaos=chaos, workers=args.workers)
+        with cloud:
+            report = cloud.run() if args.json else _run_with_progress(cloud, console)
+            if args.dump:
+                cloud.dump(args.dump)
+            health = (
+                None if args.no_report else write_report(cloud, Path(state["state_dir"]) / "report")
+            )
+        latest = read_state() or state
+        latest["positions"] = cloud.positions
+        write_state(latest)
+    return _finish(args, console, report, cloud, health, url=state.get("report_url"))
 
 
 def command_report(args: argparse.Namespace) -> int:

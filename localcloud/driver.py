@@ -1,7 +1,8 @@
 """The parts of Lambda that moto does not run: the Kinesis trigger and async invocations.
 
-`KinesisEventSourceMapping` polls every shard from `TRIM_HORIZON` in its own thread and hands
-batches of at most `BatchSize` records to the load handler as the real Lambda Kinesis event,
+`KinesisEventSourceMapping` polls every shard from its `StartingPosition` in its own thread and
+hands batches of at most `BatchSize` records (gathered for up to `MaximumBatchingWindowInSeconds`
+while the producer runs) to the load handler as the real Lambda Kinesis event,
 with the failure semantics of the mapping's settings (`infra.event_source`), as AWS applies
 them:
 
@@ -95,6 +96,9 @@ class KinesisEventSourceMapping:
     idle_poll_s: float = 0.05
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     progress: dict[str, ShardProgress] = field(default_factory=dict)
+    memory_mb: int = 512
+    timeout_s: float = 120.0
+    """The deployed function's memory and timeout (its Lambda context says them)."""
 
     def __post_init__(self) -> None:
         if self.settings is None:
@@ -142,7 +146,7 @@ class KinesisEventSourceMapping:
         iterator = (
             self._iterator(shard_id, "AFTER_SEQUENCE_NUMBER", position)
             if position
-            else self._iterator(shard_id, "TRIM_HORIZON")
+            else self._iterator(shard_id, self.config.starting_position)
         )
         while True:
             done_before_poll = producer_done.is_set()
@@ -156,8 +160,34 @@ class KinesisEventSourceMapping:
                     return
                 time.sleep(self.idle_poll_s)
                 continue
+            iterator = self._fill_window(shard_id, records, iterator, producer_done)
             self.deliver(records, shard_id)
             self.progress[shard_id].last_sequence = records[-1]["SequenceNumber"]
+
+    def _fill_window(
+        self,
+        shard_id: str,
+        records: list[dict[str, Any]],
+        iterator: str,
+        producer_done: threading.Event,
+    ) -> str:
+        """`MaximumBatchingWindowInSeconds`: gather records until the batch is full or the
+        window has passed. Once the producer is done the wait is cut short (AWS would wait
+        the rest of the window for records that cannot come any more)."""
+        window_s = self.config.maximum_batching_window_in_seconds
+        deadline = time.monotonic() + window_s
+        while (
+            len(records) < self.config.batch_size
+            and time.monotonic() < deadline
+            and not producer_done.is_set()
+        ):
+            time.sleep(self.idle_poll_s)
+            response = self.kinesis.get_records(
+                ShardIterator=iterator, Limit=self.config.batch_size - len(records)
+            )
+            records.extend(response["Records"])
+            iterator = response["NextShardIterator"]
+        return str(iterator)
 
     def deliver(self, records: list[dict[str, Any]], shard_id: str) -> None:
         """Hand one polled batch to the handler until it is processed or given up on."""
@@ -228,7 +258,13 @@ class KinesisEventSourceMapping:
         progress.invocations += 1
         progress.records_delivered += len(records)
         try:
-            response = self.handler(event, LambdaContext(self.function_name, region=self.region))
+            context = LambdaContext(
+                self.function_name,
+                memory_limit_in_mb=self.memory_mb,
+                timeout_s=self.timeout_s,
+                region=self.region,
+            )
+            response = self.handler(event, context)
         except Exception as error:
             progress.handler_errors += 1
             log.info("load handler raised %s: %s", type(error).__name__, error)

@@ -2,8 +2,10 @@
 
 In Lambda, the handlers' EMF lines go to CloudWatch Logs, which extracts the metrics. Nothing
 reads logs locally, so the bridge takes the EMF lines the handlers write (it replaces
-`chalicelib.metrics.metrics.output`), keeps them in `emf.jsonl` (the local log group) and
-publishes the same metrics, names, units and dimension sets, with `PutMetricData`.
+`chalicelib.metrics.metrics.output`), keeps them in `emf.jsonl`, puts each into the log group
+of the function whose invocation wrote it (`/aws/lambda/<function>` in the emulator's
+CloudWatch Logs, so that who wrote a metric can be read back) and publishes the same metrics,
+names, units and dimension sets, with `PutMetricData`.
 
 moto keeps every value it receives as a separate datum and scans them all for each query, so
 the bridge sends each metric as a statistic set per second (sum, minimum, maximum, count):
@@ -14,8 +16,11 @@ Percentiles are the exception (moto cannot compute them): `read_emf_archive` rea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
+import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -110,25 +115,63 @@ class MetricAccumulator:
 class EmfBridge:
     """Receives EMF lines, archives them, publishes their metrics to CloudWatch on demand."""
 
-    def __init__(self, cloudwatch: Any, archive: Path) -> None:
+    def __init__(self, cloudwatch: Any, archive: Path, logs: Any = None) -> None:
         self.cloudwatch = cloudwatch
         self.archive = archive
+        self.logs = logs
         self.accumulator = MetricAccumulator()
         self._lock = threading.Lock()
+        self._invocation = threading.local()
+        self._pending: dict[str, list[dict[str, Any]]] = {}
+        self._stream = f"localcloud/{uuid.uuid4().hex}"
+        self._streams: set[str] = set()
         self.lines = 0
+
+    @contextlib.contextmanager
+    def invoking(self, function_name: str) -> Iterator[None]:
+        """Lines written in this thread meanwhile belong to `function_name`'s log group."""
+        previous = getattr(self._invocation, "function", None)
+        self._invocation.function = function_name
+        try:
+            yield
+        finally:
+            self._invocation.function = previous
 
     def capture(self, line: str) -> None:
         """The `output` of `chalicelib.metrics`: one EMF document per line."""
         document = json.loads(line)
         for metric in emf_metrics(document):
             self.accumulator.add(*metric)
+        function = getattr(self._invocation, "function", None)
         with self._lock:
             self.lines += 1
             with self.archive.open("a", encoding="utf-8") as handle:
                 handle.write(line.rstrip("\n") + "\n")
+            if function is not None and self.logs is not None:
+                self._pending.setdefault(f"/aws/lambda/{function}", []).append(
+                    {"timestamp": int(time.time() * 1000), "message": line.rstrip("\n")}
+                )
 
     def publish(self) -> int:
+        self._publish_logs()
         return self.accumulator.publish(self.cloudwatch)
+
+    def _publish_logs(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for group, events in pending.items():
+            if group not in self._streams:
+                with contextlib.suppress(self.logs.exceptions.ResourceAlreadyExistsException):
+                    self.logs.create_log_group(logGroupName=group)
+                with contextlib.suppress(self.logs.exceptions.ResourceAlreadyExistsException):
+                    self.logs.create_log_stream(logGroupName=group, logStreamName=self._stream)
+                self._streams.add(group)
+            for start in range(0, len(events), 1000):
+                self.logs.put_log_events(
+                    logGroupName=group,
+                    logStreamName=self._stream,
+                    logEvents=events[start : start + 1000],
+                )
 
 
 def dimension_list(dimensions: dict[str, str]) -> list[dict[str, str]]:

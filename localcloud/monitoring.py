@@ -1,9 +1,10 @@
 """Monitoring of the local cloud: the same alarms and dashboard as AWS, and metrics that get there.
 
-`LocalMonitoring` applies `infra.monitoring` (SNS topic, alarms, dashboard) to moto, routes the
-handlers' EMF lines through the bridge, wraps the handlers to record what Lambda itself would
-publish, and after each run publishes everything, evaluates the alarms (moto does not), and
-reads the run's metrics back with `GetMetricData`.
+The deploy (`infra.deploy`, run by `localcloud/deployment.py`) has put the stage's alarms and
+dashboard into moto. `LocalMonitoring` routes the handlers' EMF lines through the bridge (as
+CloudWatch Logs does), wraps the handlers to record what Lambda itself would publish,
+and after each run publishes everything, evaluates the alarms (moto does not), and reads the
+run's metrics back with `GetMetricData`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from typing import Any
 from chalicelib import aws
 from chalicelib.metrics import CATALOGUE, NAMESPACE, PIPELINE, MetricSpec, metrics
 from chalicelib.settings import Settings
-from infra.monitoring import MonitoringApplied, apply_monitoring
 from infra.stage import StageResources
 from localcloud.alarm_evaluator import evaluate_alarms
 from localcloud.aws_metrics import Handler, ServiceMetrics
@@ -44,7 +44,6 @@ class LocalMonitoring:
         self.stage = stage
         self.emf_archive = state_dir / "emf.jsonl"
         self.resources: StageResources | None = None
-        self.applied: MonitoringApplied | None = None
         self.bridge: EmfBridge | None = None
         self.service: ServiceMetrics | None = None
         self.started_at = datetime.now(UTC)
@@ -53,8 +52,7 @@ class LocalMonitoring:
 
     def start(self, settings: Settings) -> None:
         self.resources = StageResources.from_settings(settings, self.stage)
-        self.applied = apply_monitoring(settings, self.stage)
-        self.bridge = EmfBridge(aws.client("cloudwatch"), self.emf_archive)
+        self.bridge = EmfBridge(aws.client("cloudwatch"), self.emf_archive, aws.client("logs"))
         self.service = ServiceMetrics(self.resources)
         metrics.clear_metrics()  # values recorded before this cloud existed are not its own
         self._previous_output = metrics.output
@@ -67,8 +65,19 @@ class LocalMonitoring:
             self._previous_output = None
 
     def instrument(self, function: str, handler: Handler) -> Handler:
+        """The handler as Lambda runs it: service metrics, and its EMF lines in its log group."""
         assert self.service is not None
-        return self.service.instrument(function, handler)
+        assert self.resources is not None
+        bridge = self.bridge
+        name = self.resources.functions[function]
+        instrumented = self.service.instrument(function, handler)
+
+        def invoke(event: Any, context: Any) -> Any:
+            assert bridge is not None
+            with bridge.invoking(name):
+                return instrumented(event, context)
+
+        return invoke
 
     def begin_run(self) -> datetime:
         """The start of a run's window, in a second no earlier run wrote metrics in."""

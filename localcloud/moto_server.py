@@ -1,4 +1,6 @@
-"""The moto server, with moto's quadratic Kinesis shard operations made constant-time.
+"""The moto server, with moto's quadratic Kinesis shard operations made constant-time, schedule
+rules that no longer swallow put events (`_send_to_targets`) and event-source mappings that moto
+records but does not run itself (`_create_event_source_mapping`).
 
 moto keeps a shard's records in an ordered dict keyed by consecutive sequence numbers, but it
 finds the newest one with `list(keys)[-1]` (once per *record* put) and serves `GetRecords` by
@@ -26,6 +28,8 @@ import sys
 import threading
 from typing import Any
 
+from moto.awslambda.models import EventSourceMapping, LambdaBackend
+from moto.events.models import Rule
 from moto.kinesis.models import Shard
 
 _original_get_records = Shard.get_records
@@ -33,6 +37,35 @@ _original_max = Shard.get_max_sequence_number
 _original_min = Shard.get_min_sequence_number
 _original_put_record = Shard.put_record
 _shard_lock = threading.RLock()
+_original_send_to_targets = Rule.send_to_targets
+_original_create_mapping = LambdaBackend.create_event_source_mapping
+
+
+def _create_event_source_mapping(self: LambdaBackend, spec: dict[str, Any]) -> EventSourceMapping:
+    """Record the mapping, but never run it: moto would invoke the function itself (in Docker,
+    which is absent) on every SendMessage/PutRecords, consuming and failing the records. The
+    local cloud's drivers are the Lambda service; they read the mapping back and run it."""
+    from moto.kinesis.models import kinesis_backends
+    from moto.sqs.models import sqs_backends
+
+    mapping = _original_create_mapping(self, spec)
+    sources = [
+        *sqs_backends[self.account_id][self.region_name].queues.values(),
+        *kinesis_backends[self.account_id][self.region_name].streams.values(),
+    ]
+    for source in sources:
+        registry = source.lambda_event_source_mappings  # type: ignore[attr-defined]
+        for key in [key for key, value in registry.items() if value is mapping]:
+            del registry[key]
+    return mapping
+
+
+def _send_to_targets(self: Rule, *args: Any, **kwargs: Any) -> None:
+    """A schedule rule (no event pattern) matches no put event, as on AWS; moto matches it to
+    every event and then fails on its Lambda target (`NotImplementedError`)."""
+    if self.scheduled_expression and not self.event_pattern._raw_pattern:
+        return
+    _original_send_to_targets(self, *args, **kwargs)
 
 
 def _locked_put_record(self: Shard, *args: Any, **kwargs: Any) -> str:
@@ -81,6 +114,8 @@ def apply() -> None:
     Shard.get_min_sequence_number = _min_sequence_number  # type: ignore[method-assign]
     Shard.get_records = _get_records  # type: ignore[method-assign]
     Shard.put_record = _locked_put_record  # type: ignore[method-assign]
+    Rule.send_to_targets = _send_to_targets  # type: ignore[method-assign]
+    LambdaBackend.create_event_source_mapping = _create_event_source_mapping  # type: ignore[method-assign]
 
 
 def main(argv: list[str] | None = None) -> None:

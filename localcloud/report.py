@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chalicelib import aws
+from chalicelib.outcome import LAST_SUCCESS_RUN_ID
 from infra.dashboard import metric_lines
 from localcloud.metrics_bridge import dimension_list, read_emf_archive
 
@@ -321,7 +322,7 @@ def _runs(
     dynamodb = aws.client("dynamodb")
     items: list[dict[str, Any]] = []
     for page in dynamodb.get_paginator("scan").paginate(TableName=settings.table_name("runs")):
-        items.extend(page["Items"])
+        items.extend(item for item in page["Items"] if item["run_id"]["S"] != LAST_SUCCESS_RUN_ID)
     outcomes = _outcomes(cloudwatch, pipeline, start, end)
     runs: list[RunSummary] = []
     for item in sorted(items, key=lambda i: i.get("started_at", {}).get("S", "")):

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import urlsplit
 
 import requests
 
@@ -50,9 +51,19 @@ class MotoServer:
         self.log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
 
+    @classmethod
+    def running(cls, url: str) -> MotoServer:
+        """A moto server started by another process (`localcloud up`): never stopped here."""
+        parsed = urlsplit(url)
+        return cls(Path(os.devnull), host=parsed.hostname or "127.0.0.1", port=parsed.port or 80)
+
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
 
     def start(self) -> MotoServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

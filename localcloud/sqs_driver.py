@@ -63,6 +63,9 @@ class SqsEventSourceMapping:
     concurrency: int = 2
     function_name: str = "ingest_worker"
     region: str = "us-east-1"
+    memory_mb: int = 512
+    timeout_s: float = 900.0
+    """The deployed function's memory and timeout (its Lambda context says them)."""
     idle_poll_s: float = 0.05
     progress: WorkerProgress = field(default_factory=WorkerProgress)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -114,7 +117,13 @@ class SqsEventSourceMapping:
         with self._lock:
             self.progress.invocations += 1
         try:
-            self.handler(event, LambdaContext(self.function_name, region=self.region))
+            context = LambdaContext(
+                self.function_name,
+                memory_limit_in_mb=self.memory_mb,
+                timeout_s=self.timeout_s,
+                region=self.region,
+            )
+            self.handler(event, context)
         except Exception as error:
             with self._lock:
                 self.progress.failures += 1

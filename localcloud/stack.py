@@ -1,10 +1,15 @@
 """The embedded local cloud: moto for AWS, a fake MooVitamix API, and the Lambda driver.
 
-`LocalCloud` starts the services, points the process's environment at them (the `local` stage
-of `.chalice/config.json`, with `AWS_ENDPOINT_URL` set to moto), provisions the stream, tables
-and bucket through `infra.provision` (the code path used for AWS), then runs the pipeline by
-calling the Chalice handlers exactly as Lambda would. `LocalMonitoring` adds the stage's alarms
-and dashboard and gets the handlers' metrics into CloudWatch (see localcloud/monitoring.py).
+`LocalCloud` starts the services, deploys the `local` stage of `.chalice/config.json` into moto
+through the deploy code (`localcloud/deployment.py`: infrastructure, functions, schedules,
+mappings, alarms, dashboard), reads back what was deployed, gives this process the functions'
+deployed environment (plus what the Lambda runtime adds: the endpoint, region, credentials)
+and runs the pipeline by calling the Chalice handlers exactly as Lambda would, with the
+deployed settings. It holds no pipeline logic: the verdict, the run-outcome metrics and the
+DatasetUpdated event come from the reconcile function, which the cloud fires through its
+schedule after each run and whose verdict it reads back from the runs table.
+`LocalMonitoring` turns the handlers' EMF lines into metrics and evaluates the alarms (see
+localcloud/monitoring.py).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -27,8 +32,6 @@ import orjson
 
 from chalicelib import aws, wiring
 from chalicelib.contract import ENTITIES, entity_key
-from chalicelib.metrics import record_run_outcome
-from chalicelib.notify import publish_dataset_updated
 from chalicelib.progress import run_id_for_event
 from chalicelib.redrive import RedriveReport, new_redrive_id
 from chalicelib.settings import Settings, get_settings
@@ -36,12 +39,21 @@ from chalicelib.sinks.postgres_connection import Credentials
 from chalicelib.telemetry import SERVICE
 from infra.event_source import KinesisEventSourceSettings
 from infra.postgres_secret import ensure_postgres_secret
-from infra.provision import Provisioned, provision
+from infra.provision import Provisioned, StackResult, provisioned_from
+from infra.stages import Stage
 from localcloud.chaos import Chaos
+from localcloud.deployment import (
+    STAGE,
+    DeployedStage,
+    DeploymentError,
+    deploy_stage,
+    local_project,
+    read_deployed,
+)
 from localcloud.driver import AsyncInvoker, KinesisEventSourceMapping, ShardProgress
 from localcloud.events import EventCapture
 from localcloud.fakeapi import FakeApiServer
-from localcloud.lambda_runtime import scheduled_event
+from localcloud.lambda_runtime import LambdaContext, scheduled_event
 from localcloud.monitoring import LocalMonitoring
 from localcloud.postgres import EmbeddedPostgres
 from localcloud.services import MotoServer
@@ -51,6 +63,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
 MOTO_CREDENTIAL = "testing"
 """moto accepts any credentials; these are not a secret."""
+RECONCILE_GRACE_S = "0"
+"""The local stage's PIPELINE_RECONCILE_GRACE_S: the cloud fires the reconcile schedule only
+once its drivers have drained everything, so nothing of the run can still be in flight."""
 
 ProgressCallback = Callable[[str, str, int, int | None], None]
 """(step, entity, count, total) -> None; step is "fetched" or "loaded"."""
@@ -82,6 +97,8 @@ class RunReport:
     """{alarm name: state} after the run, as the local evaluator set them."""
     chaos: dict[str, int] | None = None
     ingest_invocations: int = 0
+    reconcile: dict[str, Any] | None = None
+    """The reconcile function's answer to the sweep that settled the run."""
 
     def as_dict(self) -> dict[str, Any]:
         summary: dict[str, Any] = {
@@ -98,6 +115,8 @@ class RunReport:
             summary["errors"] = self.errors
         if self.event is not None:
             summary["event"] = self.event
+        if self.reconcile is not None:
+            summary["reconcile"] = self.reconcile
         return summary
 
 
@@ -189,11 +208,44 @@ class LocalCloud:
         self.postgres_database: str | None = None
         self.events: EventCapture | None = None
         self.monitoring = LocalMonitoring(state_dir)
-        self.last_success_at: datetime | None = None
+        self.deployed: DeployedStage | None = None
+        self.stage: Stage | None = None
+        self.postgres_credentials: Credentials | None = None
+        self.attached: dict[str, Any] | None = None
+        """The state of a running cloud (`localcloud up`) this one works on, instead of its own."""
+
+    @classmethod
+    def attach(
+        cls, state: dict[str, Any], *, chaos: Chaos | None = None, workers: int = 2
+    ) -> LocalCloud:
+        """A cloud that runs the pipeline on the services of a running `localcloud up` (its
+        state file's content): it starts and stops nothing, and continues the load trigger
+        where the previous run stopped."""
+        cloud = cls(
+            Path(state["state_dir"]), api_url=state["api_url"], chaos=chaos, workers=workers
+        )
+        cloud.attached = state
+        cloud.positions = dict(state.get("positions", {}))
+        cloud._owns_postgres = False
+        return cloud
+
+    def processes(self) -> dict[str, Any]:
+        """The processes this cloud started: `down` stops what a crashed `up` left behind."""
+        found: dict[str, Any] = {}
+        if self.moto.pid is not None:
+            found["moto"] = self.moto.pid
+        if self._owns_postgres and self.postgres is not None and self.postgres.data_dir:
+            found["postgres_data_dir"] = str(self.postgres.data_dir)
+            pid_file = self.postgres.data_dir / "postmaster.pid"
+            if pid_file.exists():
+                found["postgres"] = int(pid_file.read_text().split()[0])
+        return found
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def __enter__(self) -> LocalCloud:
+        if self.attached is not None:
+            return self._enter_attached(self.attached)
         started = time.monotonic()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._start_postgres()
@@ -208,9 +260,10 @@ class LocalCloud:
                 )
                 self.fake_api.start()
                 api_url = self.fake_api.url
-            self._apply_environment(api_url)
-            self.provisioned = provision(self.settings, shard_count=self.shard_count)
+            self._apply_runtime_environment()
+            self._deploy(api_url)
             self._prepare_postgres()
+            self._apply_deployed_environment()
             if self.chaos is not None and self.postgres and self.postgres_database:
                 # postgres-disconnect terminates the sink's sessions through this admin DSN
                 self.chaos.postgres_dsn = self.postgres.admin_dsn(self.postgres_database)
@@ -218,6 +271,30 @@ class LocalCloud:
                 f"{self.settings.table_prefix}-dataset-events", self.settings.event_bus_name
             ).start()
             self.monitoring.start(self.settings)
+            self._route_logs()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        self.started_s = time.monotonic() - started
+        (self.state_dir / "processes.json").write_text(orjson.dumps(self.processes()).decode())
+        return self
+
+    def _enter_attached(self, state: dict[str, Any]) -> LocalCloud:
+        started = time.monotonic()
+        try:
+            self.moto = MotoServer.running(state["aws_endpoint"])
+            self._apply_runtime_environment()
+            self.stage = Stage.load(STAGE, Path(state["project"]))
+            self.provisioned = provisioned_from(
+                self.stage.settings, StackResult([], state["attributes"])
+            )
+            self.read_deployment()
+            self._apply_deployed_environment()
+            self.events = EventCapture(
+                f"{self.settings.table_prefix}-dataset-events", self.settings.event_bus_name
+            ).start()
+            self.monitoring.start(self.settings)
+            self.monitoring.started_at = datetime.fromisoformat(state["started_at"])
             self._route_logs()
         except BaseException:
             self.__exit__(None, None, None)
@@ -243,25 +320,81 @@ class LocalCloud:
     def settings(self) -> Settings:
         return get_settings()
 
-    def _apply_environment(self, api_url: str) -> None:
-        environment = stage_environment("local")
-        environment.update(
+    def _set_environment(self, environment: dict[str, str], drop: tuple[str, ...] = ()) -> None:
+        for name in [*environment, *drop]:
+            self._saved_env.setdefault(name, os.environ.get(name))
+        for name in drop:
+            os.environ.pop(name, None)
+        os.environ.update(environment)
+        wiring.reset()
+
+    def _apply_runtime_environment(self) -> None:
+        """What the Lambda runtime gives every function (and the deploy needs): the emulator's
+        endpoint, its region and dummy credentials; no profile or session of this shell."""
+        self._set_environment(
             {
                 "AWS_ENDPOINT_URL": self.moto.url,
                 "AWS_ACCESS_KEY_ID": MOTO_CREDENTIAL,
                 "AWS_SECRET_ACCESS_KEY": MOTO_CREDENTIAL,
                 "AWS_DEFAULT_REGION": REGION,
                 "AWS_REGION": REGION,
-                "PIPELINE_API_URL": api_url,
-            }
+            },
+            drop=("AWS_PROFILE", "AWS_SESSION_TOKEN"),
         )
+
+    def stage_variables(self, api_url: str) -> dict[str, str]:
+        """The local stage's variables for this cloud, on top of `.chalice/config.json`."""
+        environment = {
+            "PIPELINE_API_URL": api_url,
+            "PIPELINE_STREAM_SHARDS": str(self.shard_count),
+            "PIPELINE_RECONCILE_GRACE_S": RECONCILE_GRACE_S,
+        }
+        if self._wants_postgres():
+            prefix = {**stage_environment(STAGE), **self.extra_env}["PIPELINE_TABLE_PREFIX"]
+            environment["PIPELINE_POSTGRES_SECRET_ARN"] = f"{prefix}/postgres"
         environment.update(self.extra_env)
-        for name in [*environment, "AWS_PROFILE", "AWS_SESSION_TOKEN"]:
-            self._saved_env.setdefault(name, os.environ.get(name))
-        os.environ.pop("AWS_PROFILE", None)
-        os.environ.pop("AWS_SESSION_TOKEN", None)
-        os.environ.update(environment)
-        wiring.reset()
+        return environment
+
+    def _deploy(self, api_url: str) -> None:
+        """Deploy the stage into moto with the deploy code and read back what it made."""
+        project = local_project(self.state_dir / "project", self.stage_variables(api_url))
+        report = deploy_stage(project, self.state_dir / "deploy.log")
+        self.stage = Stage.load(STAGE, project)
+        self.provisioned = provisioned_from(
+            self.stage.settings, StackResult(report.infra, report.attributes)
+        )
+        self.read_deployment()
+
+    def read_deployment(self) -> DeployedStage:
+        """What the drivers emulate, read back from the emulator (after any change to it)."""
+        assert self.stage is not None
+        self.deployed = read_deployed(self.stage)
+        return self.deployed
+
+    @staticmethod
+    def _runs_with(environment: dict[str, str]) -> bool:
+        """Whether this process has exactly that function environment (no other PIPELINE_)."""
+        return all(
+            os.environ.get(name) == value for name, value in environment.items()
+        ) and not any(
+            name.startswith("PIPELINE_") and name not in environment for name in os.environ
+        )
+
+    def apply_deployment(self) -> DeployedStage:
+        """Read the deployment back; a function reconfigured since (UpdateFunctionConfiguration)
+        runs with its new environment from now on. Each run starts with this."""
+        deployed = self.read_deployment()
+        if not self._runs_with(deployed.environment()):
+            self._apply_deployed_environment()
+        return deployed
+
+    def _apply_deployed_environment(self) -> None:
+        """This process runs the functions: it takes their deployed environment."""
+        assert self.deployed is not None
+        self._set_environment(
+            self.deployed.environment(),
+            drop=tuple(name for name in os.environ if name.startswith("PIPELINE_")),
+        )
 
     def _wants_postgres(self) -> bool:
         environment = {**stage_environment("local"), **self.extra_env}
@@ -287,12 +420,10 @@ class LocalCloud:
             credentials = self.postgres.create_database(self.postgres_database)
         else:
             return
-        arn = ensure_postgres_secret(f"{self.settings.table_prefix}/postgres", credentials)
-        for name in ("PIPELINE_POSTGRES_SECRET_ARN", "PIPELINE_POSTGRES_DSN"):
-            self._saved_env.setdefault(name, os.environ.get(name))
-        os.environ.pop("PIPELINE_POSTGRES_DSN", None)
-        os.environ["PIPELINE_POSTGRES_SECRET_ARN"] = arn
-        wiring.reset()
+        # on AWS, RDS keeps the credentials in the stage's secret; here they are this cloud's
+        assert self.stage is not None
+        self.postgres_credentials = credentials
+        ensure_postgres_secret(f"{self.stage.settings.table_prefix}/postgres", credentials)
 
     def _stop_postgres(self) -> None:
         if self._postgres_started is not None:
@@ -332,12 +463,33 @@ class LocalCloud:
     # -- one run -----------------------------------------------------------------------------
 
     def mapping_settings(self) -> KinesisEventSourceSettings:
-        """The load trigger's settings, with the on-failure queue made by provisioning."""
-        assert self.provisioned is not None
-        if self.event_source is not None:
-            return self.event_source
-        return KinesisEventSourceSettings.from_settings(
-            self.settings, on_failure_destination_arn=self.provisioned.failure_queue_arn
+        """The load trigger's settings as deployed (read back from the emulator)."""
+        deployed = self.read_deployment()
+        if deployed.kinesis is None:
+            raise DeploymentError("no enabled event-source mapping from the stream to load")
+        return deployed.kinesis.settings
+
+    def _apply_event_source(self) -> None:
+        """`event_source` given: change the deployed mapping to it, as an operator would with
+        UpdateEventSourceMapping (settings it leaves out keep their deployed value)."""
+        if self.event_source is None:
+            return
+        deployed = self.read_deployment()
+        assert deployed.kinesis is not None
+        parameters = self.event_source.as_api_parameters()
+        parameters.pop("ParallelizationFactor", None)
+        aws.client("lambda").update_event_source_mapping(UUID=deployed.kinesis.uuid, **parameters)
+        self.event_source = None
+
+    def _context(self, function: str) -> Callable[[int], LambdaContext]:
+        """Contexts of the deployed function: its name, memory and timeout."""
+        assert self.deployed is not None
+        deployed = self.deployed.function(function)
+        return lambda _number: LambdaContext(
+            deployed.name,
+            memory_limit_in_mb=deployed.memory_mb,
+            timeout_s=deployed.timeout_s,
+            region=REGION,
         )
 
     def run(self, progress: ProgressCallback | None = None) -> RunReport:
@@ -345,6 +497,8 @@ class LocalCloud:
         import app  # the Chalice app: imported after the environment points at the cloud
 
         assert self.provisioned is not None
+        self._apply_event_source()
+        deployed = self.apply_deployment()
         settings = self.settings
         window_start = self.monitoring.begin_run()
         started = time.monotonic()
@@ -354,19 +508,19 @@ class LocalCloud:
 
         producer_done = threading.Event()
         ingest_outcome: dict[str, Any] = {}
-        rule_arn = f"arn:aws:events:{REGION}:123456789012:rule/moovitamix-pipeline-ingest"
-        event = scheduled_event(rule_arn, REGION)
+        event = scheduled_event(deployed.schedule("ingest"), REGION)
         chaos = self.chaos
+        ingest_name = deployed.function("ingest").name
         invoker = AsyncInvoker(
             handler=self.monitoring.instrument("ingest", app.ingest),
             lambda_client=aws.client("lambda"),
-            function_name="ingest",
+            function_name=ingest_name,
             region=REGION,
             max_invocations=settings.ingest_max_invocations + 10,
             context_factory=(
-                (lambda number: chaos.ingest_context_for(number, "ingest", REGION))
+                (lambda number: chaos.ingest_context_for(number, ingest_name, REGION))
                 if chaos is not None
-                else None
+                else self._context("ingest")
             ),
         )
 
@@ -382,12 +536,23 @@ class LocalCloud:
             finally:
                 ingest_done.set()
 
+        if deployed.work is None:
+            raise DeploymentError("no enabled event-source mapping from the work queue")
+        if deployed.work.batch_size != 1:
+            raise DeploymentError(
+                f"the work queue's mapping has batch size {deployed.work.batch_size}: the local "
+                "SQS trigger delivers one message per invocation, as app.py deploys it"
+            )
+        worker = deployed.function(deployed.work.function)
         work = SqsEventSourceMapping(
             sqs=aws.client("sqs"),
-            queue_url=self.provisioned.work_queue_url,
+            queue_url=deployed.work.queue_url,
             handler=self.monitoring.instrument("ingest_worker", app.ingest_worker),
+            function_name=worker.name,
             concurrency=self.workers,
             region=REGION,
+            memory_mb=worker.memory_mb,
+            timeout_s=worker.timeout_s,
         )
 
         def run_workers() -> None:
@@ -397,12 +562,13 @@ class LocalCloud:
             finally:
                 producer_done.set()
 
-        load_handler = self.monitoring.instrument("load", app.load)
+        load_handler: Any = app.load
         if chaos is not None:
             wiring.load_dependencies()  # builds the sinks, hence PynamoDB's clients, to hook
             chaos.attach(self._aws_clients())
             load_handler = chaos.wrap_load(load_handler, lambda: chaos.attach(self._aws_clients()))
-        mapping = self._mapping(load_handler)
+        # Lambda sees a crash injected by chaos as the function's error, like any other
+        mapping = self._mapping(self.monitoring.instrument("load", load_handler))
         producer = threading.Thread(target=fire_schedule, name="ingest", daemon=True)
         producer.start()
         workers = threading.Thread(target=run_workers, name="workers", daemon=True)
@@ -420,6 +586,8 @@ class LocalCloud:
 
         run_id = run_id_for_event(event)
         report = self._reconcile(run_id, ingest_outcome, shards, work.progress)
+        if report.status == "succeeded":
+            self._receive_dataset_updated(report)
         report.metrics, report.alarms = self.monitoring.end_run(window_start)
         report.ingest_invocations = len(invoker.invocations)
         if chaos is not None:
@@ -428,40 +596,45 @@ class LocalCloud:
             "total_s": round(self.started_s + time.monotonic() - started, 3),
             "pipeline_s": round(pipeline_s, 3),
         }
-        if report.status == "succeeded":
-            self._signal_dataset_updated(report)
         return report
 
-    def _signal_dataset_updated(self, report: RunReport) -> None:
-        """Publish DatasetUpdated for a run whose records are all loaded, and capture it."""
-        try:
-            publish_dataset_updated(
-                aws.client("events"),
-                self.settings.event_bus_name,
-                report.run_id,
-                report.status,
-                report.entities,
+    def _receive_dataset_updated(self, report: RunReport) -> None:
+        """The DatasetUpdated event the reconcile function published, as the subscriber (an
+        EventBridge rule with an SQS target) received it."""
+        if self.events is None:
+            return
+        report.event = self.events.receive()
+        if report.event is None:
+            report.errors.append(
+                "DatasetUpdated: the reconcile function settled the run as succeeded but the "
+                "subscriber's queue received no event"
             )
-            report.event = self.events.receive() if self.events is not None else None
-        except Exception as error:
-            report.errors.append(f"DatasetUpdated event: {type(error).__name__}: {error}")
-        if self.events is not None and report.event is None:
-            report.errors.append("DatasetUpdated event: published but never received")
-        if report.errors:
-            report.status = "failed"
 
     def _mapping(self, handler: Any) -> KinesisEventSourceMapping:
-        """The load trigger, continuing where the previous drain stopped."""
-        assert self.provisioned is not None
+        """The load trigger as deployed, continuing where the previous drain stopped."""
+        deployed = self.read_deployment()
+        trigger = deployed.kinesis
+        if trigger is None:
+            raise DeploymentError("no enabled event-source mapping from the stream to load")
+        if trigger.settings.parallelization_factor != 1:
+            raise DeploymentError(
+                f"the Kinesis mapping is deployed with ParallelizationFactor "
+                f"{trigger.settings.parallelization_factor}: the local driver runs one batch per "
+                "shard at a time (and the DynamoDB sink relies on it)"
+            )
+        function = deployed.function(trigger.function)
         return KinesisEventSourceMapping(
             kinesis=aws.client("kinesis"),
-            stream_name=self.settings.stream_name,
-            stream_arn=self.provisioned.stream_arn,
+            stream_name=trigger.stream_arn.rsplit("/", 1)[-1],
+            stream_arn=trigger.stream_arn,
             handler=handler,
+            function_name=function.name,
             region=REGION,
-            settings=self.mapping_settings(),
+            settings=trigger.settings,
             sqs=aws.client("sqs"),
-            destination_url=self.provisioned.failure_queue_url,
+            destination_url=trigger.destination_url,
+            memory_mb=function.memory_mb,
+            timeout_s=function.timeout_s,
             progress={
                 shard_id: ShardProgress(shard_id, last_sequence=sequence)
                 for shard_id, sequence in self.positions.items()
@@ -488,7 +661,7 @@ class LocalCloud:
             redriver.redrive_failures(report)
         drained = threading.Event()
         drained.set()
-        shards = self._mapping(app.load).run(drained)
+        shards = self._mapping(self.monitoring.instrument("load", app.load)).run(drained)
         self._remember_positions(shards)
         return report, self._reconcile(run_id, {}, shards)
 
@@ -501,6 +674,17 @@ class LocalCloud:
             clients.append(model._get_connection().connection.client)
         return clients
 
+    def fire_reconcile(self) -> dict[str, Any]:
+        """Fire the reconcile schedule once: the deployed function settles the pending runs,
+        writes their run-outcome metrics and publishes DatasetUpdated. Returns its answer."""
+        import app
+
+        deployed = self.read_deployment()
+        event = scheduled_event(deployed.schedule("reconcile"), REGION)
+        handler = self.monitoring.instrument("reconcile", app.reconcile)
+        answer: dict[str, Any] = handler(event, self._context("reconcile")(1))
+        return answer
+
     def _reconcile(
         self,
         run_id: str,
@@ -508,15 +692,20 @@ class LocalCloud:
         shards: dict[str, ShardProgress],
         work: WorkerProgress | None = None,
     ) -> RunReport:
-        """The run's verdict: `chalicelib.reconcile`, the code AWS runs, plus what the local
-        driver saw (ingest errors, records sent to the on-failure queue)."""
+        """Fire the reconcile schedule and report the run: its verdict as the reconcile function
+        wrote it in the runs table, its counts read back from the stores, and what the local
+        drivers saw (ingest errors, records sent to the on-failure queue) as errors."""
         settings = self.settings
-        verdict = wiring.reconciler(settings).reconcile(run_id, final=True)
+        errors: list[str] = []
+        answer: dict[str, Any] | None = None
+        try:
+            answer = self.fire_reconcile()
+        except Exception as error:  # the function failed: Lambda would retry it later
+            errors.append(f"reconcile: {type(error).__name__}: {error}")
         manifest = wiring.manifests(settings).get(run_id) or {}
         quarantined = wiring.quarantine(settings).count_by_entity(run_id)
         sinks = wiring.build_sinks(settings)
         entities: dict[str, dict[str, Any]] = {}
-        errors: list[str] = []
         if "error" in ingest_outcome:
             errors.append(f"ingest: {ingest_outcome['error']}")
         for shard in shards.values():
@@ -536,8 +725,9 @@ class LocalCloud:
                     f"{dead} ingest work items failed for good (in the dead-letter queue); "
                     f"last errors: {work.last_failures}"
                 )
-        differences: dict[str, int] = {}
-        errors.extend(verdict.reasons)
+        reasons = str(manifest.get("reconcile_reasons", ""))
+        if reasons and reasons != "balanced":
+            errors.extend(reason.strip() for reason in reasons.split(";") if reason.strip())
         for entity in settings.resource_list:
             counts: dict[str, Any] = {
                 "fetched": int(manifest.get(f"fetched.{entity}", 0)),
@@ -551,23 +741,19 @@ class LocalCloud:
                 },
                 "stored": {sink.name: sink.count(entity) for sink in sinks},
             }
-            balance = verdict.entities.get(entity)
-            if balance is not None and balance.missing:
-                counts["missing"] = balance.missing
-                counts["missing_records"] = balance.missing_records
+            missing = int(manifest.get(f"reconciled.missing.{entity}", 0))
+            if missing:
+                counts["missing"] = missing
+                counts["missing_records"] = orjson.loads(
+                    str(manifest.get(f"missing_records.{entity}", "[]"))
+                )
             entities[entity] = counts
-            differences[entity] = balance.missing if balance is not None else 0
-        status = "succeeded" if verdict.status == "succeeded" and not errors else "failed"
-        finished_at = datetime.now(UTC)
-        record_run_outcome(
-            succeeded=status == "succeeded",
-            differences=differences,
-            quarantine_backlog=sum(1 for _ in wiring.quarantine(settings).keys(run_id=None)),
-            last_success_at=self.last_success_at,
-            now=finished_at,
-        )
-        if status == "succeeded":
-            self.last_success_at = finished_at
+        # the verdict is the reconcile function's, as it wrote it; a run it has not settled
+        # (it never saw it, or it failed) is not a success
+        verdict = str(manifest.get("status", "unknown"))
+        status = "succeeded" if verdict == "succeeded" else "failed"
+        if verdict not in ("succeeded", "failed"):
+            errors.append(f"the reconcile function left run {run_id} {verdict}")
         return RunReport(
             run_id=run_id,
             status=status,
@@ -575,6 +761,7 @@ class LocalCloud:
             timings={},
             shards=shards,
             errors=errors,
+            reconcile=answer,
         )
 
     def _dead_work_items(self) -> int:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from chalicelib import aws
+from infra.event_source import KinesisEventSourceSettings
 from localcloud.driver import KinesisEventSourceMapping
 from localcloud.lambda_runtime import LambdaContext
 from tests.factories import create_stream, unique_name
@@ -225,3 +226,29 @@ def test_broken_poller_is_reported_not_hung(stream: Stream) -> None:
     assert len(progress) == 2
     assert all("GetRecords is broken" in (p.error or "") for p in progress.values())
     assert recorder.events == []
+
+
+def test_the_batching_window_gathers_records_until_the_batch_is_full(stream: Stream) -> None:
+    """`MaximumBatchingWindowInSeconds` as deployed: while the producer publishes, a shard's
+    records wait for a full batch (or the window's end, a minute here) before one invocation."""
+    recorder = Recorder()
+    mapping = KinesisEventSourceMapping(
+        kinesis=aws.client("kinesis"),
+        stream_name=stream.name,
+        stream_arn=stream.arn,
+        handler=recorder,
+        settings=KinesisEventSourceSettings(batch_size=1000, maximum_batching_window_in_seconds=60),
+        idle_poll_s=0.01,
+    )
+    done = threading.Event()
+    consumer = threading.Thread(target=mapping.run, args=(done,), daemon=True)
+    consumer.start()
+    for start in range(0, 40, 10):
+        stream.put(10, start=start)
+    done.set()
+    consumer.join(timeout=120)
+
+    assert not consumer.is_alive()
+    assert sorted(recorder.pairs()) == sorted(stream.pairs())
+    # one invocation per shard: nothing was delivered before the producer was done
+    assert len(recorder.events) == len(stream.by_shard()) == 2

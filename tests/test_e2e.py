@@ -110,8 +110,12 @@ def test_cli_json_summary_and_dump(tmp_path: Path) -> None:
         "metrics",
         "alarms",
         "report",
+        "reconcile",
     }
     assert summary["event"]["detail-type"] == "DatasetUpdated"
+    # the verdict is the reconcile function's: its answer names the run and the event it sent
+    assert summary["reconcile"]["runs"] == {summary["run_id"]: "succeeded"}
+    assert summary["reconcile"]["events"] == {summary["run_id"]: summary["event"]["id"]}
     assert summary["status"] == "succeeded"
     assert isinstance(summary["run_id"], str)
     assert summary["run_id"]

@@ -1,9 +1,13 @@
 """Monitoring end to end on the embedded local cloud: metrics, alarms, dashboard, logs.
 
-One cloud with a flaky API (429s and 5xx that retries absorb) serves most tests; two more
-clouds provoke what cannot share it: a broken load function fed poison records, and an API
-that is down. Metrics AWS publishes itself and the local cloud cannot cause (throttles), are
-published the way AWS would, at a moment of their own so they disturb no other test.
+One cloud with a flaky API (429s and 5xx that retries absorb) serves most tests; more clouds
+provoke what cannot share it: a load function that crashes on every batch (chaos) fed poison
+records, an API that is down, a work item that keeps failing. Every condition is real, made at
+the boundaries (the API, the trigger, botocore hooks), never by replacing pipeline code; the
+run-outcome metrics are read back from CloudWatch, and their source is checked to be the
+reconcile function (the log group its EMF lines went to). Metrics AWS publishes itself and the
+local cloud cannot cause (throttles), are published the way AWS would, at a moment of their
+own so they disturb no other test.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ import pytest
 
 from chalicelib import aws, wiring
 from chalicelib.metrics import NAMESPACE
-from chalicelib.stream import KinesisPublisher, OutgoingRecord
 from infra.alarms import alarm_definitions
 from infra.dashboard import dashboard_body, metric_lines
+from infra.stages import FUNCTIONS
+from localcloud.chaos import Chaos
 from localcloud.fakeapi import FakeApiServer, FaultInjector
 from localcloud.metrics_bridge import dimension_list
 from localcloud.services import free_port
@@ -94,6 +99,32 @@ def alarm_name(slug: str) -> str:
     return f"{PREFIX}-{slug}"
 
 
+RECONCILE_LOG_GROUP = "/aws/lambda/moovitamix-pipeline-local-reconcile"
+
+
+def emf_lines(metric: str) -> dict[str, list[dict[str, Any]]]:
+    """{log group: EMF documents carrying `metric`}, from the emulator's CloudWatch Logs: where
+    Lambda puts the lines a function writes, so the group says which function wrote them."""
+    logs = aws.client("logs")
+    found: dict[str, list[dict[str, Any]]] = {}
+    for page in logs.get_paginator("describe_log_groups").paginate(
+        logGroupNamePrefix="/aws/lambda/"
+    ):
+        for group in page["logGroups"]:
+            name = group["logGroupName"]
+            for events in logs.get_paginator("filter_log_events").paginate(logGroupName=name):
+                for event in events["events"]:
+                    document = json.loads(event["message"])
+                    names = {
+                        definition["Name"]
+                        for directive in document["_aws"]["CloudWatchMetrics"]
+                        for definition in directive["Metrics"]
+                    }
+                    if metric in names:
+                        found.setdefault(name, []).append(document)
+    return found
+
+
 # -- metrics ------------------------------------------------------------------------------------
 
 
@@ -117,6 +148,27 @@ def test_metrics_equal_the_run_s_counts(first_run: FirstRun) -> None:
     assert report.metrics["EndToEndLatency"] > 0
     assert report.metrics["FetchDuration"] > 0
     assert "ApiErrors" not in report.metrics
+
+
+def test_the_run_outcome_metrics_are_written_by_the_reconcile_function(
+    cloud: LocalCloud, first_run: FirstRun
+) -> None:
+    """RunSucceeded & co. of the succeeded run, read back from CloudWatch above, were written
+    by the reconcile function (its log group), which also kept the last success in the runs
+    table and published DatasetUpdated."""
+    report = first_run.report
+    for metric in ("RunSucceeded", "RunFailed", "ReconciliationDifference", "QuarantineBacklog"):
+        assert set(emf_lines(metric)) == {RECONCILE_LOG_GROUP}, metric
+    [outcome] = [d for d in emf_lines("RunSucceeded")[RECONCILE_LOG_GROUP] if "RunFailed" in d]
+    assert (outcome["RunSucceeded"], outcome["RunFailed"]) == ([1.0], [0.0])
+    assert report.reconcile is not None
+    assert report.reconcile["runs"] == {report.run_id: "succeeded"}
+    marker = wiring.manifests(cloud.settings).get("#last-success") or {}
+    assert marker["run"] == report.run_id
+    assert marker["succeeded_at"] == report.reconcile["last_success_at"]
+    assert report.event is not None
+    assert report.event["detail"]["run_id"] == report.run_id
+    assert report.reconcile["events"][report.run_id] == report.event["id"]
 
 
 def test_the_json_summary_has_metrics_and_alarms(first_run: FirstRun) -> None:
@@ -177,6 +229,20 @@ def definitions_for_local() -> list[dict[str, Any]]:
 
 
 def test_a_stale_pipeline_raises_the_stale_alarm(cloud: LocalCloud, first_run: FirstRun) -> None:
+    """The reconcile schedule fires with no run to settle: the function reports the data's age
+    (Freshness, from the last success it keeps in the runs table) and no run outcome; a day
+    without a RunSucceeded breaches the stale alarm."""
+    before = {group: len(lines) for group, lines in emf_lines("RunSucceeded").items()}
+    answer = cloud.fire_reconcile()
+    cloud.monitoring.publish()
+    assert answer["runs"] == {}
+    assert {group: len(lines) for group, lines in emf_lines("RunSucceeded").items()} == before
+    last_success = datetime.fromisoformat(answer["last_success_at"])
+    latest = emf_lines("Freshness")[RECONCILE_LOG_GROUP][-1]
+    measured_at = latest["_aws"]["Timestamp"] / 1000.0
+    [freshness] = latest["Freshness"]
+    assert freshness == pytest.approx(measured_at - last_success.timestamp(), abs=1.0)
+    assert freshness > 0
     now = datetime.now(UTC)
     assert cloud.monitoring.evaluate(now=now)[alarm_name("pipeline-stale")] == "OK"
     a_day_later = now + timedelta(hours=26)
@@ -280,37 +346,48 @@ def test_alarms_on_metrics_only_aws_publishes(
 
 
 def test_rejected_put_records_are_counted_and_alarmed(
-    cloud: LocalCloud, first_run: FirstRun, monkeypatch: pytest.MonkeyPatch
+    cloud: LocalCloud, first_run: FirstRun
 ) -> None:
-    """Kinesis rejects the first PutRecords call's records once (as when throttled)."""
-    original = KinesisPublisher._put_once
+    """Kinesis rejects part of one PutRecords call (chaos `kinesis-partial`, a botocore hook):
+    the ingest retries those records and counts them, and the alarm fires."""
+    lambda_client = aws.client("lambda")
+    assert cloud.stage is not None
+    names = [cloud.stage.function_name(function) for function in FUNCTIONS]
+    saved = {
+        name: lambda_client.get_function_configuration(FunctionName=name)["Environment"]
+        for name in names
+    }
+    # the same data again: the operator turns change detection off, or nothing is published
+    for name, environment in saved.items():
+        variables = {**environment["Variables"], "PIPELINE_CHANGE_DETECTION": "false"}
+        lambda_client.update_function_configuration(
+            FunctionName=name, Environment={"Variables": variables}
+        )
     rejected: list[int] = []
 
-    def throttled_once(self: KinesisPublisher, batch: list[OutgoingRecord]) -> list[OutgoingRecord]:
-        if not rejected:
-            rejected.append(len(batch))
-            return list(batch)
-        return original(self, batch)
+    def count(parsed: dict[str, Any], **_: Any) -> None:
+        rejected.append(int(parsed.get("FailedRecordCount", 0)))
 
-    monkeypatch.setattr(KinesisPublisher, "_put_once", throttled_once)
-    # the same data again: with change detection nothing would be published at all
-    monkeypatch.setenv("PIPELINE_CHANGE_DETECTION", "false")
-    wiring.reset()
     try:
+        cloud.apply_deployment()  # the functions' new environment (a new boto3 client)
+        aws.client("kinesis").meta.events.register_last("after-call.kinesis.PutRecords", count)
+        cloud.chaos = Chaos({"kinesis-partial": 0.0001}, seed=3)  # at the first call, then not
         report = cloud.run()
     finally:
-        monkeypatch.delenv("PIPELINE_CHANGE_DETECTION")
-        wiring.reset()
+        cloud.chaos = None
+        for name, environment in saved.items():
+            lambda_client.update_function_configuration(FunctionName=name, Environment=environment)
+        cloud.apply_deployment()
 
     assert report.status == "succeeded", report.errors
-    assert report.metrics["PutRecordsFailedRecords"] == rejected[0] > 0
+    assert report.chaos == {"kinesis-partial": 1}
+    assert len([failed for failed in rejected if failed]) == 1
+    assert report.metrics["PutRecordsFailedRecords"] == sum(rejected) > 0
     assert report.alarms[alarm_name("putrecords-failures")] == "ALARM"
-    # the same data again: every record is already stored (the local event-source mapping
-    # starts each run at TRIM_HORIZON, so the first run's records come by once more)
-    # RecordsUnchanged is counted per sink
+    # every record is already stored: counted as unchanged per sink, written by none
     sinks = len(cloud.settings.sink_list)
-    assert report.metrics["RecordsUnchanged"] in (90 * sinks, 180 * sinks)
-    assert "RecordsWritten" not in report.metrics or report.metrics["RecordsWritten"] == 0
+    assert report.metrics["RecordsUnchanged"] == 90 * sinks
+    assert report.metrics.get("RecordsWritten", 0) == 0
 
 
 def test_a_message_in_the_on_failure_queue_raises_its_alarm(
@@ -427,20 +504,40 @@ def test_logs_are_json_and_correlate_pages_with_stored_records(
 # -- clouds of their own ------------------------------------------------------------------------
 
 
-def test_a_broken_load_with_poison_records_raises_its_alarms(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def broken(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("simulated bug in the load function")
-
-    monkeypatch.setattr("chalicelib.handlers.process_batch", broken)
+def test_a_broken_load_with_poison_records_raises_its_alarms(tmp_path: Path) -> None:
+    """The load function crashes on every batch (chaos `consumer-crash`: it dies after writing
+    part of its batch) and the API serves poison: records are lost and quarantined, the
+    reconcile function fails the run, and its outcome metrics say so."""
     faults = FaultInjector({"poison": 0.15}, seed=2)
+    chaos = Chaos({"consumer-crash": 1.0}, seed=2, fake_api=False)
     with (
         FakeApiServer(records=20, seed=2, faults=faults) as api,
-        LocalCloud(tmp_path / "state", api_url=api.url, extra_env=FAST_RETRIES) as local,
+        LocalCloud(
+            tmp_path / "state",
+            api_url=api.url,
+            chaos=chaos,
+            extra_env={**FAST_RETRIES, "PIPELINE_TRIGGER_RETRY_ATTEMPTS": "1"},
+        ) as local,
     ):
         report = local.run()
+        sources = {
+            metric: set(emf_lines(metric))
+            for metric in ("RunSucceeded", "RunFailed", "ReconciliationDifference")
+        }
+        [outcome] = emf_lines("RunFailed")[RECONCILE_LOG_GROUP]
 
+    assert sources == {metric: {RECONCILE_LOG_GROUP} for metric in sources}
+    assert (outcome["RunSucceeded"], outcome["RunFailed"]) == ([0.0], [1.0])
+    assert report.reconcile is not None
+    assert report.reconcile["runs"] == {report.run_id: "failed"}
+    assert report.reconcile["last_success_at"] is None
+    assert report.event is None
+    missing = sum(c.get("missing", 0) for c in report.entities.values())
+    lost = sum(
+        c["fetched"] - c["quarantined"] - min(c["stored"].values())
+        for c in report.entities.values()
+    )
+    assert missing == lost > 0
     quarantined = sum(c["quarantined"] for c in report.entities.values())
     assert report.status == "failed"
     poisoned = sum(
@@ -449,9 +546,7 @@ def test_a_broken_load_with_poison_records_raises_its_alarms(
     assert quarantined == poisoned > 0  # the API counts page 1 twice: it is read again at the end
     assert report.metrics["RecordsQuarantined"] == quarantined
     assert report.metrics["QuarantineBacklog"] == quarantined
-    assert report.metrics["ReconciliationDifference"] == sum(  # nothing was stored
-        c["fetched"] - c["quarantined"] for c in report.entities.values()
-    )
+    assert report.metrics["ReconciliationDifference"] == missing
     assert report.metrics["RunFailed"] == 1
     assert "Freshness" not in report.metrics  # never succeeded: its age is unknown
     for slug in (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from chalicelib import aws
 from chalicelib.contract import ENTITIES, entity_key
 from localcloud.fakeapi import iter_items
 from localcloud.postgres import EmbeddedPostgres
@@ -66,14 +68,25 @@ def test_run_json_and_dump_match_the_api_field_by_field(tmp_path: Path) -> None:
     event = summary["event"]
     assert (event["source"], event["detail-type"]) == ("moovitamix.pipeline", "DatasetUpdated")
     assert event["detail"]["run_id"] == summary["run_id"]
-    assert event["detail"]["entities"] == summary["entities"]
+    for entity, counts in summary["entities"].items():  # what the reconcile function sent
+        detail = event["detail"]["entities"][entity]
+        for name in ("fetched", "published", "unchanged", "quarantined", "written"):
+            assert detail[name] == counts[name], (entity, name)
+        assert detail["stored"] == min(counts["stored"].values())  # in every sink
+        assert detail["missing"] == 0
 
 
 def test_the_pipeline_reads_postgres_credentials_from_the_secret(
     tmp_path: Path, postgres_server: EmbeddedPostgres
 ) -> None:
     with LocalCloud(tmp_path / "state", records=40, seed=3, postgres=postgres_server) as cloud:
-        assert os.environ["PIPELINE_POSTGRES_SECRET_ARN"].startswith("arn:aws:secretsmanager:")
+        # the functions' deployed environment names the stage's secret, as on AWS
+        secret = os.environ["PIPELINE_POSTGRES_SECRET_ARN"]
+        assert secret == f"{cloud.settings.table_prefix}/postgres"
+        stored = json.loads(
+            aws.client("secretsmanager").get_secret_value(SecretId=secret)["SecretString"]
+        )
+        assert stored["dbname"] == cloud.postgres_database
         assert "PIPELINE_POSTGRES_DSN" not in os.environ
         database = cloud.postgres_database
         report = cloud.run()
@@ -82,7 +95,9 @@ def test_the_pipeline_reads_postgres_credentials_from_the_secret(
             assert cloud.stored_items("postgres", entity) == cloud.stored_items("dynamodb", entity)
             assert report.entities[entity]["stored"]["postgres"] == 40
         assert report.event is not None
-        assert report.event["detail"]["entities"] == report.entities
+        for entity, counts in report.entities.items():
+            detail = report.event["detail"]["entities"][entity]
+            assert (detail["fetched"], detail["written"]) == (counts["fetched"], counts["written"])
     assert "PIPELINE_POSTGRES_SECRET_ARN" not in os.environ
     with postgres_server.admin_connect() as admin:  # the cloud's database is gone with it
         exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))

@@ -1,0 +1,235 @@
+"""`localcloud up`, `run --attach`, `down`, and signals, as a user runs them (subprocesses).
+
+`up --json` prints its endpoints once ready; two attached runs over an unchanged source
+publish nothing the second time; the data is there for `psql` and the AWS CLI exactly as the
+README shows; `down`, Ctrl-C (SIGINT) and SIGTERM leave no process behind, for `up` and `run`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import psycopg
+import pytest
+import requests
+
+from infra.stages import PROJECT_ROOT
+from localcloud.session import alive
+
+pytestmark = pytest.mark.e2e
+
+RECORDS = 30
+READY_TIMEOUT_S = 600.0
+STOP_TIMEOUT_S = 120.0
+
+
+def environment() -> dict[str, str]:
+    """A user's shell: no AWS or pipeline variables; the project importable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PIPELINE_"))}
+    env["PYTHONPATH"] = str(PROJECT_ROOT)
+    return env
+
+
+def localcloud(
+    *arguments: str, cwd: Path, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "localcloud", *arguments],
+        cwd=cwd,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def start(arguments: list[str], cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "localcloud", *arguments],
+        cwd=cwd,
+        env=environment(),
+        stdout=subprocess.PIPE,
+        stderr=(cwd / "stderr.log").open("w"),
+        text=True,
+    )
+
+
+def first_line(process: subprocess.Popen[str]) -> str:
+    """The first stdout line, within READY_TIMEOUT_S (fails if the process ends first)."""
+    assert process.stdout is not None
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], 1.0)
+        if ready:
+            line = process.stdout.readline()
+            assert line, f"exited with {process.poll()} before printing anything"
+            return line
+        assert process.poll() is None, f"exited with {process.returncode}"
+    raise AssertionError("not ready in time")
+
+
+def wait_for_file(path: Path, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not path.exists():
+        assert process.poll() is None, f"exited with {process.returncode}"
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.2)
+
+
+def stopped(process: subprocess.Popen[str]) -> int:
+    return process.wait(timeout=STOP_TIMEOUT_S)
+
+
+def assert_gone(processes: dict[str, Any]) -> None:
+    """Every process the command started has exited, and PostgreSQL's data is deleted."""
+    deadline = time.monotonic() + 30
+    pids = [int(processes[name]) for name in ("moto", "postgres") if name in processes]
+    assert pids, processes
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in pids if alive(pid)], processes
+    if "postgres_data_dir" in processes:
+        assert not Path(processes["postgres_data_dir"]).exists()
+
+
+@pytest.fixture
+def guard() -> Iterator[list[subprocess.Popen[str]]]:
+    """Processes a test started: never left running, whatever the test's outcome."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def test_up_two_attached_runs_psql_aws_cli_then_down(
+    tmp_path: Path, guard: list[subprocess.Popen[str]]
+) -> None:
+    up = start(["up", "--json", "--records", str(RECORDS)], tmp_path)
+    guard.append(up)
+    endpoints = json.loads(first_line(up))
+    state = json.loads((tmp_path / ".localcloud" / "up.json").read_text())
+    assert state["pid"] == up.pid
+    assert endpoints["aws_endpoint"] == state["aws_endpoint"]
+
+    first = localcloud("run", "--attach", "--json", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    first_summary = json.loads(first.stdout)
+    assert first_summary["status"] == "succeeded"
+    assert {c["published"] for c in first_summary["entities"].values()} == {RECORDS}
+    second = localcloud("run", "--attach", "--json", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    summary = json.loads(second.stdout)
+    assert summary["status"] == "succeeded", summary.get("errors")
+    assert summary["run_id"] != first_summary["run_id"]
+    for counts in summary["entities"].values():
+        assert counts["fetched"] == counts["unchanged"] == RECORDS
+        assert counts["published"] == 0
+        assert set(counts["written"].values()) == {0}
+    assert summary["metrics"]["RunSucceeded"] == 1
+    assert summary["metrics"]["Freshness"] == 0
+
+    # the data, as the README shows it: psql with the DSN, the AWS CLI with the endpoint
+    if shutil.which("psql"):
+        counted = subprocess.run(
+            ["psql", endpoints["postgres_dsn"], "-tAc", "select count(*) from users"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout.strip()
+    else:
+        with psycopg.connect(endpoints["postgres_dsn"]) as connection:
+            row = connection.execute("select count(*) from users").fetchone()
+            counted = str(row[0] if row else None)
+    assert counted == str(RECORDS)
+    credentials = {
+        "AWS_ACCESS_KEY_ID": endpoints["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": endpoints["aws_secret_access_key"],
+        "AWS_DEFAULT_REGION": endpoints["aws_region"],
+    }
+    table = f"{endpoints['table_prefix']}-users"
+    if shutil.which("aws"):
+        scan = subprocess.run(
+            [
+                *("aws", "--endpoint-url", endpoints["aws_endpoint"], "dynamodb", "scan"),
+                *("--table-name", table, "--select", "COUNT"),
+            ],
+            env={**environment(), **credentials},
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        )
+        assert json.loads(scan.stdout)["Count"] == RECORDS
+    else:
+        client = boto3.client(
+            "dynamodb",
+            endpoint_url=endpoints["aws_endpoint"],
+            region_name=credentials["AWS_DEFAULT_REGION"],
+            aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
+        )
+        assert client.scan(TableName=table, Select="COUNT")["Count"] == RECORDS
+    page = requests.get(endpoints["report_url"], timeout=30)
+    assert page.status_code == 200
+    assert "pipeline health" in page.text
+
+    down = localcloud("down", cwd=tmp_path, timeout=STOP_TIMEOUT_S)
+    assert down.returncode == 0, down.stderr
+    assert stopped(up) == 0
+    assert_gone(state["processes"])
+    assert not (tmp_path / ".localcloud" / "up.json").exists()
+    again = localcloud("run", "--attach", "--json", cwd=tmp_path)
+    assert again.returncode == 1
+    assert "no local cloud is up" in again.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "signum"),
+    [
+        ("run", signal.SIGINT),
+        ("run", signal.SIGTERM),
+        ("up", signal.SIGTERM),
+        ("up", signal.SIGINT),
+    ],
+)
+def test_a_signal_stops_every_process_the_command_started(
+    tmp_path: Path, guard: list[subprocess.Popen[str]], command: str, signum: signal.Signals
+) -> None:
+    state_dir = tmp_path / "state"
+    # relative to the working directory, as a user types it
+    arguments = [command, "--json", "--records", "2000", "--state-dir", "state"]
+    process = start(arguments, tmp_path)
+    guard.append(process)
+    if command == "up":
+        first_line(process)
+    else:
+        wait_for_file(state_dir / "processes.json", process)  # the services are up
+    processes = json.loads((state_dir / "processes.json").read_text())
+    process.send_signal(signum)
+    # stopping is how `up` ends (exit 0); a run that is cut short did not succeed (130)
+    assert stopped(process) == (0 if command == "up" else 130)
+    assert_gone(processes)
+
+
+def test_down_without_a_cloud_says_so(tmp_path: Path) -> None:
+    result = localcloud("down", cwd=tmp_path, timeout=60)
+    assert result.returncode == 1
+    assert "no local cloud is up" in result.stderr
