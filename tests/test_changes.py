@@ -234,7 +234,8 @@ def test_a_rerun_over_an_unchanged_source_publishes_and_writes_nothing(state_dir
         assert counts["stored"] == first.entities[entity]["stored"]
     assert third.entities["users"]["published"] == len(keys) == 5
     assert third.entities["users"]["unchanged"] == 295
-    assert third.entities["users"]["written"] == {"postgres": 0, "dynamodb": 0}  # equal versions
+    # equal updated_at, later fetch: the version rule applies them again, with their fingerprint
+    assert third.entities["users"]["written"] == {"postgres": 5, "dynamodb": 5}
     assert third.entities["tracks"]["published"] == 0
-    # ... which gave them their fingerprint back without rewriting them
+    # ... so the row's fingerprint describes its content again, and the next run skips them
     assert fourth.entities["users"]["published"] == 0
