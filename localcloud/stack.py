@@ -27,6 +27,7 @@ import orjson
 
 from chalicelib import aws, wiring
 from chalicelib.contract import ENTITIES, entity_key
+from chalicelib.manifest import schema_drift
 from chalicelib.metrics import record_run_outcome
 from chalicelib.notify import publish_dataset_updated
 from chalicelib.progress import run_id_for_event
@@ -82,6 +83,8 @@ class RunReport:
     """{alarm name: state} after the run, as the local evaluator set them."""
     chaos: dict[str, int] | None = None
     ingest_invocations: int = 0
+    schema_drift: dict[str, list[str]] = field(default_factory=dict)
+    """{entity: [unknown field, ...]}, read back from the run manifest the ingest wrote."""
 
     def as_dict(self) -> dict[str, Any]:
         summary: dict[str, Any] = {
@@ -91,6 +94,7 @@ class RunReport:
             "timings": self.timings,
             "metrics": self.metrics,
             "alarms": self.alarms,
+            "schema_drift": self.schema_drift,
         }
         if self.chaos is not None:
             summary["chaos"] = self.chaos
@@ -511,7 +515,7 @@ class LocalCloud:
         """The run's verdict: `chalicelib.reconcile`, the code AWS runs, plus what the local
         driver saw (ingest errors, records sent to the on-failure queue)."""
         settings = self.settings
-        verdict = wiring.reconciler(settings).reconcile(run_id, final=True)
+        verdict = wiring.reconciler(settings).settle(run_id, final=True)
         manifest = wiring.manifests(settings).get(run_id) or {}
         quarantined = wiring.quarantine(settings).count_by_entity(run_id)
         sinks = wiring.build_sinks(settings)
@@ -552,6 +556,8 @@ class LocalCloud:
                 "stored": {sink.name: sink.count(entity) for sink in sinks},
             }
             balance = verdict.entities.get(entity)
+            if balance is not None:
+                counts["superseded"] = balance.superseded
             if balance is not None and balance.missing:
                 counts["missing"] = balance.missing
                 counts["missing_records"] = balance.missing_records
@@ -575,6 +581,7 @@ class LocalCloud:
             timings={},
             shards=shards,
             errors=errors,
+            schema_drift=schema_drift(manifest),
         )
 
     def _dead_work_items(self) -> int:
