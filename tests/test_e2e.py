@@ -37,6 +37,7 @@ ENTITY_KEYS = {
     "work_items",
     "written",
     "stored",
+    "superseded",
 }
 SINKS = ("dynamodb", "postgres")
 """Both sinks are on by default (`PIPELINE_SINKS`): every check holds for each."""
@@ -110,7 +111,9 @@ def test_cli_json_summary_and_dump(tmp_path: Path) -> None:
         "metrics",
         "alarms",
         "report",
+        "schema_drift",
     }
+    assert summary["schema_drift"] == {}
     assert summary["event"]["detail-type"] == "DatasetUpdated"
     assert summary["status"] == "succeeded"
     assert isinstance(summary["run_id"], str)
@@ -126,6 +129,7 @@ def test_cli_json_summary_and_dump(tmp_path: Path) -> None:
             "work_items": 0,
             "written": dict.fromkeys(SINKS, records),
             "stored": dict.fromkeys(SINKS, records),
+            "superseded": 0,
         }
     assert set(summary["timings"]) == {"total_s", "pipeline_s"}
     assert all(isinstance(value, float) for value in summary["timings"].values())

@@ -57,6 +57,7 @@ PROVOCATIONS = {
     "ingest-worker-errors": "test_a_work_item_that_keeps_failing_is_dead_lettered_and_alarmed",
     "ingest-worker-throttles": "test_alarms_on_metrics_only_aws_publishes",
     "ingest-work-dlq": "test_a_dead_lettered_work_item_raises_its_alarm",
+    "quality-gate": "test_a_source_that_breaks_the_contract_everywhere_raises_the_quality_gate",
 }
 """Which test provokes each alarm; a test keeps it complete."""
 
@@ -538,6 +539,25 @@ def test_a_broken_load_with_poison_records_raises_its_alarms(
     ):
         assert report.alarms[alarm_name(slug)] == "ALARM", slug
     assert report.alarms[alarm_name("ingest-errors")] == "OK"
+
+
+def test_a_source_that_breaks_the_contract_everywhere_raises_the_quality_gate(
+    tmp_path: Path,
+) -> None:
+    """Every item renames a field (the fake API's `renamed-field`): all quarantined, the run
+    fails its quality gate, and the gate's own alarm fires, not only the generic ones."""
+    faults = FaultInjector({"renamed-field": 1.0}, seed=2)
+    with (
+        FakeApiServer(records=20, seed=2, faults=faults) as api,
+        LocalCloud(tmp_path / "state", api_url=api.url, extra_env=FAST_RETRIES) as local,
+    ):
+        report = local.run()
+
+    assert report.status == "failed"
+    assert report.metrics["QualityGateFailed"] == 3
+    assert report.alarms[alarm_name("quality-gate")] == "ALARM"
+    assert report.alarms[alarm_name("run-failed")] == "ALARM"
+    assert report.alarms[alarm_name("reconciliation-mismatch")] == "OK"  # it balances
 
 
 def test_an_api_outage_raises_ingest_errors(tmp_path: Path) -> None:
