@@ -394,8 +394,8 @@ class PostgresSink:
     def stored_versions(self, entity: str, keys: Sequence[Hashable]) -> dict[Hashable, str]:
         """`updated_at` as served for each of `keys` stored; the reconciliation reads it.
 
-        Keys are `entity_key` tuples (the served `created_at` text for listen history); the
-        table holds parsed timestamps, so each key is looked up by its parsed form.
+        Keys are `entity_key` tuples (the canonical `created_at` instant for listen history);
+        the table holds parsed timestamps, so each key is looked up by its parsed form.
         """
         by_stored: dict[StoredKey, Hashable] = {
             stored_key(entity, _key_item(entity, key)): key for key in keys
