@@ -221,7 +221,13 @@ def unknown_fields(entity: str, item: Any) -> list[str]:
     if not isinstance(item, dict):
         return []
     known = MODELS[entity].model_fields
-    return sorted(str(name)[:100] for name in item if name not in known)
+    return sorted({_field_label(str(name)) for name in item if name not in known})
+
+
+def _field_label(name: str) -> str:
+    """A field name fit for logs and a DynamoDB string set: valid UTF-8, never empty, short."""
+    label = name[:100].encode("utf-8", "backslashreplace").decode("utf-8")
+    return label or '""'
 
 
 def max_future(now: datetime | None = None, max_future_s: float | None = None) -> datetime:

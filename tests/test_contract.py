@@ -546,3 +546,11 @@ def test_unknown_fields_are_named_sorted() -> None:
     assert unknown_fields("users", user(nickname="x", created_by="y")) == ["created_by", "nickname"]
     assert unknown_fields("users", user()) == []
     assert unknown_fields("tracks", None) == []
+
+
+def test_unknown_field_names_are_safe_to_store_and_log() -> None:
+    """A drift report must not fail on a name no store accepts (lone surrogate, empty)."""
+    names = unknown_fields("users", {**user(), "bad\ud800": 1, "": 2, "x" * 500: 3})
+    assert names == sorted(['""', "bad\\ud800", "x" * 100])
+    for name in names:
+        name.encode("utf-8")
