@@ -208,7 +208,9 @@ def test_one_broken_run_never_blocks_another(cloud: tuple[LocalCloud, str]) -> N
         assert second[broken].status == "failed"
         assert "ValidationException" in manifest(broken)["reconcile_reasons"]
     finally:
-        client.meta.events.unregister("before-parameter-build.dynamodb.Query", refuse_the_broken_run)
+        client.meta.events.unregister(
+            "before-parameter-build.dynamodb.Query", refuse_the_broken_run
+        )
     assert reconciler().reconcile_pending(grace_s=10**9) == []
 
 
