@@ -179,3 +179,27 @@ def test_any_delivery_order_ends_with_the_same_newest_version_in_both_stores(
     dynamodb, postgres = rows(stores, "users")
     assert [r for r in dynamodb if r["id"] == uid] == [winner.item]
     assert [r for r in postgres if r["id"] == uid] == [winner.item]
+
+
+def test_a_row_frozen_in_the_future_before_the_check_is_corrected_in_both_stores(
+    stores: tuple[Settings, DynamoDBSink, PostgresSink],
+) -> None:
+    """A row stored with updated_at 9999-... (by a pipeline that did not refuse it) must not
+    win against the corrected record: a stored version beyond the tolerance never wins."""
+    uid = next_id()
+    frozen_item = user(id=uid, last_name="Frozen", updated_at="9999-12-31T23:59:59")
+    frozen = Envelope(
+        entity="users",
+        run_id="old",
+        fetched_at=fetched(1),
+        item=validate_item("users", frozen_item, not_after=datetime.max),
+    )
+    assert write_both(stores, "users", [frozen]) == (1, 1)
+    fixed = user(id=uid, last_name="Fixed", updated_at="2025-03-01T00:00:00")
+    assert write_both(stores, "users", [envelope("users", fixed, 2)]) == (1, 1)
+    dynamodb, postgres = rows(stores, "users")
+    assert [r for r in dynamodb if r["id"] == uid] == [fixed]
+    assert [r for r in postgres if r["id"] == uid] == [fixed]
+    # ... and from then on the ordinary rule holds again
+    older = user(id=uid, last_name="Older", updated_at="2025-01-01T00:00:00")
+    assert write_both(stores, "users", [envelope("users", older, 3)]) == (0, 0)

@@ -42,6 +42,7 @@ from chalicelib.contract import (
     Envelope,
     canonical_instant,
     fetch_rank,
+    max_future,
     parse_timestamp,
     version_rank,
 )
@@ -258,12 +259,15 @@ class DynamoDBSink:
         candidates = newest_per_key(entity, envelopes)
         stored = self._stored(entity, list(candidates))
         newer: list[Envelope] = []
+        not_after = max_future()
         for key, envelope in candidates.items():
             if key not in stored:
                 newer.append(envelope)
                 continue
             version, fetched_at, _ = stored[key]
-            if version_rank(envelope) > _stored_rank(version, fetched_at):
+            rank = _stored_rank(version, fetched_at)
+            # a stored version from the future (stored before that was refused) never wins
+            if rank[0] > not_after or version_rank(envelope) > rank:
                 newer.append(envelope)
         rows: list[Any] = [
             to_wire(entity, envelope, self._fingerprint(entity, envelope)) for envelope in newer

@@ -32,7 +32,13 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from chalicelib.contract import Envelope, fetch_rank, parse_timestamp, version_rank
+from chalicelib.contract import (
+    Envelope,
+    fetch_rank,
+    max_future,
+    parse_timestamp,
+    version_rank,
+)
 from chalicelib.settings import Settings
 from chalicelib.sinks.postgres_connection import PostgresDatabase, database_for
 
@@ -188,8 +194,9 @@ def staged_upsert(table: Table) -> StagedUpsert:
     newer: sql.Composable = sql.SQL(
         "(stored.updated_at < excluded.updated_at OR (stored.updated_at = excluded.updated_at "
         "AND coalesce(stored.fetched_at_utc, '-infinity') "
-        "< coalesce(excluded.fetched_at_utc, '-infinity')))"
-    )
+        "< coalesce(excluded.fetched_at_utc, '-infinity')) "
+        "OR stored.updated_at > {not_after})"
+    ).format(not_after=sql.Placeholder("not_after"))
     if table.has_placeholders:  # a real row always replaces a placeholder
         updates.append(sql.SQL("is_placeholder = false"))
         newer = sql.SQL("stored.is_placeholder OR ") + newer
@@ -229,7 +236,8 @@ def upsert(
         with cursor.copy(statements.copy) as copy:
             for envelope in envelopes:
                 copy.write_row(row_values(table, envelope))
-        cursor.execute(statements.merge)
+        # a stored version from the future (stored before that was refused) never freezes a row
+        cursor.execute(statements.merge, {"not_after": max_future()})
         return cursor.fetchall()
 
 
