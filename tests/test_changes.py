@@ -156,7 +156,7 @@ def test_an_older_version_than_the_stored_one_keeps_the_newer_fingerprint(
 ) -> None:
     detector, sink = _detector(stage), DynamoDBSink(stage)
     item = _items("users", 1)[0]
-    newer = {**item, "first_name": "Newer", "updated_at": "2099-01-01T00:00:00"}
+    newer = {**item, "first_name": "Newer", "updated_at": "2025-12-01T00:00:00"}
     sink.write("users", [_envelope("users", newer)])
     sink.write("users", [_envelope("users", item)])  # rejected: older
     assert detector.unchanged("users", [item, newer]) == [False, True]
