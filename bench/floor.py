@@ -33,11 +33,11 @@ from psycopg import sql
 
 from chalicelib import aws
 from chalicelib.changes import content_fingerprint, fingerprint_salt
-from chalicelib.contract import Envelope, parse_timestamp, partition_key
+from chalicelib.contract import Envelope, partition_key
 from chalicelib.dynamo_batch import write_all
 from chalicelib.settings import Settings
 from chalicelib.sinks.dynamodb import to_wire
-from chalicelib.sinks.postgres import TABLES, timestamps_as_served
+from chalicelib.sinks.postgres import TABLES, row_values
 from chalicelib.sinks.postgres_connection import connection_factory
 from chalicelib.stream import encode_envelope
 from chalicelib.telemetry import page_id
@@ -203,17 +203,9 @@ def postgres_columns(entity: str) -> list[tuple[str, str]]:
 
 def postgres_row(entity: str, envelope: Envelope) -> list[Any]:
     """The values the PostgreSQL sink stores for `envelope`, in `postgres_columns` order."""
-    item = envelope.item
-    row = [
-        *(item[name] for name, _ in TABLES[entity].fields),
-        parse_timestamp(item["created_at"]),
-        parse_timestamp(item["updated_at"]),
-        timestamps_as_served(item),
-        envelope.run_id,
-        envelope.fetched_at,
-    ]
+    row = row_values(TABLES[entity], envelope)
     if entity == "listen_history":
-        row.append(item["items"])
+        row.append(envelope.item["items"])
     return row
 
 

@@ -17,8 +17,12 @@ content it stores, written in the same PutRequest as the row. Why that is enough
 * the fingerprint covers the envelope schema version and the configured sink names as well as
   the item, so adding a sink (which has none of the old rows) changes every fingerprint, and the
   next run publishes everything once;
-* a row rejected by newest-wins (an equal or older version) gets no new fingerprint; later
-  runs offer it again and it is rejected again. That costs a write, never a record;
+* the fingerprint is written in the same PutRequest as the content it describes, never on its
+  own: a row's `fp` always describes that row's content. A record rejected by newest-wins (an
+  older version, or the same record again) leaves the row and its `fp` as they are. A record
+  whose content changed while its `updated_at` did not is changed (another fingerprint), so it
+  is published, and the version rule applies it (the later fetch wins an equal `updated_at`,
+  `chalicelib/contract.py`): rows stored without a fingerprint get theirs the same way;
 * look-ups are eventually consistent: a stale answer is an older fingerprint (or none), which
   makes the ingest publish a record it could have skipped, never the reverse.
 

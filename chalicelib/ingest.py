@@ -36,6 +36,7 @@ from chalicelib.contract import (
     partition_key,
     validate_item,
 )
+from chalicelib.drift import page_drift, report_drift
 from chalicelib.fanout import WorkItem, WorkQueue, plan_ranges
 from chalicelib.manifest import RunManifests
 from chalicelib.metrics import record_api_error, record_resource_ingested
@@ -658,6 +659,8 @@ def _publish_page(
                 continue
         entry.entries.append(key)
     ledger.add(entry)
+    drift, items_with_drift = page_drift(page.resource, page.items)
+    report_drift(deps.manifests, run_id, page.resource, drift, items_with_drift)
     logger.info(
         "page published",
         extra={

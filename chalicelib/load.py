@@ -23,6 +23,7 @@ from chalicelib.contract import (
     ENTITIES,
     Envelope,
     describe_validation_error,
+    legacy_partition_key,
     partition_key,
     validate_item,
 )
@@ -75,7 +76,10 @@ def decode_record(record: Mapping[str, Any]) -> Envelope:
     except (ValueError, binascii.Error) as error:
         raise PoisonRecord(f"not a stream envelope: {str(error)[:300]}") from error
     expected_key = partition_key(envelope.entity, item)
-    if kinesis.get("partitionKey") != expected_key:
+    if kinesis.get("partitionKey") not in (
+        expected_key,
+        legacy_partition_key(envelope.entity, item),
+    ):
         raise PoisonRecord(
             f"partition key {kinesis.get('partitionKey')!r} does not match the item "
             f"({expected_key!r}); ordering of its versions cannot be trusted"

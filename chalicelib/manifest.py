@@ -7,7 +7,7 @@ Counters are flat attributes named `<step>.<entity>` (for example `written.dynam
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -49,6 +49,18 @@ class RunManifests:
             ExpressionAttributeValues=values,
         )
 
+    def add_to_set(self, run_id: str, name: str, values: Sequence[str]) -> None:
+        """Atomically add strings to a string-set attribute (schema drift field names)."""
+        if not values:
+            return
+        self.client.update_item(
+            TableName=self.table_name,
+            Key={"run_id": {"S": run_id}},
+            UpdateExpression="ADD #s :v",
+            ExpressionAttributeNames={"#s": name},
+            ExpressionAttributeValues={":v": {"SS": list(dict.fromkeys(values))}},
+        )
+
     def set_fields(self, run_id: str, fields: Mapping[str, str]) -> None:
         names = {f"#f{i}": name for i, name in enumerate(fields)}
         values = {f":v{i}": {"S": value} for i, value in enumerate(fields.values())}
@@ -71,11 +83,23 @@ class RunManifests:
 
 
 def plain_item(item: Mapping[str, Any]) -> dict[str, Any]:
-    """A manifest item's numbers as ints and strings as strings (other types are left out)."""
+    """A manifest item's numbers as ints, strings as strings, string sets as sorted lists
+    (other types are left out)."""
     plain: dict[str, Any] = {}
     for name, value in item.items():
         if "N" in value:
             plain[name] = int(value["N"])
         elif "S" in value:
             plain[name] = value["S"]
+        elif "SS" in value:
+            plain[name] = sorted(value["SS"])
     return plain
+
+
+def schema_drift(manifest: Mapping[str, Any]) -> dict[str, list[str]]:
+    """`{entity: [unknown field, ...]}` a run's ingest reported (`chalicelib/drift.py`)."""
+    return {
+        name.removeprefix("schema_drift."): list(value)
+        for name, value in sorted(manifest.items())
+        if name.startswith("schema_drift.") and isinstance(value, list)
+    }

@@ -187,6 +187,26 @@ CATALOGUE: Final[dict[str, MetricSpec]] = {
             summary="Maximum",
         ),
         _spec(
+            "RecordsSuperseded",
+            MetricUnit.Count,
+            [(PIPELINE, ENTITY), (PIPELINE,)],
+            "fetched records a newer stored version or a repeat in the same run superseded "
+            "(counted by the reconciliation: fetched = stored + superseded + quarantined)",
+        ),
+        _spec(
+            "QualityGateFailed",
+            MetricUnit.Count,
+            [(PIPELINE, ENTITY), (PIPELINE,)],
+            "1 per resource of a settled run whose quarantined share was above "
+            "PIPELINE_MAX_QUARANTINE_RATIO (the run failed)",
+        ),
+        _spec(
+            "UnknownFields",
+            MetricUnit.Count,
+            [(PIPELINE, ENTITY), (PIPELINE,)],
+            "served items carrying fields the contract does not know (schema drift)",
+        ),
+        _spec(
             "QuarantineBacklog",
             MetricUnit.Count,
             [(PIPELINE,)],
@@ -393,9 +413,10 @@ def record_run_outcome(
 ) -> None:
     """The verdict of a run's reconciliation, written at once (it ends the run).
 
-    `differences` maps each entity to |fetched - (stored + quarantined)|. `last_success_at` is
-    when the previous fully successful run ended (None if there never was one); Freshness is
-    0 after a success, its age otherwise, and not recorded when it is unknown.
+    `differences` maps each entity to |fetched - (stored + superseded + quarantined)|.
+    `last_success_at` is when the previous fully successful run ended (None if there never
+    was one); Freshness is 0 after a success, its age otherwise, and not recorded when it is
+    unknown.
     """
     moment = now or datetime.now(UTC)
     metrics.add_metric("RunSucceeded", 1 if succeeded else 0)
@@ -409,6 +430,24 @@ def record_run_outcome(
     if quarantine_backlog is not None:
         record_quarantine_backlog(quarantine_backlog)
     metrics.flush_metrics()
+
+
+def record_run_balance(
+    *, superseded: Mapping[str, int], quality_failures: Sequence[str] = ()
+) -> None:
+    """What the reconciliation of a settled run found besides its verdict: superseded records
+    per entity, and the entities that failed the quality gate (written at once)."""
+    for entity, count in superseded.items():
+        metrics.add_metric("RecordsSuperseded", count, Entity=entity)
+        metrics.add_metric(
+            "QualityGateFailed", 1 if entity in quality_failures else 0, Entity=entity
+        )
+    metrics.flush_metrics()
+
+
+def record_unknown_fields(entity: str, items: int) -> None:
+    """Items of a page that carried fields the contract does not know (schema drift)."""
+    metrics.add_metric("UnknownFields", items, Entity=entity)
 
 
 def latency_ms(fetched_at: str, now: datetime) -> float | None:

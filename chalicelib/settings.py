@@ -151,6 +151,20 @@ class Settings(BaseSettings):
         description="Skip records whose exact content every sink already stored (the "
         "fingerprint rides in the DynamoDB rows: needs the dynamodb sink, else it is off)",
     )
+    max_future_s: int = Field(
+        default=86_400,
+        ge=0,
+        le=10 * 366 * 86_400,
+        description="How many seconds ahead of the clock an updated_at may be; a later one "
+        "breaks the contract and is quarantined (it would win against every correction)",
+    )
+    max_quarantine_ratio: float = Field(
+        default=0.10,
+        ge=0.0,
+        le=1.0,
+        description="Quality gate: a resource whose quarantined share of the fetched records "
+        "is above this fails the run (1.0: never)",
+    )
     pages_per_worker: int = Field(
         default=2000,
         ge=0,

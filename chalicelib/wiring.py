@@ -46,6 +46,7 @@ def reconciler(settings: Settings) -> Reconciler:
         quarantine=quarantine(settings),
         sinks=build_sinks(settings),
         manifests=manifests(settings),
+        max_quarantine_ratio=settings.max_quarantine_ratio,
     )
 
 

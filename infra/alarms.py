@@ -91,6 +91,17 @@ def alarm_definitions(
         ),
         _alarm(
             r,
+            "quality-gate",
+            "A run failed its quality gate: a resource's quarantined share of the fetched "
+            "records was above PIPELINE_MAX_QUARANTINE_RATIO (the source broke the contract "
+            "for many records, e.g. a renamed field). Read the quarantine reasons and the "
+            "run's schema drift, fix the contract or the source, redrive.",
+            metric=(NAMESPACE, "QualityGateFailed", pipeline, "Sum"),
+            period=3600,
+            missing="ignore",
+        ),
+        _alarm(
+            r,
             "quarantine-not-empty",
             f"Records wait in the quarantine bucket {r.quarantine_bucket}. Read their "
             "reasons, fix the data or the code, then redrive them.",

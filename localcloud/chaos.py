@@ -35,13 +35,14 @@ from typing import Any, ClassVar, Final
 import orjson
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 
+from localcloud.content_faults import CONTENT_FAULTS
 from localcloud.driver import Handler
 from localcloud.fakeapi import FaultInjector
 from localcloud.lambda_runtime import LambdaContext
 
 log = logging.getLogger(__name__)
 
-API_FAULTS: Final = ("api-5xx", "api-429", "api-timeout", "poison")
+API_FAULTS: Final = ("api-5xx", "api-429", "api-timeout", "poison", *CONTENT_FAULTS)
 
 
 class ChaosSpecError(ValueError):
@@ -62,6 +63,9 @@ class Fault:
     name: ClassVar[str] = ""
     default_probability: ClassVar[float] = 0.1
     description: ClassVar[str] = ""
+    in_all: ClassVar[bool] = True
+    """Part of `--chaos all`. Content faults are not: they change what the source holds, so
+    the stores cannot end as in a clean run."""
 
     probability: float
     seed: int = 0
@@ -121,6 +125,20 @@ class Poison(ApiFault):
     name = "poison"
     default_probability = 0.01
     description = "the API serves records that break the contract"
+
+
+def _content_fault(fault_name: str, text: str) -> type[ApiFault]:
+    """An ApiFault class for one content fault of `localcloud/content_faults.py`."""
+    return type(
+        f"Content{fault_name.title().replace('-', '')}",
+        (ApiFault,),
+        {"name": fault_name, "default_probability": 0.05, "description": text, "in_all": False},
+    )
+
+
+CONTENT_FAULT_CLASSES: Final[tuple[type[ApiFault], ...]] = tuple(
+    _content_fault(name, text) for name, text in CONTENT_FAULTS.items()
+)
 
 
 def _error_response(status: int, code: str, message: str, json_version: str) -> AWSResponse:
@@ -436,6 +454,7 @@ FAULTS: Final[dict[str, type[Fault]]] = {
     )
 }
 """Every fault, by its --chaos name."""
+FAULTS.update({fault.name: fault for fault in CONTENT_FAULT_CLASSES})
 
 
 def parse_spec(spec: str) -> dict[str, float]:
@@ -446,7 +465,7 @@ def parse_spec(spec: str) -> dict[str, float]:
             continue
         name, sep, value = part.partition("=")
         name = name.strip()
-        names = list(FAULTS) if name == "all" else [name]
+        names = [n for n, f in FAULTS.items() if f.in_all] if name == "all" else [name]
         for each in names:
             if each not in FAULTS:
                 raise ChaosSpecError(

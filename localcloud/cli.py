@@ -148,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--chaos",
         metavar="SPEC",
         help="inject faults: `all` or a comma list of NAME or NAME=probability, NAME in "
-        f"{', '.join(FAULTS)}; api-* and poison only with the built-in API",
+        f"{', '.join(FAULTS)}; api-*, poison and the content faults only with the built-in "
+        "API; `all` leaves the content faults out (see python -m localcloud.fakeapi --help)",
     )
     redrive = commands.add_parser(
         "redrive",

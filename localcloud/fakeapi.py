@@ -39,6 +39,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse,
 from pydantic import BaseModel
 
 from chalicelib.contract import ENTITIES, ListenHistory, Track, User
+from localcloud.content_faults import CONTENT_FAULTS, apply_content_faults
 from localcloud.source_faults import SOURCE_FAULT_NAMES, SourceFaults, describe
 
 __all__ = [
@@ -385,7 +386,7 @@ def page_body(entity: str, page: int, size: int, records: int, seed: int) -> dic
 # Faults
 # --------------------------------------------------------------------------------------------
 
-FAULT_NAMES: Final = ("api-5xx", "api-429", "api-timeout", "poison")
+FAULT_NAMES: Final = ("api-5xx", "api-429", "api-timeout", "poison", *CONTENT_FAULTS)
 _REQUEST_FAULTS: Final = ("api-5xx", "api-429", "api-timeout")
 
 
@@ -516,6 +517,12 @@ class FaultInjector:
             self._count("poison", poisoned)
         return served
 
+    def content_page(self, entity: str, start: int, items: list[Any]) -> list[Any]:
+        """`items` with the content faults applied (`localcloud/content_faults.py`), counted."""
+        return apply_content_faults(
+            self.probabilities, self.seed, entity, start, items, self._count
+        )
+
 
 # --------------------------------------------------------------------------------------------
 # The app
@@ -615,6 +622,7 @@ def build_app(
             body = page_body(entity, page, size, records, seed)
             if faults is not None:
                 body["items"] = faults.poison_page(entity, (page - 1) * size, body["items"])
+                body["items"] = faults.content_page(entity, (page - 1) * size, body["items"])
             return JSONResponse(body)
 
         app.add_api_route(
@@ -779,7 +787,8 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=P",
         help=f"inject a fault with probability P; NAME is one of {', '.join(FAULT_NAMES)}; "
-        "repeatable",
+        "repeatable. Content faults (per item, the same on every fetch): "
+        + "; ".join(f"{name}: {text}" for name, text in CONTENT_FAULTS.items()),
     )
     parser.add_argument("--fault-seed", type=int, default=0, help="seed of the fault draws")
     parser.add_argument(

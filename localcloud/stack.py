@@ -32,6 +32,7 @@ import orjson
 
 from chalicelib import aws, wiring
 from chalicelib.contract import ENTITIES, entity_key
+from chalicelib.manifest import schema_drift
 from chalicelib.progress import run_id_for_event
 from chalicelib.redrive import RedriveReport, new_redrive_id
 from chalicelib.settings import Settings, get_settings
@@ -99,6 +100,8 @@ class RunReport:
     ingest_invocations: int = 0
     reconcile: dict[str, Any] | None = None
     """The reconcile function's answer to the sweep that settled the run."""
+    schema_drift: dict[str, list[str]] = field(default_factory=dict)
+    """{entity: [unknown field, ...]}, read back from the run manifest the ingest wrote."""
 
     def as_dict(self) -> dict[str, Any]:
         summary: dict[str, Any] = {
@@ -108,6 +111,7 @@ class RunReport:
             "timings": self.timings,
             "metrics": self.metrics,
             "alarms": self.alarms,
+            "schema_drift": self.schema_drift,
         }
         if self.chaos is not None:
             summary["chaos"] = self.chaos
@@ -741,6 +745,7 @@ class LocalCloud:
                 },
                 "stored": {sink.name: sink.count(entity) for sink in sinks},
             }
+            counts["superseded"] = int(manifest.get(f"reconciled.superseded.{entity}", 0))
             missing = int(manifest.get(f"reconciled.missing.{entity}", 0))
             if missing:
                 counts["missing"] = missing
@@ -762,6 +767,7 @@ class LocalCloud:
             shards=shards,
             errors=errors,
             reconcile=answer,
+            schema_drift=schema_drift(manifest),
         )
 
     def _dead_work_items(self) -> int:

@@ -156,7 +156,7 @@ def test_an_older_version_than_the_stored_one_keeps_the_newer_fingerprint(
 ) -> None:
     detector, sink = _detector(stage), DynamoDBSink(stage)
     item = _items("users", 1)[0]
-    newer = {**item, "first_name": "Newer", "updated_at": "2099-01-01T00:00:00"}
+    newer = {**item, "first_name": "Newer", "updated_at": "2025-12-01T00:00:00"}
     sink.write("users", [_envelope("users", newer)])
     sink.write("users", [_envelope("users", item)])  # rejected: older
     assert detector.unchanged("users", [item, newer]) == [False, True]
@@ -234,7 +234,8 @@ def test_a_rerun_over_an_unchanged_source_publishes_and_writes_nothing(state_dir
         assert counts["stored"] == first.entities[entity]["stored"]
     assert third.entities["users"]["published"] == len(keys) == 5
     assert third.entities["users"]["unchanged"] == 295
-    assert third.entities["users"]["written"] == {"postgres": 0, "dynamodb": 0}  # equal versions
+    # equal updated_at, later fetch: the version rule applies them again, with their fingerprint
+    assert third.entities["users"]["written"] == {"postgres": 5, "dynamodb": 5}
     assert third.entities["tracks"]["published"] == 0
-    # ... which gave them their fingerprint back without rewriting them
+    # ... so the row's fingerprint describes its content again, and the next run skips them
     assert fourth.entities["users"]["published"] == 0

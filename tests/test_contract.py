@@ -19,12 +19,17 @@ from chalicelib.contract import (
     ENTITIES,
     SCHEMA_VERSION,
     Envelope,
+    canonical_instant,
     describe_validation_error,
     entity_key,
+    legacy_partition_key,
+    max_future,
     parse_timestamp,
     partition_key,
+    unknown_fields,
     validate_item,
     version_of,
+    version_rank,
 )
 from localcloud.fakeapi import HOSTILE_STRINGS, iter_items
 from tests.factories import item_for, listen_history, track, user
@@ -75,7 +80,7 @@ def test_every_item_of_the_fake_api_is_valid(entity: str) -> None:
 @pytest.mark.parametrize("field", ["created_at", "updated_at"])
 def test_timestamp_shapes_are_accepted_and_kept_verbatim(timestamp: str, field: str) -> None:
     item = user(**{field: timestamp})
-    assert validate_item("users", item)[field] == timestamp
+    assert validate_item("users", item, not_after=datetime.max)[field] == timestamp
 
 
 def test_updated_before_created_is_accepted() -> None:
@@ -246,8 +251,42 @@ def test_keys_and_partition_keys() -> None:
     assert partition_key("users", user(id=42)) == "users:42"
     assert partition_key("tracks", track(id=42)) == "tracks:42"
     history = listen_history(user_id=7, created_at="2025-02-03T04:05:06")
-    assert entity_key("listen_history", history) == (7, "2025-02-03T04:05:06")
-    assert partition_key("listen_history", history) == "listen_history:7:2025-02-03T04:05:06"
+    assert entity_key("listen_history", history) == (7, "2025-02-03T04:05:06.000000")
+    assert partition_key("listen_history", history) == (
+        "listen_history:7:2025-02-03T04:05:06.000000"
+    )
+    assert legacy_partition_key("listen_history", history) == (
+        "listen_history:7:2025-02-03T04:05:06"
+    )
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "2025-02-03T08:00:00",
+        "2025-02-03T08:00:00.000",
+        "2025-02-03T08:00:00.000000",
+        "2025-02-03T10:00:00+02:00",
+        "2025-02-03T08:00:00Z",
+        "2025-02-03T03:00:00.0-05:00",
+    ],
+)
+def test_one_instant_is_one_listen_history_key(spelling: str) -> None:
+    history = listen_history(user_id=7, created_at=spelling)
+    assert entity_key("listen_history", history) == (7, "2025-02-03T08:00:00.000000")
+    assert validate_item("listen_history", history)["created_at"] == spelling  # kept as data
+
+
+def test_versions_rank_by_updated_at_then_by_the_later_fetch() -> None:
+    def envelope(updated_at: str, fetched_at: str) -> Envelope:
+        item = user(updated_at=updated_at)
+        return Envelope(entity="users", run_id="r", fetched_at=fetched_at, item=item)
+
+    early = envelope("2025-07-13T01:47:15", "2026-01-01T00:00:00+00:00")
+    late = envelope("2025-07-13T03:47:15+02:00", "2026-01-02T00:00:00+00:00")
+    assert version_rank(late) > version_rank(early)  # equal updated_at: the later fetch wins
+    assert version_rank(envelope("2025-07-13T01:47:16", "t")) > version_rank(late)
+    assert version_rank(envelope("2025-07-13T01:47:15", "not a time")) < version_rank(early)
 
 
 def test_users_and_tracks_sharing_an_id_get_different_partition_keys() -> None:
@@ -285,8 +324,10 @@ def test_envelope_shape() -> None:
 
 # --- properties -----------------------------------------------------------------------------
 
-# Any text but NUL (PostgreSQL refuses it); lone surrogates included: pydantic keeps them.
-texts = st.text(st.characters(blacklist_characters="\x00"), max_size=60)
+# Any text but NUL (PostgreSQL refuses it) and lone surrogates (not UTF-8: no store takes them).
+texts = st.text(
+    st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=60
+)
 ids = st.integers(0, 2**63 - 1)
 instants = st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31))
 
@@ -342,10 +383,10 @@ def test_any_contract_item_validates_unchanged_with_a_stable_key(
     pair: tuple[str, dict[str, Any]],
 ) -> None:
     entity, item = pair
-    assert validate_item(entity, item) == item
+    assert validate_item(entity, item, not_after=datetime.max) == item
     key = partition_key(entity, item)
     assert key.startswith(f"{entity}:")
-    assert key == partition_key(entity, validate_item(entity, item))
+    assert key == partition_key(entity, validate_item(entity, item, not_after=datetime.max))
     assert key.split(":", 2)[1] == str(item[ID_FIELD[entity]])
     assert len(key.encode()) <= 256  # the Kinesis partition key limit
 
@@ -358,7 +399,7 @@ def test_timestamps_round_trip_to_the_same_instant(
     if whole:
         moment = moment.replace(microsecond=0)
     assert parse_timestamp(moment.isoformat()) == moment
-    assert validate_item("users", user(updated_at=moment.isoformat()))
+    assert validate_item("users", user(updated_at=moment.isoformat()), not_after=datetime.max)
     if datetime(2, 1, 1) < moment < datetime(9998, 12, 31):  # the shifted time must exist
         zone = timezone(timedelta(minutes=offset_min))
         aware = moment.replace(tzinfo=UTC).astimezone(zone).isoformat()
@@ -388,9 +429,128 @@ def test_any_non_integer_id_is_rejected(entity: str, wrong: Any) -> None:
 def test_only_timestamp_shaped_strings_pass(text: str) -> None:
     """Whatever arbitrary text passes must be a timestamp the stores can parse."""
     try:
-        validated = validate_item("users", user(updated_at=text))
+        validated = validate_item("users", user(updated_at=text), not_after=datetime.max)
     except ValidationError:
         return
     assert validated["updated_at"] == text
     assert text.isascii()
     parse_timestamp(text)
+
+
+# --- versions that can be corrected ------------------------------------------------------------
+
+NOW = datetime(2026, 6, 1, 12, 0, 0)
+LIMIT = NOW + timedelta(seconds=86_400)
+
+
+def test_max_future_is_the_clock_plus_the_setting() -> None:
+    assert max_future(NOW.replace(tzinfo=UTC), 60) == NOW + timedelta(seconds=60)
+
+
+@pytest.mark.parametrize(
+    "far",
+    ["9999-12-31T23:59:59", "9999-12-31T23:00:00-05:00", "2100-01-01T00:00:00Z"],
+)
+def test_an_updated_at_far_in_the_future_is_refused_by_name(far: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        validate_item("users", user(updated_at=far), not_after=LIMIT)
+    reason = describe_validation_error(caught.value)
+    assert reason.startswith("breaks the contract: updated_at:")
+    assert "future" in reason or "out of range" in reason
+
+
+def test_a_zone_pushing_past_year_9999_is_a_contract_violation_not_an_overflow() -> None:
+    with pytest.raises(ValidationError) as caught:
+        validate_item("users", user(created_at="9999-12-31T23:00:00-05:00"))
+    assert "created_at" in describe_validation_error(caught.value)
+
+
+def test_created_at_in_the_future_is_not_a_version_and_is_kept() -> None:
+    item = user(created_at="2100-01-01T00:00:00")
+    assert validate_item("users", item, not_after=LIMIT) == item
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    offset_us=st.one_of(
+        st.integers(-3_000_000, 3_000_000),  # around the limit, to the microsecond
+        st.integers(-(10**12), 10**12),
+    ),
+    zone_min=st.integers(-14 * 60, 14 * 60),
+    digits=st.integers(0, 6),
+    suffix=st.sampled_from(["offset", "Z", "naive"]),
+)
+def test_the_future_tolerance_holds_for_every_spelling(
+    offset_us: int, zone_min: int, digits: int, suffix: str
+) -> None:
+    """Timestamp-shaped strings near the limit (zones, 0..6 fraction digits): accepted exactly
+    when their instant is not after the limit."""
+    instant = LIMIT + timedelta(microseconds=offset_us)
+    if digits < 6:  # the text cannot say more than its digits: truncate the instant
+        step = 10 ** (6 - digits)
+        instant = instant.replace(microsecond=instant.microsecond // step * step)
+    if suffix == "offset":
+        zone = timezone(timedelta(minutes=zone_min))
+        local = instant.replace(tzinfo=UTC).astimezone(zone)
+        tail = local.strftime("%z")
+        tail = f"{tail[:3]}:{tail[3:]}"
+    else:
+        local = instant
+        tail = "Z" if suffix == "Z" else ""
+    text = local.strftime("%Y-%m-%dT%H:%M:%S")
+    if digits:
+        text += "." + f"{local.microsecond:06d}"[:digits]
+    text += tail
+    assert parse_timestamp(text) == instant
+    item = user(updated_at=text)
+    if instant <= LIMIT:
+        assert validate_item("users", item, not_after=LIMIT)["updated_at"] == text
+    else:
+        with pytest.raises(ValidationError, match="in the future"):
+            validate_item("users", item, not_after=LIMIT)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    moment=st.datetimes(min_value=datetime(2, 1, 1), max_value=datetime(9998, 12, 31)),
+    zone_min=st.integers(-14 * 60, 14 * 60),
+    digits=st.integers(0, 6),
+)
+def test_every_spelling_of_an_instant_is_one_key(
+    moment: datetime, zone_min: int, digits: int
+) -> None:
+    step = 10 ** (6 - digits)
+    moment = moment.replace(microsecond=moment.microsecond // step * step)
+    local = moment.replace(tzinfo=UTC).astimezone(timezone(timedelta(minutes=zone_min)))
+    spelled = local.isoformat(timespec="seconds")
+    if digits:
+        spelled = spelled[:19] + "." + f"{moment.microsecond:06d}"[:digits] + spelled[19:]
+    naive = listen_history(user_id=3, created_at=moment.isoformat())
+    zoned = listen_history(user_id=3, created_at=spelled)
+    assert entity_key("listen_history", zoned) == entity_key("listen_history", naive)
+    assert partition_key("listen_history", zoned) == partition_key("listen_history", naive)
+    assert canonical_instant(spelled) == moment.isoformat(timespec="microseconds")
+
+
+@pytest.mark.parametrize("entity", ["users", "tracks"])
+def test_a_lone_surrogate_is_refused_naming_the_field(entity: str) -> None:
+    field = TEXT_FIELDS[entity][1]
+    with pytest.raises(ValidationError) as caught:
+        validate_item(entity, item_for(entity, **{field: "ok \ud800 no"}))
+    reason = describe_validation_error(caught.value)
+    assert reason.startswith(f"breaks the contract: {field}:")
+    assert "U+D800" in reason
+
+
+def test_unknown_fields_are_named_sorted() -> None:
+    assert unknown_fields("users", user(nickname="x", created_by="y")) == ["created_by", "nickname"]
+    assert unknown_fields("users", user()) == []
+    assert unknown_fields("tracks", None) == []
+
+
+def test_unknown_field_names_are_safe_to_store_and_log() -> None:
+    """A drift report must not fail on a name no store accepts (lone surrogate, empty)."""
+    names = unknown_fields("users", {**user(), "bad\ud800": 1, "": 2, "x" * 500: 3})
+    assert names == sorted(['""', "bad\\ud800", "x" * 100])
+    for name in names:
+        name.encode("utf-8")

@@ -79,7 +79,10 @@ def recorded_calls(tmp_path_factory: pytest.TempPathFactory) -> list[Call]:
     recorder = CallRecorder()
     with (
         FakeApiServer(records=120, seed=5, faults=faults) as api,
-        LocalCloud(state_dir, api_url=api.url) as cloud,
+        # 10 % poison may exceed the default quality gate; the run must succeed (PutEvents)
+        LocalCloud(
+            state_dir, api_url=api.url, extra_env={"PIPELINE_MAX_QUARANTINE_RATIO": "0.5"}
+        ) as cloud,
         recorder.installed(),
     ):
         import app

@@ -58,6 +58,7 @@ PROVOCATIONS = {
     "ingest-worker-errors": "test_a_work_item_that_keeps_failing_is_dead_lettered_and_alarmed",
     "ingest-worker-throttles": "test_alarms_on_metrics_only_aws_publishes",
     "ingest-work-dlq": "test_a_dead_lettered_work_item_raises_its_alarm",
+    "quality-gate": "test_a_source_that_breaks_the_contract_everywhere_raises_the_quality_gate",
 }
 """Which test provokes each alarm; a test keeps it complete."""
 
@@ -384,10 +385,13 @@ def test_rejected_put_records_are_counted_and_alarmed(
     assert len([failed for failed in rejected if failed]) == 1
     assert report.metrics["PutRecordsFailedRecords"] == sum(rejected) > 0
     assert report.alarms[alarm_name("putrecords-failures")] == "ALARM"
-    # every record is already stored: counted as unchanged per sink, written by none
+    # the same data again, published in full (change detection off): each record has the same
+    # updated_at as the stored one and a later fetch, so the version rule writes it again
+    # (docs/architecture.md#versions); the load trigger goes on from where the first run's
+    # stopped, so no record of that run is delivered again. Counted per sink.
     sinks = len(cloud.settings.sink_list)
-    assert report.metrics["RecordsUnchanged"] == 90 * sinks
-    assert report.metrics.get("RecordsWritten", 0) == 0
+    assert report.metrics["RecordsWritten"] == 90 * sinks
+    assert report.metrics.get("RecordsUnchanged", 0) == 0
 
 
 def test_a_message_in_the_on_failure_queue_raises_its_alarm(
@@ -558,6 +562,25 @@ def test_a_broken_load_with_poison_records_raises_its_alarms(tmp_path: Path) -> 
     ):
         assert report.alarms[alarm_name(slug)] == "ALARM", slug
     assert report.alarms[alarm_name("ingest-errors")] == "OK"
+
+
+def test_a_source_that_breaks_the_contract_everywhere_raises_the_quality_gate(
+    tmp_path: Path,
+) -> None:
+    """Every item renames a field (the fake API's `renamed-field`): all quarantined, the run
+    fails its quality gate, and the gate's own alarm fires, not only the generic ones."""
+    faults = FaultInjector({"renamed-field": 1.0}, seed=2)
+    with (
+        FakeApiServer(records=20, seed=2, faults=faults) as api,
+        LocalCloud(tmp_path / "state", api_url=api.url, extra_env=FAST_RETRIES) as local,
+    ):
+        report = local.run()
+
+    assert report.status == "failed"
+    assert report.metrics["QualityGateFailed"] == 3
+    assert report.alarms[alarm_name("quality-gate")] == "ALARM"
+    assert report.alarms[alarm_name("run-failed")] == "ALARM"
+    assert report.alarms[alarm_name("reconciliation-mismatch")] == "OK"  # it balances
 
 
 def test_an_api_outage_raises_ingest_errors(tmp_path: Path) -> None:

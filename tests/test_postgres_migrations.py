@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
@@ -54,15 +55,15 @@ def schema_snapshot(connection: psycopg.Connection) -> list[tuple[object, ...]]:
 
 def test_migration_files_are_versioned_and_ordered() -> None:
     migrations = load_migrations()
-    assert [m.version for m in migrations] == ["0001", "0002"]
-    assert [m.name for m in migrations] == ["schema", "views"]
+    assert [m.version for m in migrations] == ["0001", "0002", "0003"]
+    assert [m.name for m in migrations] == ["schema", "views", "version_rank"]
 
 
 def test_migrates_an_empty_database(postgres_credentials: Credentials) -> None:
     with connect(postgres_credentials) as connection:
         assert relations(connection) == {}
         applied = migrate(connection)
-        assert applied == ["0001", "0002"]
+        assert applied == ["0001", "0002", "0003"]
         kinds = relations(connection)
         assert {name for name, kind in kinds.items() if kind == "r"} == TABLES
         assert {name for name, kind in kinds.items() if kind == "v"} == VIEWS
@@ -86,7 +87,7 @@ def test_reapplying_changes_nothing(postgres_credentials: Credentials) -> None:
 
 
 def test_only_pending_migrations_are_applied(postgres_credentials: Credentials) -> None:
-    first, second = load_migrations()
+    first, second, _ = load_migrations()
     with connect(postgres_credentials) as connection:
         assert migrate(connection, [first]) == ["0001"]
         assert "user_track_interactions" not in relations(connection)
@@ -119,10 +120,10 @@ def test_concurrent_migrations_apply_once(postgres_credentials: Credentials) -> 
     for thread in threads:
         thread.join(timeout=60)
     assert failures == []
-    assert sorted(results) == [[], [], [], ["0001", "0002"]]
+    assert sorted(results) == [[], [], [], ["0001", "0002", "0003"]]
     with connect(postgres_credentials) as connection:
         count = connection.execute("SELECT count(*) FROM schema_migrations").fetchone()
-        assert count == (2,)
+        assert count == (3,)
 
 
 def test_a_failing_migration_leaves_nothing_behind(postgres_credentials: Credentials) -> None:
@@ -168,3 +169,23 @@ def test_the_sink_migrates_on_first_use(postgres_credentials: Credentials) -> No
     assert sink.count("users") == 0  # the first connection applied the migrations
     with connect(postgres_credentials) as connection:
         assert set(relations(connection)) == TABLES | VIEWS
+
+
+def test_the_version_rank_migration_keeps_the_fetch_instant_of_existing_rows(
+    postgres_credentials: Credentials,
+) -> None:
+    """Rows stored before 0003 get `fetched_at_utc` from their text when it is the pipeline's
+    ISO form, NULL (ranks before any fetch) otherwise."""
+    first, second, third = load_migrations()
+    with connect(postgres_credentials) as connection:
+        migrate(connection, [first, second])
+        for user_id, fetched_at in ((1, "2026-01-02T03:04:05.000006+00:00"), (2, "t")):
+            connection.execute(
+                "INSERT INTO users (id, first_name, last_name, email, gender, favorite_genres, "
+                "created_at, updated_at, run_id, fetched_at) "
+                "VALUES (%s, 'a', 'b', 'c', 'd', 'e', now(), now(), 'r', %s)",
+                (user_id, fetched_at),
+            )
+        assert migrate(connection, [first, second, third]) == ["0003"]
+        rows = connection.execute("SELECT id, fetched_at_utc FROM users ORDER BY id").fetchall()
+    assert rows == [(1, datetime(2026, 1, 2, 3, 4, 5, 6)), (2, None)]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from chalicelib import aws, wiring
 from chalicelib.contract import entity_key
@@ -30,7 +31,9 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCloud
         tmp_path_factory.mktemp("reconcile"),
         records=RECORDS,
         seed=5,
-        extra_env={"PIPELINE_PAGE_SIZE": "10"},
+        # 10 % poison on 60 records may pass the default quality gate: this module is about
+        # balancing, the gate has its own tests (tests/test_content_faults.py)
+        extra_env={"PIPELINE_PAGE_SIZE": "10", "PIPELINE_MAX_QUARANTINE_RATIO": "0.5"},
         chaos=chaos,
     ) as local:
         report = local.run()
@@ -164,3 +167,59 @@ def test_dump_writes_the_quarantine_with_payload_and_reason(
     lines = (tmp_path / "quarantine.jsonl").read_text().splitlines()
     assert lines
     assert all('"reason":"breaks the contract' in line for line in lines)
+
+
+def test_one_broken_run_never_blocks_another(cloud: tuple[LocalCloud, str]) -> None:
+    """A run whose ledger cannot be read (a DynamoDB error the sweep meets for that run only)
+    is settled on its own: a transient error leaves it for the next sweep, any other declares
+    it failed with the error; the healthy run next to it settles as usual."""
+    _, run_id = cloud
+    settings = wiring.get_settings()
+    broken = "20000101T000000Z-0badc0de"
+    manifests = wiring.manifests(settings)
+    manifests.start(broken, "2000-01-01T00:00:00+00:00", ["users"])
+    client = aws.client("dynamodb")
+    runs = settings.table_name("runs")
+    for each in (run_id, broken):
+        client.update_item(
+            TableName=runs,
+            Key={"run_id": {"S": each}},
+            UpdateExpression="SET #s = :r",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={":r": {"S": "reconciling"}},
+        )
+    code = {"value": "ThrottlingException"}
+
+    def refuse_the_broken_run(params: dict[str, Any], **_: Any) -> None:
+        values = params.get("ExpressionAttributeValues", {})
+        if values.get(":run") == {"S": broken}:
+            raise ClientError({"Error": {"Code": code["value"], "Message": "injected"}}, "Query")
+
+    client.meta.events.register("before-parameter-build.dynamodb.Query", refuse_the_broken_run)
+    try:
+        first = {r.run_id: r for r in reconciler().reconcile_pending(grace_s=10**9)}
+        assert first[run_id].status == "succeeded"
+        assert first[broken].status == "reconciling"  # transient: the next sweep tries again
+        assert "ThrottlingException" in first[broken].reasons[0]
+        assert manifest(broken)["status"] == "reconciling"
+        code["value"] = "ValidationException"  # not transient: failed now, with the reason
+        second = {r.run_id: r for r in reconciler().reconcile_pending(grace_s=10**9)}
+        assert set(second) == {broken}
+        assert second[broken].status == "failed"
+        assert "ValidationException" in manifest(broken)["reconcile_reasons"]
+    finally:
+        client.meta.events.unregister(
+            "before-parameter-build.dynamodb.Query", refuse_the_broken_run
+        )
+    assert reconciler().reconcile_pending(grace_s=10**9) == []
+
+
+def test_a_balanced_run_counts_stored_superseded_and_quarantined(
+    cloud: tuple[LocalCloud, str],
+) -> None:
+    _, run_id = cloud
+    result = reconciler().reconcile(run_id, final=True)
+    for balance in result.entities.values():
+        assert balance.fetched == balance.stored + balance.superseded + balance.quarantined
+    state = manifest(run_id)
+    assert all(f"reconciled.superseded.{entity}" in state for entity in result.entities)

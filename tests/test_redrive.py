@@ -59,7 +59,12 @@ def test_batches_given_up_on_are_lost_until_redriven(tmp_path: Path) -> None:
 def test_a_fixed_quarantined_record_is_redriven_into_its_run(tmp_path: Path) -> None:
     chaos = Chaos.from_spec("poison=0.1", seed=2)
     with LocalCloud(
-        tmp_path, records=RECORDS, seed=9, chaos=chaos, extra_env={"PIPELINE_PAGE_SIZE": "10"}
+        tmp_path,
+        records=RECORDS,
+        seed=9,
+        chaos=chaos,
+        # 10 % poison on 40 records is above the default quality gate; this is about redrive
+        extra_env={"PIPELINE_PAGE_SIZE": "10", "PIPELINE_MAX_QUARANTINE_RATIO": "0.5"},
     ) as cloud:
         report = cloud.run()
         assert report.status == "succeeded", report.errors

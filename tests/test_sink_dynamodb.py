@@ -156,7 +156,7 @@ def test_listen_history_keeps_several_rows_per_user(sink: DynamoDBSink) -> None:
     ]
     assert len(sink.write("listen_history", [envelope("listen_history", r) for r in rows])) == 3
     mine = {k: v for k, v in stored(sink, "listen_history").items() if k[0] == user_id}
-    assert mine == {(user_id, r["created_at"]): r for r in rows}
+    assert mine == {entity_key("listen_history", r): r for r in rows}
 
 
 def test_users_and_tracks_may_share_an_id(sink: DynamoDBSink) -> None:
@@ -258,7 +258,10 @@ def test_rows_up_to_the_item_limit_are_accepted_and_beyond_rejected(sink: Dynamo
     assert sink.rejects("tracks", at_limit) is None
     assert sink.write("tracks", [at_limit]) == [at_limit]  # DynamoDB (moto) takes it
 
-    over = envelope("tracks", track(id=next_id(), name="x" * (room + 1)))
+    other = next_id()  # its digits count: measure its own room
+    room = MAX_ITEM_BYTES - item_size(row_values("tracks", envelope("tracks", track(id=other))))
+    room += len(track()["name"].encode())
+    over = envelope("tracks", track(id=other, name="x" * (room + 1)))
     assert item_size(row_values("tracks", over)) == MAX_ITEM_BYTES + 1
     assert "400000" in (sink.rejects("tracks", over) or "")
 
@@ -267,3 +270,22 @@ def test_rows_up_to_the_item_limit_are_accepted_and_beyond_rejected(sink: Dynamo
 def test_ordinary_rows_are_never_rejected(sink: DynamoDBSink, entity: str) -> None:
     for item in iter_items(entity, 100, seed=8):
         assert sink.rejects(entity, envelope(entity, item)) is None
+
+
+def test_numbers_are_measured_by_their_digits_not_21_bytes(sink: DynamoDBSink) -> None:
+    """A 100 KB history must not be refused as 440 KB (one int was counted as 21 bytes)."""
+    items = list(range(100_000, 100_000 + 16_000))  # 6-digit track ids, ~112 KB as JSON
+    history = envelope("listen_history", listen_history(user_id=1, items=items))
+    size = item_size(row_values("listen_history", history))
+    assert 16_000 * 8 <= size < 16_000 * 9 + 500
+    assert sink.rejects("listen_history", history) is None
+
+
+def test_a_big_history_is_stored_by_dynamodb(sink: DynamoDBSink) -> None:
+    user_id = next_id()
+    items = list(range(100_000, 100_000 + 40_000))  # ~330 KB as DynamoDB counts it
+    history = envelope("listen_history", listen_history(user_id=user_id, items=items))
+    assert sink.rejects("listen_history", history) is None
+    assert sink.write("listen_history", [history]) == [history]
+    mine = [row for key, row in stored(sink, "listen_history").items() if key[0] == user_id]
+    assert mine[0]["items"] == items

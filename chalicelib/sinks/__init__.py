@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Protocol
 
-from chalicelib.contract import Envelope, entity_key, version_of
+from chalicelib.contract import Envelope, entity_key, version_rank
 
 
 class Sink(Protocol):
@@ -42,14 +42,15 @@ def rejection(sinks: Iterable[Sink], entity: str, envelope: Envelope) -> str | N
 
 
 def newest_per_key(entity: str, envelopes: Iterable[Envelope]) -> dict[Hashable, Envelope]:
-    """Collapse a batch to the newest version of each key; on a tie the first one stays.
+    """Collapse a batch to the newest version of each key (`version_rank`: `updated_at`, then
+    the later fetch); on a full tie the first one stays.
 
-    Keeping the first on ties makes re-delivery of an equal version a no-op, as in the store.
+    Keeping the first on full ties makes re-delivery of a record a no-op, as in the store.
     """
     newest: dict[Hashable, Envelope] = {}
     for envelope in envelopes:
         key = entity_key(entity, envelope.item)
         current = newest.get(key)
-        if current is None or version_of(envelope.item) > version_of(current.item):
+        if current is None or version_rank(envelope) > version_rank(current):
             newest[key] = envelope
     return newest

@@ -15,8 +15,14 @@ through the process's shared boto3 client (`chalicelib.aws`): PynamoDB's generic
 serialization and its client's parameter validation were a third of the load's CPU.
 
 With change detection on, each row also keeps `fp`, the fingerprint of the content it stores
-(`chalicelib/changes.py`); the load writes this sink after every other one, so a row's `fp`
-means every sink processed that content.
+(`chalicelib/changes.py`), written in the same PutRequest as that content and never on its
+own, so it always describes the row it is in; the load writes this sink after every other
+one, so a row's `fp` means every sink processed that content.
+
+Versions follow `chalicelib.contract.version_rank`: `updated_at`, then the later `fetched_at`
+(a changed content with an equal `updated_at` is applied). A listen history's sort key is the
+canonical instant of `created_at` (`canonical_instant`); the text as served is kept in
+`created_at_served`, and `row_to_item` gives it back.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import os
 from collections.abc import Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any, ClassVar, Final
 
 from pynamodb.attributes import BinaryAttribute, ListAttribute, NumberAttribute, UnicodeAttribute
@@ -31,7 +38,14 @@ from pynamodb.models import Model
 
 from chalicelib import aws
 from chalicelib.changes import FINGERPRINT_ATTRIBUTE, content_fingerprint, fingerprint_salt
-from chalicelib.contract import Envelope, parse_timestamp
+from chalicelib.contract import (
+    Envelope,
+    canonical_instant,
+    fetch_rank,
+    max_future,
+    parse_timestamp,
+    version_rank,
+)
 from chalicelib.dynamo_batch import get_all, write_all
 from chalicelib.settings import Settings
 from chalicelib.sinks import newest_per_key
@@ -85,6 +99,9 @@ class ListenHistoryRow(_Stored):
 
     user_id = NumberAttribute(hash_key=True)
     created_at = UnicodeAttribute(range_key=True)
+    """The canonical instant of `created_at` (UTC, microseconds): one row per instant."""
+    created_at_served = UnicodeAttribute(null=True)
+    """`created_at` as the API served it (rows written before the canonical key lack it)."""
     items = ListAttribute(of=NumberAttribute)
 
     fields = ("user_id", "items")
@@ -96,15 +113,21 @@ below it, because moto already refuses at 405,000 and number sizes are estimated
 
 
 def item_size(values: dict[str, Any]) -> int:
-    """DynamoDB's size of an item: UTF-8 names and strings, numbers at their 21-byte maximum."""
+    """The size of an item as it will be encoded: UTF-8 names and strings, numbers by their
+    digits (+1: DynamoDB stores about one byte per two digits plus one, moto counts the
+    digits, so this is at least either), 3 bytes per list plus 1 per element."""
     return sum(len(name.encode()) + _value_size(value) for name, value in values.items())
 
 
 def _value_size(value: Any) -> int:
     if isinstance(value, str):
         return len(value.encode("utf-8", "surrogatepass"))
+    if isinstance(value, bytes):
+        return len(value)
     if isinstance(value, list):
         return 3 + sum(1 + _value_size(element) for element in value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return len(str(value)) + 1
     return 21
 
 
@@ -153,6 +176,9 @@ def row_values(entity: str, envelope: Envelope) -> dict[str, Any]:
         run_id=envelope.run_id,
         fetched_at=envelope.fetched_at,
     )
+    if entity == "listen_history":
+        values["created_at"] = canonical_instant(envelope.item["created_at"])
+        values["created_at_served"] = envelope.item["created_at"]
     return values
 
 
@@ -195,7 +221,7 @@ def key_from_wire(entity: str, row: dict[str, Any]) -> tuple[Any, ...]:
 def row_to_item(entity: str, row: _Stored) -> dict[str, Any]:
     """A stored row in the API's own shape: what the dumps and the tests compare."""
     item: dict[str, Any] = {name: getattr(row, name) for name in row.fields}
-    item["created_at"] = row.created_at
+    item["created_at"] = getattr(row, "created_at_served", None) or row.created_at
     item["updated_at"] = row.updated_at
     for name in ("id", "user_id"):
         if name in item:
@@ -203,6 +229,11 @@ def row_to_item(entity: str, row: _Stored) -> dict[str, Any]:
     if "items" in item:
         item["items"] = [int(track_id) for track_id in item["items"]]
     return item
+
+
+def _stored_rank(updated_at: str, fetched_at: str) -> tuple[datetime, datetime]:
+    """`version_rank` of a stored row; a row without a readable `fetched_at` ranks first."""
+    return (parse_timestamp(updated_at), fetch_rank(fetched_at))
 
 
 class DynamoDBSink:
@@ -228,50 +259,23 @@ class DynamoDBSink:
         candidates = newest_per_key(entity, envelopes)
         stored = self._stored(entity, list(candidates))
         newer: list[Envelope] = []
-        unmarked: list[tuple[Any, ...]] = []
+        not_after = max_future()
         for key, envelope in candidates.items():
             if key not in stored:
                 newer.append(envelope)
                 continue
-            version, fingerprint = stored[key]
-            wanted = parse_timestamp(envelope.item["updated_at"])
-            if wanted > parse_timestamp(version):
+            version, fetched_at, _ = stored[key]
+            rank = _stored_rank(version, fetched_at)
+            # a stored version from the future (stored before that was refused) never wins
+            if rank[0] > not_after or version_rank(envelope) > rank:
                 newer.append(envelope)
-            elif (
-                wanted == parse_timestamp(version)
-                and self._salt is not None
-                and fingerprint != self._fingerprint(entity, envelope)
-            ):
-                unmarked.append(key)  # type: ignore[arg-type]
         rows: list[Any] = [
             to_wire(entity, envelope, self._fingerprint(entity, envelope)) for envelope in newer
         ]
-        if unmarked:
-            rows += self._marked_rows(entity, candidates, unmarked)
         chunks = [rows[start : start + WRITE_CHUNK] for start in range(0, len(rows), WRITE_CHUNK)]
         # list() re-raises the first failure of any chunk: the whole group is then retried
         list(self._pool.map(lambda chunk: self._write_chunk(entity, chunk), chunks))
         return newer
-
-    def _marked_rows(
-        self,
-        entity: str,
-        candidates: dict[Hashable, Envelope],
-        keys: list[tuple[Any, ...]],
-    ) -> list[dict[str, Any]]:
-        """The stored rows of `keys` as they are, with the fingerprint of the batch's equal
-        version: the row stays the first one stored (ties keep the first, as in every sink),
-        and the next run may skip this content, whose publishing would change nothing. Without
-        it, rows stored before change detection (or with no fingerprint) would be published
-        again by every run."""
-        rows = []
-        for start in range(0, len(keys), READ_CHUNK):
-            for row in self._read_chunk(entity, keys[start : start + READ_CHUNK], None):
-                envelope = candidates[key_from_wire(entity, row)]
-                fingerprint = self._fingerprint(entity, envelope)
-                assert fingerprint is not None  # only called with change detection on
-                rows.append({**row, FINGERPRINT_ATTRIBUTE: {"B": fingerprint}})
-        return rows
 
     def _write_chunk(self, entity: str, rows: Sequence[dict[str, Any]]) -> None:
         """One BatchWriteItem of at most 25 rows, resending what DynamoDB left unprocessed."""
@@ -285,20 +289,24 @@ class DynamoDBSink:
 
     def stored_versions(self, entity: str, keys: Sequence[Hashable]) -> dict[Hashable, str]:
         """`updated_at` stored for each of `keys` that exists (the reconciliation reads it)."""
-        return {key: version for key, (version, _) in self._stored(entity, list(keys)).items()}
+        return {key: stored[0] for key, stored in self._stored(entity, list(keys)).items()}
 
     def _stored(
         self, entity: str, keys: list[Hashable]
-    ) -> dict[Hashable, tuple[str, bytes | None]]:
-        """(`updated_at`, fingerprint) stored for each of `keys` that exists."""
-        chunks = [keys[start : start + READ_CHUNK] for start in range(0, len(keys), READ_CHUNK)]
-        names = [*_KEY_ATTRIBUTES[entity], "updated_at", FINGERPRINT_ATTRIBUTE]
-        stored: dict[Hashable, tuple[str, bytes | None]] = {}
+    ) -> dict[Hashable, tuple[str, str, bytes | None]]:
+        """(`updated_at`, `fetched_at`, fingerprint) stored for each of `keys` that exists.
+
+        Keys are de-duplicated first: BatchGetItem refuses a list holding one key twice."""
+        unique = list(dict.fromkeys(keys))
+        chunks = [unique[start : start + READ_CHUNK] for start in range(0, len(unique), READ_CHUNK)]
+        names = [*_KEY_ATTRIBUTES[entity], "updated_at", "fetched_at", FINGERPRINT_ATTRIBUTE]
+        stored: dict[Hashable, tuple[str, str, bytes | None]] = {}
         for rows in self._pool.map(lambda chunk: self._read_chunk(entity, chunk, names), chunks):
             for row in rows:
                 fingerprint = row.get(FINGERPRINT_ATTRIBUTE, {}).get("B")
                 stored[key_from_wire(entity, row)] = (
                     row["updated_at"]["S"],
+                    row.get("fetched_at", {}).get("S", ""),
                     None if fingerprint is None else bytes(fingerprint),
                 )
         return stored
@@ -307,7 +315,7 @@ class DynamoDBSink:
         """The content fingerprint of each of `keys` whose row has one (change detection)."""
         return {
             key: fingerprint
-            for key, (_, fingerprint) in self._stored(entity, list(keys)).items()
+            for key, (_, _, fingerprint) in self._stored(entity, list(keys)).items()
             if fingerprint is not None
         }
 

@@ -3,7 +3,9 @@
 One `write` call is one transaction and a handful of statements whatever the batch size: the
 batch is `COPY`ed into a temporary staging table of the session, then merged with one
 `INSERT ... SELECT ... ON CONFLICT ... DO UPDATE ... WHERE stored version < new version`,
-which keeps the newest version; an equal version changes nothing, so re-delivery is a no-op.
+which keeps the newest version. A version is `(updated_at, fetched_at_utc)`
+(`chalicelib.contract.version_rank`): on an equal `updated_at` the later fetch wins, so a
+changed content is applied; the same record again changes nothing, so re-delivery is a no-op.
 `RETURNING` tells which envelopes were actually stored. The track ids of the histories go in
 with one `COPY` too. Values never enter SQL text. `python -m bench` measures this against
 the same upsert from `unnest`ed array parameters in one statement (`postgres_write_strategies`):
@@ -30,7 +32,13 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from chalicelib.contract import Envelope, parse_timestamp, version_of
+from chalicelib.contract import (
+    Envelope,
+    fetch_rank,
+    max_future,
+    parse_timestamp,
+    version_rank,
+)
 from chalicelib.settings import Settings
 from chalicelib.sinks.postgres_connection import PostgresDatabase, database_for
 
@@ -56,6 +64,7 @@ class Table:
             ("timestamps_as_served", "jsonb"),
             ("run_id", "text"),
             ("fetched_at", "text"),
+            ("fetched_at_utc", "timestamp"),
         ]
 
 
@@ -104,7 +113,8 @@ def stored_key(entity: str, item: dict[str, Any]) -> StoredKey:
 
 
 def newest_per_stored_key(entity: str, envelopes: Sequence[Envelope]) -> dict[StoredKey, Envelope]:
-    """The newest version of each stored key in a batch; on a tie the first one stays.
+    """The newest version (`version_rank`) of each stored key in a batch; on a full tie the
+    first one stays.
 
     Keyed like the table (not like the served text), because one INSERT ... ON CONFLICT may
     not touch a row twice.
@@ -113,7 +123,7 @@ def newest_per_stored_key(entity: str, envelopes: Sequence[Envelope]) -> dict[St
     for envelope in envelopes:
         key = stored_key(entity, envelope.item)
         current = newest.get(key)
-        if current is None or version_of(envelope.item) > version_of(current.item):
+        if current is None or version_rank(envelope) > version_rank(current):
             newest[key] = envelope
     return dict(sorted(newest.items()))
 
@@ -138,7 +148,14 @@ def row_values(table: Table, envelope: Envelope) -> list[Any]:
         timestamps_as_served(item),
         envelope.run_id,
         envelope.fetched_at,
+        _fetched_at_utc(envelope.fetched_at),
     ]
+
+
+def _fetched_at_utc(fetched_at: str) -> datetime | None:
+    """The `fetched_at_utc` column: the fetch instant, NULL when `fetched_at` is not one."""
+    instant = fetch_rank(fetched_at)
+    return None if instant == datetime.min else instant
 
 
 def column_values(table: Table, envelopes: Sequence[Envelope]) -> list[list[Any]]:
@@ -174,7 +191,12 @@ def staged_upsert(table: Table) -> StagedUpsert:
         if name not in table.key
     ]
     updates.append(sql.SQL("stored_at = now()"))
-    newer: sql.Composable = sql.SQL("stored.updated_at < excluded.updated_at")
+    newer: sql.Composable = sql.SQL(
+        "(stored.updated_at < excluded.updated_at OR (stored.updated_at = excluded.updated_at "
+        "AND coalesce(stored.fetched_at_utc, '-infinity') "
+        "< coalesce(excluded.fetched_at_utc, '-infinity')) "
+        "OR stored.updated_at > {not_after})"
+    ).format(not_after=sql.Placeholder("not_after"))
     if table.has_placeholders:  # a real row always replaces a placeholder
         updates.append(sql.SQL("is_placeholder = false"))
         newer = sql.SQL("stored.is_placeholder OR ") + newer
@@ -214,7 +236,8 @@ def upsert(
         with cursor.copy(statements.copy) as copy:
             for envelope in envelopes:
                 copy.write_row(row_values(table, envelope))
-        cursor.execute(statements.merge)
+        # a stored version from the future (stored before that was refused) never freezes a row
+        cursor.execute(statements.merge, {"not_after": max_future()})
         return cursor.fetchall()
 
 
@@ -379,8 +402,8 @@ class PostgresSink:
     def stored_versions(self, entity: str, keys: Sequence[Hashable]) -> dict[Hashable, str]:
         """`updated_at` as served for each of `keys` stored; the reconciliation reads it.
 
-        Keys are `entity_key` tuples (the served `created_at` text for listen history); the
-        table holds parsed timestamps, so each key is looked up by its parsed form.
+        Keys are `entity_key` tuples (the canonical `created_at` instant for listen history);
+        the table holds parsed timestamps, so each key is looked up by its parsed form.
         """
         by_stored: dict[StoredKey, Hashable] = {
             stored_key(entity, _key_item(entity, key)): key for key in keys
