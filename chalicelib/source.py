@@ -8,10 +8,12 @@ failing its whole page.
 
 Two things no library does for us are written here by hand:
 
-* the body is read streamed (`read1`, one socket read at a time) so that a response has a
-  total deadline (`PIPELINE_REQUEST_DEADLINE_S`; urllib3's timeouts apply per socket read, so
-  a server dripping one byte every few seconds would otherwise never time out) and a size cap
-  (`PIPELINE_MAX_RESPONSE_BYTES`) checked before the bytes pile up in memory;
+* a response has a total deadline (`PIPELINE_REQUEST_DEADLINE_S`; urllib3's timeouts apply
+  per socket read, so a server dripping one byte every few seconds would otherwise never time
+  out): a watchdog cuts the connection at the deadline, headers included
+  (`chalicelib/request_deadline.py`), and the body is read streamed (`read1`, one socket read
+  at a time) with the deadline and a size cap (`PIPELINE_MAX_RESPONSE_BYTES`) checked before
+  the bytes pile up in memory;
 * every page is checked against what the API announced (`total`, `pages`, `size`, `page`):
   a page holding fewer items than the announced total implies (an empty or short page before
   the last), more items than its `size` (a server ignoring `size`), a `total` that changes
@@ -38,18 +40,19 @@ from urllib.parse import urlsplit
 
 import requests
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
-from requests.adapters import HTTPAdapter
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
     InvalidHeader,
     MaxRetryError,
     NewConnectionError,
+    ProtocolError,
     ReadTimeoutError,
 )
 from urllib3.util.retry import Retry
 
 from chalicelib.metrics import record_api_retry
+from chalicelib.request_deadline import DeadlineAdapter, RequestDeadlineExceeded, request_deadline
 from chalicelib.settings import Settings
 
 if TYPE_CHECKING:
@@ -182,7 +185,7 @@ def build_session(settings: Settings) -> requests.Session:
         raise_on_status=False,
     )
     pool_size = max(settings.fetch_concurrency, 1)
-    adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=retry)
+    adapter = DeadlineAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=retry)
     session = requests.Session()
     session.mount("http://", adapter)
     session.mount("https://", adapter)
@@ -395,20 +398,39 @@ def _fetch_page(
     url = f"{base_url}?page={number}&size={settings.page_size}"
     deadline = time.monotonic() + settings.request_deadline_s
     read_timeout = min(settings.request_timeout_s, settings.request_deadline_s)
-    try:
-        response = session.get(url, timeout=(settings.request_timeout_s, read_timeout), stream=True)
-    except requests.RequestException as exc:
-        raise SourceError(
-            f"request failed (after up to {settings.max_retries} retries): {_describe(exc)}", url
-        ) from exc
+    with request_deadline(settings.request_deadline_s) as watch:
+        try:
+            response = session.get(
+                url, timeout=(settings.request_timeout_s, read_timeout), stream=True
+            )
+        except RequestDeadlineExceeded as exc:  # a retry after the watchdog cut the request
+            raise _too_slow(settings, url, None, None) from exc
+        except requests.RequestException as exc:
+            if watch.expired:
+                raise _too_slow(settings, url, None, None) from exc
+            raise SourceError(
+                f"request failed (after up to {settings.max_retries} retries): {_describe(exc)}",
+                url,
+            ) from exc
 
-    with response:
-        status = response.status_code
-        if not 200 <= status < 300:
-            retried = f" after {settings.max_retries} retries" if status in RETRY_STATUSES else ""
-            body = _read_body(response, settings, url, deadline, limit=ERROR_BODY_BYTES)
-            raise SourceError(f"HTTP {status}{retried}: {_error_detail(body)}", url, status)
-        body = _read_body(response, settings, url, deadline)
+        with response:
+            status = response.status_code
+            if not 200 <= status < 300:
+                retried = (
+                    f" after {settings.max_retries} retries" if status in RETRY_STATUSES else ""
+                )
+                body = _read_body(response, settings, url, deadline, limit=ERROR_BODY_BYTES)
+                if watch.expired:
+                    raise _too_slow(settings, url, status, len(body))
+                raise SourceError(f"HTTP {status}{retried}: {_error_detail(body)}", url, status)
+            try:
+                body = _read_body(response, settings, url, deadline)
+            except (requests.RequestException, ProtocolError, SourceError) as exc:
+                if watch.expired:  # the watchdog cut the connection mid-body
+                    raise _too_slow(settings, url, status, None) from exc
+                raise
+        if watch.expired:  # cut mid-body: what was read is not the whole answer
+            raise _too_slow(settings, url, status, len(body))
     try:
         payload = json.loads(body)
     except RecursionError as exc:
@@ -450,6 +472,22 @@ def _fetch_page(
     )
 
 
+def _too_slow(settings: Settings, url: str, status: int | None, read: int | None) -> SourceError:
+    """The error of a response cut at its total deadline (`chalicelib.request_deadline`)."""
+    if status is None:
+        progress = "its status line and headers were not complete"
+    elif read is None:
+        progress = "cut while its body was read"
+    else:
+        progress = f"{read:,} bytes of body read"
+    return SourceError(
+        f"response not complete within PIPELINE_REQUEST_DEADLINE_S "
+        f"({settings.request_deadline_s:g} s; {progress}): the server answers too slowly",
+        url,
+        status,
+    )
+
+
 def _read_body(
     response: requests.Response,
     settings: Settings,
@@ -479,13 +517,7 @@ def _read_body(
     try:
         while True:
             if time.monotonic() > deadline:
-                raise SourceError(
-                    f"response not complete within PIPELINE_REQUEST_DEADLINE_S "
-                    f"({settings.request_deadline_s:g} s; {size:,} bytes of body read): "
-                    "the server answers too slowly",
-                    url,
-                    status,
-                )
+                raise _too_slow(settings, url, status, size)
             chunk = response.raw.read1(READ_CHUNK, decode_content=True)
             if not chunk:
                 return b"".join(chunks)

@@ -205,6 +205,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     return 2  # pragma: no cover - argparse enforces the command
 
 
+def shell_settings() -> dict[str, str]:
+    """The `PIPELINE_*` variables of the shell: the local stage is deployed with them, as if
+    they were in its section of `.chalice/config.json` (the functions never read the shell's)."""
+    return {name: value for name, value in os.environ.items() if name.startswith("PIPELINE_")}
+
+
 def command_run(args: argparse.Namespace) -> int:
     if args.records < 0 or args.workers < 1:
         print("--records must be >= 0 and --workers >= 1", file=sys.stderr)
@@ -227,6 +233,7 @@ def command_run(args: argparse.Namespace) -> int:
         shard_count=args.shards,
         chaos=chaos,
         workers=args.workers,
+        extra_env=shell_settings(),
     )
     with cloud:
         if args.json:
@@ -297,6 +304,7 @@ def command_up(args: argparse.Namespace) -> int:
         records=args.records,
         seed=args.seed,
         shard_count=args.shards,
+        extra_env=shell_settings(),
     )
     stopped = threading.Event()
     with cloud:
@@ -424,6 +432,7 @@ def command_report(args: argparse.Namespace) -> int:
         records=args.records,
         seed=args.seed,
         shard_count=args.shards,
+        extra_env=shell_settings(),
     )
     with cloud:
         for number in range(1, args.runs + 1):

@@ -145,7 +145,8 @@ def provision_stores(prefix: str) -> Settings:
     ctx = ApplyContext()
     for suffix, keys in TABLE_KEYS.items():
         DynamoTable(table_logical_id(suffix), settings.table_name(suffix), tuple(keys)).apply(ctx)
-    PrivateBucket("QuarantineBucket", settings.quarantine_bucket).apply(ctx)
+    # plain HTTP to the emulator: its TLS-only policy would refuse every request
+    PrivateBucket("QuarantineBucket", settings.quarantine_bucket, tls_only=False).apply(ctx)
     return settings
 
 

@@ -189,7 +189,7 @@ def test_up_two_attached_runs_psql_aws_cli_then_down(
         assert client.scan(TableName=table, Select="COUNT")["Count"] == RECORDS
     page = requests.get(endpoints["report_url"], timeout=30)
     assert page.status_code == 200
-    assert "pipeline health" in page.text
+    assert 'pipeline: <span class="badge' in page.text  # the health report, its verdict
 
     down = localcloud("down", cwd=tmp_path, timeout=STOP_TIMEOUT_S)
     assert down.returncode == 0, down.stderr

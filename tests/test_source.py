@@ -704,6 +704,60 @@ def test_a_dripping_body_fails_within_the_total_deadline() -> None:
     assert len(calls) == 1, calls  # not retried
 
 
+def test_a_server_dripping_its_headers_fails_within_the_total_deadline() -> None:
+    """urllib3's timeouts apply per socket read: a status line and headers sent one byte at a
+    time (each well inside the read timeout) are bounded only by the request's total deadline
+    (`chalicelib.request_deadline`'s watchdog)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+    accepted: list[int] = []
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Drip: " + b"a" * 400
+
+    def serve() -> None:  # one byte every 0.2 s, for at most 80 s: never the end of the headers
+        listener.settimeout(0.5)
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            accepted.append(1)
+            with connection:
+                connection.recv(65536)  # the request
+                for byte in head:
+                    if stop.is_set():
+                        return
+                    try:
+                        connection.sendall(bytes([byte]))
+                    except OSError:  # the client gave up: the next connection, if any
+                        break
+                    time.sleep(0.2)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    settings = Settings(
+        api_url=f"http://127.0.0.1:{port}",
+        page_size=10,
+        request_deadline_s=1.0,
+        request_timeout_s=1.0,
+        max_retries=2,
+        backoff_factor_s=0,
+        max_backoff_s=0.05,
+    )
+    started = time.monotonic()
+    try:
+        with pytest.raises(SourceError, match=r"status line and headers were not complete"):
+            fetch_all(settings)
+    finally:
+        stop.set()
+        server.join(timeout=5)
+        listener.close()
+    # a generous bound against the configured deadline (the drip alone lasts 80 s); a retry
+    # urllib3 makes after the cut fails at once, so there is one connection only
+    assert time.monotonic() - started < 1.0 + 10
+    assert len(accepted) == 1
+
+
 @pytest.mark.parametrize("chunked", [False, True])
 def test_a_response_over_the_size_cap_is_refused(httpserver: HTTPServer, chunked: bool) -> None:
     envelope = FakeApi(5).envelope(1, 10)
