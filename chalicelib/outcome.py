@@ -44,6 +44,8 @@ class RunOutcomes:
     quarantine: Quarantine
     events: EventBridgeClient
     bus_name: str
+    sinks: Sequence[str] = ()
+    """The configured sinks: each gets its `written` count in the event, 0 included."""
 
     def last_success_at(self) -> datetime | None:
         """When the last successful run settled, from the runs table (None: never)."""
@@ -93,7 +95,7 @@ class RunOutcomes:
         manifest = self.manifests.get(result.run_id) or {}
         counts: dict[str, dict[str, Any]] = {}
         for entity, balance in result.entities.items():
-            written = {
+            written = {sink: 0 for sink in self.sinks} | {
                 name.split(".")[1]: int(value)
                 for name, value in manifest.items()
                 if name.startswith("written.") and name.endswith(f".{entity}")

@@ -58,6 +58,7 @@ def run_outcomes(settings: Settings) -> RunOutcomes:
         quarantine=quarantine(settings),
         events=aws.client("events"),
         bus_name=settings.event_bus_name,
+        sinks=settings.sink_list,
     )
 
 

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from localcloud.chaos import FAULTS, Chaos, ChaosSpecError
+from localcloud.deployment import DeploymentError
 from localcloud.report import write_report
 from localcloud.session import (
     HOME,
@@ -113,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the endpoints as one JSON object on one line on stdout once ready",
     )
     up.add_argument(
-        "--state-dir", type=Path, help="logs, data and report of the cloud (.localcloud/up)"
+        "--state-dir",
+        type=Path,
+        help="logs, the deployed project and the report of the cloud (.localcloud/up)",
     )
     commands.add_parser(
         "down",
@@ -183,10 +186,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with signals_as_interrupt():
             return _dispatch(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         print("interrupted: every process this command started is stopped", file=sys.stderr)
-        return 130
-    except SessionError as error:
+        # The drivers' threads (pollers, producer) may still be mid-call: end the process now,
+        # rather than let them go on against a stopped (or, attached, a live) cloud.
+        code = {"SIGTERM": 143, "SIGHUP": 129}.get(str(interrupt), 130)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    except (SessionError, DeploymentError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 
@@ -368,6 +376,7 @@ def _endpoints(cloud: LocalCloud, report_url: str) -> dict[str, Any]:
 
 
 def _print_endpoints(console: Console, endpoints: dict[str, Any], cloud: LocalCloud) -> None:
+    console.soft_wrap = True  # lines to copy and paste (the DSN) must not be broken
     console.print(f"[bold green]local cloud up[/] in {cloud.started_s:.1f} s (stage local)")
     console.print(
         f"  AWS        {endpoints['aws_endpoint']}  (region {endpoints['aws_region']}, "

@@ -1,8 +1,8 @@
 """Shows the pipeline's EventBridge events: a rule on the bus sends them to an SQS queue.
 
-This stands in for the retraining job that subscribes in AWS: the local cloud publishes the
-DatasetUpdated event after a run, then reads it back from the queue to show what a
-subscriber receives.
+This stands in for the retraining job that subscribes in AWS: the reconcile function publishes
+DatasetUpdated when it settles a run as succeeded, and the local cloud reads the run's event
+back from the queue to show what a subscriber receives.
 """
 
 from __future__ import annotations
@@ -44,18 +44,23 @@ class EventCapture:
         )
         return self
 
-    def receive(self, timeout_s: float = 5.0) -> dict[str, Any] | None:
-        """The next captured event (deleted from the queue), or None after `timeout_s`."""
+    def receive(self, run_id: str | None = None, timeout_s: float = 5.0) -> dict[str, Any] | None:
+        """The next captured event of `run_id` (any run's when None), deleted from the queue,
+        or None after `timeout_s`. Events of other runs (a run settled by a later sweep, after
+        its command was interrupted) are deleted and passed over."""
         sqs = aws.client("sqs")
         deadline = time.monotonic() + timeout_s
         while True:
             messages = sqs.receive_message(
-                QueueUrl=self.queue_url, MaxNumberOfMessages=1, WaitTimeSeconds=1
+                QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
             ).get("Messages", [])
-            if messages:
-                message = messages[0]
+            found: dict[str, Any] | None = None
+            for message in messages:
                 sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
                 event: dict[str, Any] = orjson.loads(message["Body"])
-                return event
+                if run_id is None or event.get("detail", {}).get("run_id") == run_id:
+                    found = found or event
+            if found is not None:
+                return found
             if time.monotonic() > deadline:
                 return None

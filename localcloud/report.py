@@ -118,7 +118,7 @@ def collect(cloud: LocalCloud) -> HealthData:
         elif widget["type"] == "metric":
             charts.append(_metric_chart(cloudwatch, widget, archive, start, end, period))
             metric_widgets.append(widget)
-    runs = _runs(cloud, resources.prefix, cloudwatch, start, end)
+    runs = _runs(cloud)
     _fill_run_values(cloudwatch, metric_widgets, charts, archive, runs, end)
     return HealthData(
         pipeline=resources.prefix,
@@ -314,16 +314,14 @@ def _alarms(cloudwatch: Any, names: list[str]) -> list[AlarmState]:
     return sorted(found, key=lambda alarm: order.get(alarm.name, len(order)))
 
 
-def _runs(
-    cloud: LocalCloud, pipeline: str, cloudwatch: Any, start: datetime, end: datetime
-) -> list[RunSummary]:
-    """Every run manifest, oldest first, with its outcome from the RunSucceeded/Failed metrics."""
+def _runs(cloud: LocalCloud) -> list[RunSummary]:
+    """Every run manifest, oldest first, with its outcome: the verdict the reconcile function
+    wrote in it (`reconciling` or `unknown` while it has none)."""
     settings = cloud.settings
     dynamodb = aws.client("dynamodb")
     items: list[dict[str, Any]] = []
     for page in dynamodb.get_paginator("scan").paginate(TableName=settings.table_name("runs")):
         items.extend(item for item in page["Items"] if item["run_id"]["S"] != LAST_SUCCESS_RUN_ID)
-    outcomes = _outcomes(cloudwatch, pipeline, start, end)
     runs: list[RunSummary] = []
     for item in sorted(items, key=lambda i: i.get("started_at", {}).get("S", "")):
         counts: dict[str, int] = {}
@@ -336,48 +334,11 @@ def _runs(
                 run_id=item["run_id"]["S"],
                 started_at=item.get("started_at", {}).get("S", ""),
                 ingest_status=item.get("ingest_status", {}).get("S", "unknown"),
-                outcome="unknown",
+                outcome=item.get("status", {}).get("S", "unknown"),
                 counts=counts,
             )
         )
-    for moment, outcome in outcomes:  # `moment` is the start of a one-second bucket
-        started = [
-            run
-            for run in runs
-            if run.started_at and _parse(run.started_at).replace(microsecond=0) <= moment
-        ]
-        if started:
-            started[-1].outcome = outcome
     return runs
-
-
-def _outcomes(
-    cloudwatch: Any, pipeline: str, start: datetime, end: datetime
-) -> list[tuple[datetime, str]]:
-    """(time, "succeeded" | "failed") of each run outcome recorded in the window."""
-    queries = [
-        {
-            "Id": metric.lower(),
-            "MetricStat": {
-                "Metric": {
-                    "Namespace": "MooVitamix/Pipeline",
-                    "MetricName": metric,
-                    "Dimensions": dimension_list({"Pipeline": pipeline}),
-                },
-                "Period": 1,
-                "Stat": "Sum",
-            },
-        }
-        for metric in ("RunSucceeded", "RunFailed")
-    ]
-    response = cloudwatch.get_metric_data(MetricDataQueries=queries, StartTime=start, EndTime=end)
-    outcomes = []
-    for result in response["MetricDataResults"]:
-        label = "succeeded" if result["Id"] == "runsucceeded" else "failed"
-        for moment, value in zip(result["Timestamps"], result["Values"], strict=True):
-            if value > 0:
-                outcomes.append((moment.astimezone(UTC), label))
-    return sorted(outcomes)
 
 
 def _parse(moment: str) -> datetime:

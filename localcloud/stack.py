@@ -317,7 +317,10 @@ class LocalCloud:
             self.fake_api = None
         self.monitoring.stop()
         self.moto.stop()
-        self._restore_environment()
+        if exc_type is None or not issubclass(exc_type, KeyboardInterrupt):
+            # interrupted, the process ends now (`localcloud.cli`): the drivers' threads keep
+            # the emulator's endpoint and never fall back to a real account's
+            self._restore_environment()
         self._stop_postgres()
 
     @property
@@ -607,7 +610,7 @@ class LocalCloud:
         EventBridge rule with an SQS target) received it."""
         if self.events is None:
             return
-        report.event = self.events.receive()
+        report.event = self.events.receive(report.run_id)
         if report.event is None:
             report.errors.append(
                 "DatasetUpdated: the reconcile function settled the run as succeeded but the "

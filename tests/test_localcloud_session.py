@@ -224,8 +224,8 @@ def test_a_signal_stops_every_process_the_command_started(
         wait_for_file(state_dir / "processes.json", process)  # the services are up
     processes = json.loads((state_dir / "processes.json").read_text())
     process.send_signal(signum)
-    # stopping is how `up` ends (exit 0); a run that is cut short did not succeed (130)
-    assert stopped(process) == (0 if command == "up" else 130)
+    # stopping is how `up` ends (exit 0); a run that is cut short did not succeed (128 + signal)
+    assert stopped(process) == (0 if command == "up" else 128 + signum)
     assert_gone(processes)
 
 
