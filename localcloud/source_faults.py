@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 SOURCE_FAULTS: Final[dict[str, str]] = {
     "truncated-last-page": "the last announced page comes back empty (total, pages unchanged)",
     "delete-front": "once page 1 was served, its first --delete-front rows are deleted: total "
-    "drops and every later page shifts",
+    "drops and every later page shifts (any first request of page 1 counts, a probe's too)",
     "slow-drip": "headers at once, then the body one byte every --drip-interval seconds",
     "growing-pages": "every page announces one more page (and a larger total) and repeats the "
     "items of page 1",
