@@ -38,6 +38,7 @@ from infra import policies, preflight
 from infra.chalice_cli import APP_ONLY
 from infra.cloudformation import add_to_terraform, infra_template, sam_merge_template
 from infra.deploy_check import check_deployment
+from infra.deploy_check import stream_arn as deployed_stream_arn
 from infra.monitoring import apply_monitoring, remove_monitoring
 from infra.network import endpoints_of_stage
 from infra.provision import FAILURE_QUEUE, STREAM, StackResult, apply_stack, destroy_stack
@@ -267,7 +268,7 @@ def describe_deployment(stage: Stage) -> dict[str, Any]:
     except ClientError as error:
         if error.response["Error"]["Code"] != "ResourceNotFoundException":
             raise
-    stream_arn = _stream_arn(spec)
+    stream_arn = deployed_stream_arn(spec)
     mappings = (
         mappings_of(lambda_client, spec.function_name(LOAD_FUNCTION), stream_arn)
         if LOAD_FUNCTION in functions and stream_arn
@@ -325,18 +326,6 @@ def _work_queue_mappings(lambda_client: Any, spec: StackSpec) -> list[dict[str, 
         "Attributes"
     ]["QueueArn"]
     return mappings_of(lambda_client, spec.function_name(WORKER_FUNCTION), queue_arn)
-
-
-def _stream_arn(spec: StackSpec) -> str | None:
-    try:
-        summary = aws.client("kinesis").describe_stream_summary(
-            StreamName=spec.settings.stream_name
-        )
-    except ClientError as error:
-        if error.response["Error"]["Code"] != "ResourceNotFoundException":
-            raise
-        return None
-    return str(summary["StreamDescriptionSummary"]["StreamARN"])
 
 
 # --------------------------------------------------------------------------------------------

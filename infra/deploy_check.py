@@ -109,7 +109,8 @@ def _queue(name: str) -> dict[str, str] | None:
     return dict(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"])
 
 
-def _stream_arn(spec: StackSpec) -> str | None:
+def stream_arn(spec: StackSpec) -> str | None:
+    """The stage's stream ARN, None when it does not exist (yet)."""
     try:
         summary = aws.client("kinesis").describe_stream_summary(
             StreamName=spec.settings.stream_name
@@ -147,9 +148,9 @@ def check_deployment(spec: StackSpec) -> list[Problem]:
     """Every difference between the deployed triggers and the configuration (empty: all good)."""
     lambda_client = aws.client("lambda")
     problems = _functions(lambda_client, spec)
-    stream_arn = _stream_arn(spec)
+    stream = stream_arn(spec)
     failure_queue = _queue(spec.failure_queue_name)
-    if stream_arn is None:
+    if stream is None:
         problems.append(
             Problem(f"kinesis stream {spec.settings.stream_name}", "existence", "absent", "created")
         )
@@ -158,9 +159,9 @@ def check_deployment(spec: StackSpec) -> list[Problem]:
             Problem(f"sqs queue {spec.failure_queue_name}", "existence", "absent", "created")
         )
     load = spec.function_name(LOAD_FUNCTION)
-    if stream_arn is not None and failure_queue is not None:
+    if stream is not None and failure_queue is not None:
         label = f"kinesis mapping {spec.settings.stream_name} -> {load}"
-        mapping = _one_mapping(problems, mappings_of(lambda_client, load, stream_arn), label)
+        mapping = _one_mapping(problems, mappings_of(lambda_client, load, stream), label)
         if mapping is not None:
             wanted = expected_kinesis_mapping(spec, failure_queue["QueueArn"])
             problems += compare(f"{label} ({mapping['UUID']})", mapping, wanted)

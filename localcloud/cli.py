@@ -35,6 +35,16 @@ from localcloud.session import (
 from localcloud.stack import MOTO_CREDENTIAL, REGION, LocalCloud, RunReport
 
 
+def _add_cloud_options(parser: argparse.ArgumentParser) -> None:
+    """What the cloud serves and how wide its stream is: the same for `up` and `report`."""
+    parser.add_argument("--api-url", help="read this MooVitamix API instead of the built-in one")
+    parser.add_argument(
+        "--records", type=int, default=1000, help="rows per resource in the built-in API (1000)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the built-in API's data (0)")
+    parser.add_argument("--shards", type=int, default=2, help="Kinesis shards of the stream (2)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m localcloud",
@@ -52,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Start the local cloud and deploy the local stage, fire the ingestion schedule once, "
             "drive the deployed Kinesis and SQS mappings until everything is drained, fire the "
             "reconcile schedule, then read the verdict and the counts back. Exits 0 only when "
-            "the reconcile function found every fetched record stored or quarantined."
+            "the reconcile function found every fetched record stored or quarantined. "
+            "PIPELINE_* variables of the shell are deployed as the functions' environment."
         ),
     )
     run.add_argument(
@@ -99,15 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
             "deploy code, print the endpoints (AWS endpoint with dummy credentials, the "
             "PostgreSQL connection string for psql, the API URL, the health report URL) and "
             "stay up until Ctrl-C, SIGTERM or `python -m localcloud down`. Run the schedule "
-            "on it with `python -m localcloud run --attach`."
+            "on it with `python -m localcloud run --attach`. PIPELINE_* variables of the shell "
+            "are deployed as the functions' environment."
         ),
     )
-    up.add_argument("--api-url", help="read this MooVitamix API instead of the built-in one")
-    up.add_argument(
-        "--records", type=int, default=1000, help="rows per resource in the built-in API (1000)"
-    )
-    up.add_argument("--seed", type=int, default=0, help="seed of the built-in API's data (0)")
-    up.add_argument("--shards", type=int, default=2, help="Kinesis shards of the stream (2)")
+    _add_cloud_options(up)
     up.add_argument(
         "--json",
         action="store_true",
@@ -136,12 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--out", type=Path, required=True, help="folder of index.html")
     report.add_argument("--runs", type=int, default=1, help="scheduled runs before reporting (1)")
-    report.add_argument("--api-url", help="read this MooVitamix API instead of the built-in one")
-    report.add_argument(
-        "--records", type=int, default=1000, help="rows per resource in the built-in API (1000)"
-    )
-    report.add_argument("--seed", type=int, default=0, help="seed of the built-in API's data (0)")
-    report.add_argument("--shards", type=int, default=2, help="Kinesis shards of the stream (2)")
+    _add_cloud_options(report)
     report.add_argument(
         "--state-dir",
         type=Path,
