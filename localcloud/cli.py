@@ -221,6 +221,19 @@ def shell_settings() -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if name.startswith("PIPELINE_")}
 
 
+def _cloud(args: argparse.Namespace, state_dir: Path, **options: Any) -> LocalCloud:
+    """A local cloud of the command's options (`_add_cloud_options`, plus `run`'s own)."""
+    return LocalCloud(
+        state_dir,
+        api_url=args.api_url,
+        records=args.records,
+        seed=args.seed,
+        shard_count=args.shards,
+        extra_env=shell_settings(),
+        **options,
+    )
+
+
 def command_run(args: argparse.Namespace) -> int:
     if args.records < 0 or args.workers < 1:
         print("--records must be >= 0 and --workers >= 1", file=sys.stderr)
@@ -235,16 +248,7 @@ def command_run(args: argparse.Namespace) -> int:
     Path(".localcloud").mkdir(exist_ok=True)
     state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="run-", dir=".localcloud"))
     console = Console(stderr=args.json)
-    cloud = LocalCloud(
-        state_dir,
-        api_url=args.api_url,
-        records=args.records,
-        seed=args.seed,
-        shard_count=args.shards,
-        chaos=chaos,
-        workers=args.workers,
-        extra_env=shell_settings(),
-    )
+    cloud = _cloud(args, state_dir, chaos=chaos, workers=args.workers)
     with cloud:
         if args.json:
             report = cloud.run()
@@ -308,14 +312,7 @@ def command_up(args: argparse.Namespace) -> int:
     HOME.mkdir(exist_ok=True)
     state_dir = (args.state_dir or HOME / "up").resolve()
     console = Console(stderr=True)
-    cloud = LocalCloud(
-        state_dir,
-        api_url=args.api_url,
-        records=args.records,
-        seed=args.seed,
-        shard_count=args.shards,
-        extra_env=shell_settings(),
-    )
+    cloud = _cloud(args, state_dir)
     stopped = threading.Event()
     with cloud:
         report_dir = state_dir / "report"
@@ -437,14 +434,7 @@ def command_report(args: argparse.Namespace) -> int:
     Path(".localcloud").mkdir(exist_ok=True)
     state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="report-", dir=".localcloud"))
     console = Console(stderr=True)
-    cloud = LocalCloud(
-        state_dir,
-        api_url=args.api_url,
-        records=args.records,
-        seed=args.seed,
-        shard_count=args.shards,
-        extra_env=shell_settings(),
-    )
+    cloud = _cloud(args, state_dir)
     with cloud:
         for number in range(1, args.runs + 1):
             report = cloud.run()
