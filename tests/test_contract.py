@@ -424,13 +424,50 @@ def test_any_non_integer_id_is_rejected(entity: str, wrong: Any) -> None:
     rejects(entity, item_for(entity, **{ID_FIELD[entity]: wrong}))
 
 
-@settings(max_examples=200, deadline=None)
-@given(text=st.text(max_size=30))
-def test_only_timestamp_shaped_strings_pass(text: str) -> None:
-    """Whatever arbitrary text passes must be a timestamp the stores can parse."""
+@st.composite
+def near_timestamps(draw: st.DrawFn) -> tuple[str, str]:
+    """Timestamp-shaped strings: real ISO spellings (zones, 0 to 6 fraction digits), some of them
+    broken by one edit (a character replaced, dropped or inserted), and arbitrary text; so that
+    both sides of the contract's line are drawn often, not only the rejected side."""
+    moment = draw(instants)
+    spelling = moment.isoformat(timespec=draw(st.sampled_from(["seconds", "milliseconds", "auto"])))
+    if draw(st.booleans()):
+        offset = timedelta(minutes=draw(st.integers(-14 * 60, 14 * 60)))
+        sign, offset = ("-", -offset) if offset < timedelta(0) else ("+", offset)
+        hours, minutes = divmod(int(offset.total_seconds()) // 60, 60)
+        spelling += draw(st.sampled_from(["Z", f"{sign}{hours:02d}:{minutes:02d}"]))
+    kind = draw(st.sampled_from(["valid", "valid", "edited", "text"]))
+    if kind == "text":
+        return kind, draw(st.text(max_size=30))
+    if kind == "edited":
+        at = draw(st.integers(0, len(spelling) - 1))
+        edit = draw(st.sampled_from(["replace", "drop", "insert"]))
+        char = draw(st.characters(codec="utf-8", exclude_categories=["Cs"]))
+        if edit == "replace":
+            spelling = spelling[:at] + char + spelling[at + 1 :]
+        elif edit == "drop":
+            spelling = spelling[:at] + spelling[at + 1 :]
+        else:
+            spelling = spelling[:at] + char + spelling[at:]
+    return kind, spelling
+
+
+@settings(max_examples=300, deadline=None)
+@given(drawn=near_timestamps())
+def test_only_timestamp_shaped_strings_pass(drawn: tuple[str, str]) -> None:
+    """Whatever text passes must be a timestamp the stores can parse, kept verbatim; an ISO
+    spelling of an instant that exists in UTC always passes."""
+    kind, text = drawn
     try:
         validated = validate_item("users", user(updated_at=text), not_after=datetime.max)
     except ValidationError:
+        if kind == "valid":
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            if moment.tzinfo is not None:  # only a zone may push it out of range in UTC
+                with pytest.raises(OverflowError):
+                    moment.astimezone(UTC)
+                return
+            raise
         return
     assert validated["updated_at"] == text
     assert text.isascii()

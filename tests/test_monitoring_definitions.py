@@ -169,10 +169,12 @@ def test_the_dashboard_covers_the_issue_s_widgets() -> None:
 
 
 def test_every_catalogued_metric_is_emitted_somewhere_in_the_code_and_documented() -> None:
-    source = "\n".join(p.read_text() for p in (ROOT / "chalicelib").glob("*.py"))
+    source = "\n".join(p.read_text() for p in (ROOT / "chalicelib").rglob("*.py"))
+    # a call that writes it, not the catalogue's own entry (which names every metric)
+    emitted = set(re.findall(r'metrics\.add_(?:metric|values)\(\s*"([A-Za-z]+)"', source))
     metrics_section = operations_sections()["Metrics"]
     for name in CATALOGUE:
-        assert f'"{name}"' in source
+        assert name in emitted, f"{name} is catalogued but nothing writes it"
         assert f"| `{name}` |" in metrics_section, f"{name} is not documented"
     documented = set(re.findall(r"^\| `([A-Za-z]+)` \|", metrics_section, re.M))
     assert documented == set(CATALOGUE)

@@ -90,6 +90,8 @@ def test_only_the_failed_records_are_redelivered_and_none_is_written_twice(tmp_p
 
     assert report.status == "succeeded", report.errors
     assert refused, "the refusal was never injected"
+    # the load counted what DynamoDB refused as failed (a metric, read back from CloudWatch)
+    assert report.metrics.get("RecordsFailed", 0) >= len(refused)
     for entity in ENTITIES:
         counts = report.entities[entity]
         assert counts["stored"] == {"dynamodb": RECORDS, "postgres": RECORDS}, entity
@@ -98,9 +100,10 @@ def test_only_the_failed_records_are_redelivered_and_none_is_written_twice(tmp_p
     assert again
     assert len(again) < len(reads)
     assert {entity_of[key] for key in again} >= {"tracks"}
-    # records that had been written came back with the failed ones (from the lowest failed
-    # sequence number on): these must not be written a second time
-    assert len(again) > len(refused)
+    # everything from the lowest failed sequence number on comes back: the refused records, and
+    # those after them in the batch that had been written (how many depends on how the poller
+    # cut the batches, so none may follow); these must not be written a second time
+    assert len(again) >= len(refused)
     # ... and every row reached DynamoDB exactly once, the refused ones included
     assert puts
     assert max(puts.values()) == 1
