@@ -46,8 +46,8 @@ down: $(STAMP) ## stop the cloud `make up` started, and every process it started
 report: $(STAMP) ## run the local cloud and write its health report to .localcloud/report/ (ARGS="--runs 3")
 	$(BIN)/python -m localcloud report --out .localcloud/report $(ARGS)
 
-test: $(STAMP) ## run the whole test suite against the embedded local cloud (report test: Chromium, see `make browser`)
-	@$(BIN)/python -m tests.browser || true
+test: $(STAMP) ## run the whole test suite against the embedded local cloud (installs Chromium for the report test as root on Debian)
+	@$(BIN)/python -m tests.browser --install || true
 	$(BIN)/python -m pytest $(ARGS)
 
 .PHONY: bench

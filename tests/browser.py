@@ -1,9 +1,9 @@
 """Headless Chromium for the health-report test: find it, or say exactly what to install.
 
-Only `tests/test_report_browser.py` needs a browser. `make browser` (what CI runs before
-`make test`) installs Debian's `chromium` package when it runs as root on a machine with
-apt-get; anywhere else it prints what to install and exits 1, and the report test fails with
-the same message. Nothing else in the suite depends on it.
+Only `tests/test_report_browser.py` needs a browser. `make browser` and `make test` install
+Debian's `chromium` package when they run as root on a machine with apt-get; anywhere else
+they print what to install (`make browser` then exits 1, `make test` goes on), and the report
+test fails with the same message. Nothing else in the suite depends on it.
 
     python -m tests.browser            # print the browser found, or what to install (exit 1)
     python -m tests.browser --install  # the same, installing it with apt-get where possible
