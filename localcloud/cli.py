@@ -215,10 +215,26 @@ def _dispatch(args: argparse.Namespace) -> int:
     return 2  # pragma: no cover - argparse enforces the command
 
 
+CLOUD_SETTINGS = frozenset(
+    {
+        "PIPELINE_API_URL",  # --api-url, or the built-in API's own address
+        "PIPELINE_STREAM_SHARDS",  # --shards
+        "PIPELINE_POSTGRES_SECRET_ARN",  # the cloud's own PostgreSQL
+        "PIPELINE_POSTGRES_DSN",
+    }
+)
+"""Settings the local cloud decides itself, from its options and the services it starts."""
+
+
 def shell_settings() -> dict[str, str]:
     """The `PIPELINE_*` variables of the shell: the local stage is deployed with them, as if
-    they were in its section of `.chalice/config.json` (the functions never read the shell's)."""
-    return {name: value for name, value in os.environ.items() if name.startswith("PIPELINE_")}
+    they were in its section of `.chalice/config.json` (the functions never read the shell's),
+    except `CLOUD_SETTINGS`."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name.startswith("PIPELINE_") and name not in CLOUD_SETTINGS
+    }
 
 
 def _cloud(args: argparse.Namespace, state_dir: Path, **options: Any) -> LocalCloud:
@@ -535,18 +551,24 @@ def command_redrive(args: argparse.Namespace) -> int:
     from chalicelib.redrive import RedriveReport, new_redrive_id
     from localcloud.stack import stage_environment
 
+    added = [name for name in stage_environment(args.stage) if name not in os.environ]
     for name, value in stage_environment(args.stage).items():
         os.environ.setdefault(name, value)
     wiring.reset()
     from chalicelib.settings import get_settings
 
-    settings = get_settings()
-    report = RedriveReport(new_redrive_id(), dry_run=args.dry_run)
-    redriver = wiring.redriver(settings)
-    if args.source in ("all", "quarantine"):
-        redriver.redrive_quarantine(report, run_id=args.run_id, entity=args.entity)
-    if args.source in ("all", "failures"):
-        redriver.redrive_failures(report)
+    try:
+        settings = get_settings()
+        report = RedriveReport(new_redrive_id(), dry_run=args.dry_run)
+        redriver = wiring.redriver(settings)
+        if args.source in ("all", "quarantine"):
+            redriver.redrive_quarantine(report, run_id=args.run_id, entity=args.entity)
+        if args.source in ("all", "failures"):
+            redriver.redrive_failures(report)
+    finally:  # the stage's names served this command only (it may run inside another program)
+        for name in added:
+            os.environ.pop(name, None)
+        wiring.reset()
     summary = report.as_dict()
     if args.json:
         sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")

@@ -233,3 +233,18 @@ def test_down_without_a_cloud_says_so(tmp_path: Path) -> None:
     result = localcloud("down", cwd=tmp_path, timeout=60)
     assert result.returncode == 1
     assert "no local cloud is up" in result.stderr
+
+
+def test_the_shell_s_pipeline_settings_are_deployed_but_not_the_cloud_s_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from localcloud.cli import CLOUD_SETTINGS, shell_settings
+
+    monkeypatch.setenv("PIPELINE_REQUEST_DEADLINE_S", "5")
+    monkeypatch.setenv("PIPELINE_API_URL", "http://127.0.0.1:9")  # --api-url decides it
+    monkeypatch.setenv("NOT_PIPELINE_PAGE_SIZE", "3")
+    chosen = shell_settings()
+    assert chosen["PIPELINE_REQUEST_DEADLINE_S"] == "5"
+    assert "PIPELINE_API_URL" not in chosen
+    assert "NOT_PIPELINE_PAGE_SIZE" not in chosen
+    assert not CLOUD_SETTINGS & set(chosen)

@@ -123,6 +123,7 @@ def test_a_success_then_a_failure_then_a_quiet_sweep(
         "quarantined": 0,
         "missing": 0,
         "missing_records": [],
+        "superseded": 0,
         "published": 10,
         "unchanged": 0,
         "written": {"dynamodb": 7, "postgres": 7},
