@@ -38,7 +38,13 @@ from tests.contract_server import UNAVAILABLE, ContractServer, odd_rows
 pytestmark = pytest.mark.e2e
 
 PREFIX = "moovitamix-local"
-FAST_RETRIES = {"PIPELINE_BACKOFF_FACTOR_S": "0", "PIPELINE_PAGE_SIZE": "10"}
+# 11 attempts a request: a streak of faults that long (0.3 ** 11, about 2e-6) never happens, so
+# every injected fault is retried, whichever request the concurrent order gives it to
+FAST_RETRIES = {
+    "PIPELINE_BACKOFF_FACTOR_S": "0",
+    "PIPELINE_PAGE_SIZE": "10",
+    "PIPELINE_MAX_RETRIES": "10",
+}
 
 PROVOCATIONS = {
     "pipeline-stale": "test_a_stale_pipeline_raises_the_stale_alarm",
@@ -71,8 +77,8 @@ class FirstRun:
 
 @pytest.fixture(scope="module")
 def flaky_api() -> Iterator[FakeApiServer]:
-    # Seed 5 draws 4 faults in all, fewer than the 6 attempts a request gets: every fault is
-    # retried successfully, whatever the order of the concurrent requests.
+    # Faults are drawn in request order, which concurrency shuffles; FAST_RETRIES gives every
+    # request more attempts than any streak of faults is long.
     faults = FaultInjector({"api-5xx": 0.2, "api-429": 0.1}, seed=5, retry_after=0)
     with FakeApiServer(records=30, seed=5, faults=faults) as server:
         yield server
