@@ -181,3 +181,25 @@ def use_fresh_stage(monkeypatch: Any, name: str, **environment: str) -> Settings
     settings = get_settings()
     provision(settings, shard_count=1)
     return settings
+
+
+def make_commands(*arguments: str) -> str:
+    """What `make -n ARGUMENTS` would run, from the project root; standalone, also under make
+    (its variables would otherwise leak into the dry run)."""
+    import os
+    import subprocess
+
+    from infra.stages import PROJECT_ROOT
+
+    return subprocess.run(
+        ["make", "--no-print-directory", "-n", *arguments],
+        cwd=PROJECT_ROOT,
+        env={
+            name: value
+            for name, value in os.environ.items()
+            if name not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")
+        },
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout

@@ -20,6 +20,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from infra.stages import PROJECT_ROOT
+from tests.factories import make_commands
 
 LOCK = """\
 # a two-package lock, as uv writes it
@@ -127,18 +128,7 @@ def test_an_unreachable_service_is_reported_loudly_and_never_as_a_pass(
 
 
 def test_make_security_runs_bandit_and_the_audit_wrapper() -> None:
-    dry_run = subprocess.run(
-        ["make", "-n", "-W", ".venv/.installed", "security"],
-        cwd=PROJECT_ROOT,
-        env={
-            name: value
-            for name, value in os.environ.items()
-            if name not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")
-        },
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    dry_run = make_commands("-W", ".venv/.installed", "security")
     assert "bandit -q -c pyproject.toml -r ." in dry_run
     assert "-m infra.dependency_audit" in dry_run
     assert "pip-audit" not in dry_run  # never bare: its exit 0 does not mean audited

@@ -29,6 +29,7 @@ from infra.spec import StackSpec
 from infra.stages import FUNCTIONS, PROJECT_ROOT, Stage
 from infra.trigger import FailureSettings
 from localcloud.services import MotoServer
+from tests.factories import make_commands
 from tests.preflight_helpers import make_ready
 
 STAGE = "localstack"  # what `make deploy-local` deploys by default
@@ -763,21 +764,8 @@ def test_the_terraform_package_is_consistent(packaged: Packaged) -> None:
 
 
 def make_dry_run(*arguments: str, line: int = -1) -> str:
-    """A command `make -n` prints (the last one by default); standalone, also under make."""
-    environment = {
-        name: value
-        for name, value in os.environ.items()
-        if name not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")
-    }
-    completed = subprocess.run(
-        ["make", "--no-print-directory", "-n", *arguments],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-        env=environment,
-    )
-    return completed.stdout.strip().splitlines()[line]
+    """A command `make -n` prints (the last one by default)."""
+    return make_commands(*arguments).strip().splitlines()[line]
 
 
 def test_make_deploy_local_runs_the_tested_command_against_localstack_by_default() -> None:

@@ -8,16 +8,15 @@ expect the check to name the problem; and they check that `make` installs from t
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from infra import locks
 from infra.stages import PROJECT_ROOT
+from tests.factories import make_commands
 
 FILES = ("requirements.in", "requirements.txt", "requirements-dev.in", "requirements-dev.txt")
 
@@ -101,26 +100,11 @@ def test_a_dropped_package_fails(project: Path) -> None:
     assert any("requirements.txt does not pin orjson==3.13.*" in p for p in locks.problems(project))
 
 
-def make_dry_run(*arguments: str) -> str:
-    return subprocess.run(
-        ["make", "--no-print-directory", "-n", *arguments],
-        cwd=PROJECT_ROOT,
-        env={
-            name: value
-            for name, value in os.environ.items()
-            if name not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")
-        },
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-
-
 def test_make_installs_from_the_locks_and_lint_checks_them() -> None:
-    install = make_dry_run("-B", ".venv/.installed")
+    install = make_commands("-B", ".venv/.installed")
     assert "pip install --quiet --require-hashes -r requirements-dev.txt" in install
     assert "--upgrade" not in install  # nothing outside the lock
     makefile = (PROJECT_ROOT / "Makefile").read_text()
     assert re.search(r"^\$\(STAMP\): requirements\.txt requirements-dev\.txt$", makefile, re.M)
-    assert "-m infra.locks check" in make_dry_run("-W", ".venv/.installed", "lint")
-    assert "-m infra.locks compile" in make_dry_run("-W", ".venv/.installed", "lock")
+    assert "-m infra.locks check" in make_commands("-W", ".venv/.installed", "lint")
+    assert "-m infra.locks compile" in make_commands("-W", ".venv/.installed", "lock")
