@@ -173,20 +173,21 @@ class KinesisEventSourceMapping:
     ) -> str:
         """`MaximumBatchingWindowInSeconds`: gather records until the batch is full or the
         window has passed. Once the producer is done the wait is cut short (AWS would wait
-        the rest of the window for records that cannot come any more)."""
+        the rest of the window for records that cannot come any more), after one last read
+        to the shard's tip, so everything published before then is in this batch."""
         window_s = self.config.maximum_batching_window_in_seconds
         deadline = time.monotonic() + window_s
-        while (
-            len(records) < self.config.batch_size
-            and time.monotonic() < deadline
-            and not producer_done.is_set()
-        ):
-            time.sleep(self.idle_poll_s)
+        while len(records) < self.config.batch_size and time.monotonic() < deadline:
+            done = producer_done.is_set()
+            if not done:
+                time.sleep(self.idle_poll_s)
             response = self.kinesis.get_records(
                 ShardIterator=iterator, Limit=self.config.batch_size - len(records)
             )
             records.extend(response["Records"])
             iterator = response["NextShardIterator"]
+            if done and not response["Records"]:
+                break  # drained what the producer published before it finished
         return str(iterator)
 
     def deliver(self, records: list[dict[str, Any]], shard_id: str) -> None:
