@@ -37,7 +37,7 @@ from bench.run import (
 )
 from bench.writes import measure as measure_writes
 from bench.writes import measure_postgres
-from chalicelib.stream import MAX_BYTES_PER_CALL
+from chalicelib.stream.publisher import MAX_BYTES_PER_CALL
 from localcloud.fakeapi import FakeApiServer, FaultInjector
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

@@ -31,16 +31,16 @@ import psycopg
 import requests
 from psycopg import sql
 
-from chalicelib import aws
-from chalicelib.changes import content_fingerprint, fingerprint_salt
-from chalicelib.contract import Envelope, partition_key
-from chalicelib.dynamo_batch import write_all
+from chalicelib.aws import clients as aws
+from chalicelib.aws.dynamo_batch import write_all
+from chalicelib.ingest.changes import content_fingerprint, fingerprint_salt
+from chalicelib.model.contract import Envelope, partition_key
+from chalicelib.observability.logging import page_id
 from chalicelib.settings import Settings
 from chalicelib.sinks.dynamodb import to_wire
 from chalicelib.sinks.postgres import TABLES, row_values
 from chalicelib.sinks.postgres_connection import connection_factory
-from chalicelib.stream import encode_envelope
-from chalicelib.telemetry import page_id
+from chalicelib.stream.publisher import encode_envelope
 
 FLOOR_RUN_ID: Final = "20000101T000000Z-f1007000"
 PUT_BATCH: Final = 500

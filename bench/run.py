@@ -25,7 +25,7 @@ import orjson
 from bench import callcount
 from bench.floor import postgres_row_counts, run_floor
 from chalicelib import wiring
-from chalicelib.contract import ENTITIES
+from chalicelib.model.contract import ENTITIES
 from chalicelib.progress import run_id_for_event
 from chalicelib.sinks.postgres_connection import database_for
 from localcloud.driver import ShardProgress

@@ -61,7 +61,7 @@ def run_ingest() -> dict[str, Any]:
     from it); Lambda's async invocation runs the ingest (and its
     continuations, if it ever stops before its timeout) with the same event."""
     import app
-    from chalicelib import aws
+    from chalicelib.aws import clients as aws
     from chalicelib.progress import run_id_for_event
     from localcloud.driver import AsyncInvoker
 
@@ -86,7 +86,7 @@ def run_ingest() -> dict[str, Any]:
 def run_load() -> dict[str, Any]:
     """The Kinesis trigger, continuing after `BENCH_SHARD_POSITIONS` (the previous drain)."""
     import app
-    from chalicelib import aws
+    from chalicelib.aws import clients as aws
     from chalicelib.settings import get_settings
     from infra.event_source import KinesisEventSourceSettings
     from localcloud.driver import KinesisEventSourceMapping, ShardProgress
@@ -122,7 +122,7 @@ def run_load() -> dict[str, Any]:
 
 def run_workers() -> dict[str, Any]:
     import app
-    from chalicelib import aws
+    from chalicelib.aws import clients as aws
     from chalicelib.settings import get_settings
     from localcloud.sqs_driver import SqsEventSourceMapping
 
@@ -158,8 +158,8 @@ def main(argv: list[str]) -> int:
     counter = callcount.install()
     profile = os.environ.get("BENCH_PROFILE_DIR")
     import app  # noqa: F401 - import cost belongs to the cold start, not to the measurement
-    from chalicelib import aws
-    from chalicelib.telemetry import SERVICE
+    from chalicelib.aws import clients as aws
+    from chalicelib.observability.logging import SERVICE
 
     if side == "ingest":
         aws.client("lambda")  # the invoker's own client (Lambda's machinery, not the function's)

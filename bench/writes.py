@@ -30,7 +30,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from chalicelib.contract import Envelope, validate_item
+from chalicelib.model.contract import Envelope, validate_item
 from chalicelib.settings import Settings
 from chalicelib.sinks.dynamodb import DynamoDBSink, UserRow, to_row
 from chalicelib.sinks.postgres import TABLES, PostgresSink, column_values, newest_per_stored_key

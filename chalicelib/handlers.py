@@ -10,15 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from chalicelib import wiring
-from chalicelib.continuation import continue_in_new_invocation
-from chalicelib.fanout import WorkItem
-from chalicelib.ingest import run_ingest
+from chalicelib.ingest.continuation import continue_in_new_invocation
+from chalicelib.ingest.fanout import WorkItem
+from chalicelib.ingest.run import run_ingest
+from chalicelib.ingest.worker import run_work_item
 from chalicelib.load import process_batch
-from chalicelib.metrics import metrics
+from chalicelib.observability.logging import logger
+from chalicelib.observability.metrics import metrics
 from chalicelib.progress import Deadline, run_id_for_event
 from chalicelib.settings import get_settings
-from chalicelib.telemetry import logger
-from chalicelib.worker import run_work_item
 
 
 @metrics.log_metrics

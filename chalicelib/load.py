@@ -19,7 +19,9 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from chalicelib.contract import (
+from chalicelib.deadletter.quarantine import UNATTRIBUTED_RUN, Quarantine, QuarantinedRecord
+from chalicelib.manifest import RunManifests
+from chalicelib.model.contract import (
     ENTITIES,
     Envelope,
     describe_validation_error,
@@ -27,12 +29,14 @@ from chalicelib.contract import (
     partition_key,
     validate_item,
 )
-from chalicelib.manifest import RunManifests
-from chalicelib.metrics import record_quarantined, record_sink_failure, record_sink_write
-from chalicelib.quarantine import UNATTRIBUTED_RUN, Quarantine, QuarantinedRecord
+from chalicelib.observability.logging import PageTally, logger
+from chalicelib.observability.metrics import (
+    record_quarantined,
+    record_sink_failure,
+    record_sink_write,
+)
 from chalicelib.sinks import Sink, rejection
-from chalicelib.stream import decode_envelope
-from chalicelib.telemetry import PageTally, logger
+from chalicelib.stream.publisher import decode_envelope
 
 
 class PoisonRecord(ValueError):

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
+from chalicelib.deadletter.quarantine import Quarantine
 from chalicelib.manifest import RunManifests
-from chalicelib.metrics import metrics, record_run_outcome
 from chalicelib.notify import publish_dataset_updated
-from chalicelib.quarantine import Quarantine
-from chalicelib.telemetry import logger
+from chalicelib.observability.logging import logger
+from chalicelib.observability.metrics import metrics, record_run_outcome
 
 if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 from botocore.exceptions import ClientError
 
-from chalicelib.dynamo_batch import write_all
+from chalicelib.aws.dynamo_batch import write_all
 from chalicelib.manifest import RunManifests, plain_item
 
 if TYPE_CHECKING:

@@ -46,13 +46,13 @@ import psycopg
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
-from chalicelib.contract import entity_key, parse_timestamp, validate_item
+from chalicelib.deadletter.quarantine import Quarantine, QuarantinedRecord
 from chalicelib.manifest import RunManifests
-from chalicelib.metrics import record_run_balance
+from chalicelib.model.contract import entity_key, parse_timestamp, validate_item
+from chalicelib.observability.logging import logger
+from chalicelib.observability.metrics import record_run_balance
 from chalicelib.progress import PageLedger, RunProgress
-from chalicelib.quarantine import Quarantine, QuarantinedRecord
-from chalicelib.stream import decode_envelope
-from chalicelib.telemetry import logger
+from chalicelib.stream.publisher import decode_envelope
 
 LOOKUP_CHUNK: Final = 100
 """Keys looked up in the sinks at once (one BatchGetItem)."""

@@ -9,23 +9,23 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from chalicelib import aws
-from chalicelib.changes import ChangeDetector
-from chalicelib.fanout import WorkQueue
-from chalicelib.ingest import IngestDependencies
+from chalicelib.aws import clients as aws
+from chalicelib.deadletter.quarantine import Quarantine
+from chalicelib.ingest.changes import ChangeDetector
+from chalicelib.ingest.fanout import WorkQueue
+from chalicelib.ingest.run import IngestDependencies
+from chalicelib.ingest.source import build_session
 from chalicelib.load import LoadDependencies
 from chalicelib.manifest import RunManifests
 from chalicelib.progress import RunProgress
-from chalicelib.quarantine import Quarantine
 from chalicelib.settings import Settings, get_settings
 from chalicelib.sinks import Sink
-from chalicelib.source import build_session
-from chalicelib.stream import KinesisPublisher
+from chalicelib.stream.publisher import KinesisPublisher
 
 if TYPE_CHECKING:
+    from chalicelib.deadletter.redrive import Redriver
     from chalicelib.outcome import RunOutcomes
     from chalicelib.reconcile import Reconciler
-    from chalicelib.redrive import Redriver
 
 
 def manifests(settings: Settings) -> RunManifests:
@@ -63,8 +63,8 @@ def run_outcomes(settings: Settings) -> RunOutcomes:
 
 
 def redriver(settings: Settings) -> Redriver:
-    from chalicelib.failures import failure_queue_name
-    from chalicelib.redrive import Redriver
+    from chalicelib.deadletter.failures import failure_queue_name
+    from chalicelib.deadletter.redrive import Redriver
 
     sqs = aws.client("sqs")
     return Redriver(

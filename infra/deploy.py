@@ -33,7 +33,7 @@ from typing import IO, Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib import aws
+from chalicelib.aws import clients as aws
 from infra import policies, preflight
 from infra.chalice_cli import APP_ONLY
 from infra.cloudformation import add_to_terraform, infra_template, sam_merge_template

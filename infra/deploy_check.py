@@ -20,7 +20,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib import aws
+from chalicelib.aws import clients as aws
 from infra.provision import (
     WORK_QUEUE_MAX_RECEIVES,
     work_queue_visibility_s,

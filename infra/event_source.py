@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from chalicelib.failures import failure_queue_name
+from chalicelib.deadletter.failures import failure_queue_name
 from chalicelib.settings import Settings
 
 REPORT_BATCH_ITEM_FAILURES = "ReportBatchItemFailures"

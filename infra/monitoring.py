@@ -16,7 +16,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib import aws
+from chalicelib.aws import clients as aws
 from chalicelib.settings import Settings
 from infra.alarms import AlarmThresholds, alarm_definitions
 from infra.dashboard import dashboard_body

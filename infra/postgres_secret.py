@@ -17,7 +17,7 @@ import sys
 import orjson
 from botocore.exceptions import ClientError
 
-from chalicelib import aws
+from chalicelib.aws import clients as aws
 from chalicelib.sinks.postgres_connection import Credentials
 
 

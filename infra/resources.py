@@ -22,7 +22,7 @@ from typing import Any, Final, Literal, Protocol
 
 from botocore.exceptions import ClientError
 
-from chalicelib import aws
+from chalicelib.aws import clients as aws
 
 Action = Literal["created", "updated", "unchanged", "deleted", "absent", "retained", "kept"]
 """`retained`: a production stage's data store that `destroy` keeps (see `retain` fields)."""

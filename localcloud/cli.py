@@ -548,7 +548,7 @@ def command_redrive(args: argparse.Namespace) -> int:
     import os
 
     from chalicelib import wiring
-    from chalicelib.redrive import RedriveReport, new_redrive_id
+    from chalicelib.deadletter.redrive import RedriveReport, new_redrive_id
     from localcloud.stack import stage_environment
 
     added = [name for name in stage_environment(args.stage) if name not in os.environ]

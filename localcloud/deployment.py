@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chalicelib import aws
+from chalicelib.aws import clients as aws
 from infra import policies
 from infra.deploy import Report, deploy
 from infra.event_source import KinesisEventSourceSettings

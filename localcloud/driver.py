@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 
-from chalicelib.failures import (
+from chalicelib.deadletter.failures import (
     RECORD_AGE_EXCEEDED,
     RETRY_ATTEMPTS_EXHAUSTED,
     FailureRecord,

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from chalicelib import aws
+from chalicelib.aws import clients as aws
 from chalicelib.notify import DETAIL_TYPE, SOURCE
 
 

@@ -38,7 +38,7 @@ from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from pydantic import BaseModel
 
-from chalicelib.contract import ENTITIES, ListenHistory, Track, User
+from chalicelib.model.contract import ENTITIES, ListenHistory, Track, User
 from localcloud.content_faults import CONTENT_FAULTS, apply_content_faults
 from localcloud.source_faults import SOURCE_FAULT_NAMES, SourceFaults, describe
 

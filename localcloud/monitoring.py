@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from chalicelib import aws
-from chalicelib.metrics import CATALOGUE, NAMESPACE, PIPELINE, MetricSpec, metrics
+from chalicelib.aws import clients as aws
+from chalicelib.observability.metrics import CATALOGUE, NAMESPACE, PIPELINE, MetricSpec, metrics
 from chalicelib.settings import Settings
 from infra.stage import StageResources
 from localcloud.alarm_evaluator import evaluate_alarms

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chalicelib import aws
+from chalicelib.aws import clients as aws
 from chalicelib.outcome import LAST_SUCCESS_RUN_ID
 from infra.dashboard import metric_lines
 from localcloud.metrics_bridge import dimension_list, read_emf_archive

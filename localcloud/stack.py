@@ -30,14 +30,15 @@ from typing import Any
 
 import orjson
 
-from chalicelib import aws, wiring
-from chalicelib.contract import ENTITIES, entity_key
+from chalicelib import wiring
+from chalicelib.aws import clients as aws
+from chalicelib.deadletter.redrive import RedriveReport, new_redrive_id
 from chalicelib.manifest import schema_drift
+from chalicelib.model.contract import ENTITIES, entity_key
+from chalicelib.observability.logging import SERVICE
 from chalicelib.progress import run_id_for_event
-from chalicelib.redrive import RedriveReport, new_redrive_id
 from chalicelib.settings import Settings, get_settings
 from chalicelib.sinks.postgres_connection import Credentials
-from chalicelib.telemetry import SERVICE
 from infra.event_source import KinesisEventSourceSettings
 from infra.postgres_secret import ensure_postgres_secret
 from infra.provision import Provisioned, StackResult, provisioned_from

@@ -11,9 +11,9 @@ import itertools
 import uuid
 from typing import Any
 
-from chalicelib.contract import partition_key
+from chalicelib.model.contract import partition_key
 from chalicelib.settings import Settings
-from chalicelib.stream import encode_envelope
+from chalicelib.stream.publisher import encode_envelope
 
 _ids = itertools.count(1)
 _sequences = itertools.count(49_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000)

@@ -7,7 +7,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from chalicelib.contract import Envelope, validate_item
+from chalicelib.model.contract import Envelope, validate_item
 from chalicelib.settings import Settings
 from chalicelib.sinks.postgres import PostgresSink
 from chalicelib.sinks.postgres_connection import (

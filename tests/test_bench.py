@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from bench import scale
 from bench.cli import check_targets, data_writes, main
 from bench.markdown import render
-from chalicelib.changes import content_fingerprint, fingerprint_salt
-from chalicelib.contract import ENTITIES, Envelope, validate_item
+from chalicelib.ingest.changes import content_fingerprint, fingerprint_salt
+from chalicelib.model.contract import ENTITIES, Envelope, validate_item
 from chalicelib.sinks.dynamodb import to_row
 from chalicelib.sinks.postgres import TABLES, column_values
 from localcloud.fakeapi import generate_item

@@ -11,15 +11,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chalicelib import aws, wiring
-from chalicelib.changes import FINGERPRINT_ATTRIBUTE, ChangeDetector
-from chalicelib.contract import Envelope, partition_key, validate_item
+from chalicelib import wiring
+from chalicelib.aws import clients as aws
+from chalicelib.deadletter.quarantine import Quarantine
+from chalicelib.ingest.changes import FINGERPRINT_ATTRIBUTE, ChangeDetector
 from chalicelib.load import LoadDependencies, process_batch
 from chalicelib.manifest import RunManifests
-from chalicelib.quarantine import Quarantine
+from chalicelib.model.contract import Envelope, partition_key, validate_item
 from chalicelib.settings import Settings
 from chalicelib.sinks.dynamodb import DynamoDBSink
-from chalicelib.stream import encode_envelope
+from chalicelib.stream.publisher import encode_envelope
 from localcloud.fakeapi import iter_items
 from localcloud.stack import LocalCloud
 from tests.factories import use_fresh_stage

@@ -16,10 +16,11 @@ import boto3
 import orjson
 import pytest
 
-from chalicelib import aws, wiring
-from chalicelib.contract import ENTITIES, Envelope, entity_key
+from chalicelib import wiring
+from chalicelib.aws import clients as aws
+from chalicelib.model.contract import ENTITIES, Envelope, entity_key
 from chalicelib.settings import get_settings
-from chalicelib.stream import KinesisPublisher, OutgoingRecord
+from chalicelib.stream.publisher import KinesisPublisher, OutgoingRecord
 from infra.provision import provision
 from localcloud import cli
 from localcloud.chaos import FAULTS, Chaos, ChaosSpecError, parse_spec

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from chalicelib.contract import ENTITIES, entity_key
+from chalicelib.model.contract import ENTITIES, entity_key
 from localcloud.chaos import Chaos
 from localcloud.content_faults import RENAMED, apply_content_faults
 from localcloud.fakeapi import generate_item

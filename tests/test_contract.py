@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from chalicelib.contract import (
+from chalicelib.model.contract import (
     ENTITIES,
     SCHEMA_VERSION,
     Envelope,

@@ -483,7 +483,7 @@ def test_status_check_catches_a_bare_chalice_deploy_and_the_deploy_repairs_it(
     deployment: Deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What `chalice deploy` alone leaves on a fresh stage: a mapping with AWS's defaults."""
-    from chalicelib import aws
+    from chalicelib.aws import clients as aws
     from infra.deploy import spec_for
     from infra.provision import FAILURE_QUEUE, STREAM, apply_stack
     from infra.trigger import apply_failure_settings
@@ -831,7 +831,7 @@ def test_a_stage_is_only_deployed_to_the_account_and_region_it_is_pinned_to(
     with pytest.MonkeyPatch.context() as patch:
         for name, value in environment.items():
             patch.setenv(name, value)
-        from chalicelib import aws
+        from chalicelib.aws import clients as aws
 
         aws.client.cache_clear()
         try:

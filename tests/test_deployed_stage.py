@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from chalicelib import aws
+from chalicelib.aws import clients as aws
 from infra.spec import StackSpec
 from infra.stages import FUNCTIONS
 from infra.trigger import FailureSettings

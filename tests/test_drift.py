@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from chalicelib import aws
-from chalicelib.drift import page_drift, report_drift
+from chalicelib.aws import clients as aws
+from chalicelib.ingest.drift import page_drift, report_drift
 from chalicelib.manifest import RunManifests, schema_drift
 from tests.factories import provision_stores, unique_name, user
 

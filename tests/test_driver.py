@@ -16,7 +16,11 @@ import boto3
 import orjson
 import pytest
 
-from chalicelib.failures import RECORD_AGE_EXCEEDED, RETRY_ATTEMPTS_EXHAUSTED, FailureRecord
+from chalicelib.deadletter.failures import (
+    RECORD_AGE_EXCEEDED,
+    RETRY_ATTEMPTS_EXHAUSTED,
+    FailureRecord,
+)
 from infra.event_source import KinesisEventSourceSettings
 from localcloud.driver import AsyncInvoker, KinesisEventSourceMapping
 

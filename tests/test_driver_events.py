@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib import aws
+from chalicelib.aws import clients as aws
 from infra.event_source import KinesisEventSourceSettings
 from localcloud.driver import KinesisEventSourceMapping
 from localcloud.lambda_runtime import LambdaContext

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chalicelib.dynamo_batch import Unprocessed, get_all, write_all
+from chalicelib.aws.dynamo_batch import Unprocessed, get_all, write_all
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chalicelib.contract import Envelope, validate_item
+from chalicelib.model.contract import Envelope, validate_item
 from chalicelib.sinks.dynamodb import key_from_wire, key_to_wire, to_row, to_wire
 from localcloud.fakeapi import generate_item, iter_items
 

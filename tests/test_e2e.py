@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from chalicelib import wiring
-from chalicelib.contract import ENTITIES, entity_key, validate_item
+from chalicelib.model.contract import ENTITIES, entity_key, validate_item
 from localcloud import cli
 from localcloud.fakeapi import FakeApiServer, FaultInjector, iter_items
 from localcloud.services import free_port

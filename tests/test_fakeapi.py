@@ -26,7 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from chalicelib.contract import ENTITIES, entity_key, parse_timestamp, validate_item
+from chalicelib.model.contract import ENTITIES, entity_key, parse_timestamp, validate_item
 from localcloud.fakeapi import (
     ANCHOR,
     HOSTILE_STRINGS,

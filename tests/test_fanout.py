@@ -11,10 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chalicelib import handlers, wiring
-from chalicelib.fanout import WorkItem, plan_ranges
+from chalicelib.ingest.fanout import WorkItem, plan_ranges
+from chalicelib.ingest.source import SourceError
 from chalicelib.progress import RunProgress
 from chalicelib.settings import get_settings
-from chalicelib.source import SourceError
 from localcloud.stack import LocalCloud, RunReport
 from tests.factories import use_fresh_stage
 

@@ -20,11 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chalicelib import wiring
-from chalicelib.contract import ENTITIES, entity_key, parse_timestamp, partition_key
+from chalicelib.deadletter.quarantine import QuarantinedRecord
 from chalicelib.load import process_batch
-from chalicelib.quarantine import QuarantinedRecord
+from chalicelib.model.contract import ENTITIES, entity_key, parse_timestamp, partition_key
 from chalicelib.settings import get_settings
-from chalicelib.stream import encode_envelope
+from chalicelib.stream.publisher import encode_envelope
 from infra.provision import provision
 from localcloud.fakeapi import generate_item
 

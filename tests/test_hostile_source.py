@@ -22,10 +22,10 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from chalicelib import wiring
-from chalicelib.contract import entity_key, validate_item
-from chalicelib.ingest import IngestFailed, new_run_id, run_ingest
+from chalicelib.deadletter.quarantine import QuarantinedRecord
+from chalicelib.ingest.run import IngestFailed, new_run_id, run_ingest
+from chalicelib.model.contract import entity_key, validate_item
 from chalicelib.progress import LEDGER_ITEM_BYTES, PageLedger
-from chalicelib.quarantine import QuarantinedRecord
 from chalicelib.settings import get_settings
 from localcloud.fakeapi import FakeApiServer, generate_item
 from localcloud.source_faults import OVERFLOW_TIMESTAMP, SourceFaults

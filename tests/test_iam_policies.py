@@ -24,7 +24,8 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from chalicelib import aws, wiring
+from chalicelib import wiring
+from chalicelib.aws import clients as aws
 from infra import policies
 from infra.provision import TABLE_KEYS
 from infra.stages import FUNCTIONS, PROJECT_ROOT, Stage
@@ -157,7 +158,7 @@ def recorded_calls(tmp_path_factory: pytest.TempPathFactory) -> list[Call]:
 
 
 def cloud_kinesis() -> Any:
-    from chalicelib import aws
+    from chalicelib.aws import clients as aws
 
     return aws.client("kinesis")
 

@@ -15,15 +15,16 @@ from typing import Any
 import orjson
 import pytest
 
-from chalicelib import aws, handlers, wiring
-from chalicelib.contract import Envelope, partition_key
+from chalicelib import handlers, wiring
+from chalicelib.aws import clients as aws
+from chalicelib.deadletter.quarantine import UNATTRIBUTED_RUN, Quarantine, QuarantinedRecord
 from chalicelib.load import LoadDependencies, PoisonRecord, decode_record, process_batch
 from chalicelib.manifest import RunManifests
-from chalicelib.quarantine import UNATTRIBUTED_RUN, Quarantine, QuarantinedRecord
+from chalicelib.model.contract import Envelope, partition_key
 from chalicelib.settings import Settings
 from chalicelib.sinks import Sink
 from chalicelib.sinks.dynamodb import DynamoDBSink
-from chalicelib.stream import encode_envelope
+from chalicelib.stream.publisher import encode_envelope
 from localcloud.lambda_runtime import LambdaContext
 from tests.factories import (
     envelope_record,

@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
-from chalicelib import metrics as metrics_module
-from chalicelib.contract import Envelope
-from chalicelib.metrics import (
+from chalicelib.ingest.source import build_session
+from chalicelib.model.contract import Envelope
+from chalicelib.observability import metrics as metrics_module
+from chalicelib.observability.metrics import (
     CATALOGUE,
     MAX_VALUES_PER_BLOB,
     NAMESPACE,
@@ -25,7 +26,6 @@ from chalicelib.metrics import (
     record_sink_write,
 )
 from chalicelib.settings import Settings, get_settings
-from chalicelib.source import build_session
 from localcloud.metrics_bridge import emf_metrics
 
 ENTITIES = ("users", "tracks", "listen_history")

@@ -23,8 +23,9 @@ from typing import Any
 import orjson
 import pytest
 
-from chalicelib import aws, wiring
-from chalicelib.metrics import NAMESPACE
+from chalicelib import wiring
+from chalicelib.aws import clients as aws
+from chalicelib.observability.metrics import NAMESPACE
 from infra.alarms import alarm_definitions
 from infra.dashboard import dashboard_body, metric_lines
 from infra.stages import FUNCTIONS

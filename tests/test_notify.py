@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from chalicelib import aws
+from chalicelib.aws import clients as aws
 from chalicelib.notify import (
     DETAIL_TYPE,
     SOURCE,

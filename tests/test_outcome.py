@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from chalicelib import aws
+from chalicelib.aws import clients as aws
+from chalicelib.deadletter.quarantine import Quarantine
 from chalicelib.manifest import RunManifests
-from chalicelib.metrics import metrics
+from chalicelib.observability.metrics import metrics
 from chalicelib.outcome import LAST_SUCCESS_RUN_ID, RunOutcomes
-from chalicelib.quarantine import Quarantine
 from chalicelib.reconcile import EntityBalance, Reconciliation
 from chalicelib.settings import get_settings
 from localcloud.events import EventCapture

@@ -18,8 +18,8 @@ import orjson
 import pytest
 from botocore.exceptions import ClientError
 
-from chalicelib import aws
-from chalicelib.contract import ENTITIES
+from chalicelib.aws import clients as aws
+from chalicelib.model.contract import ENTITIES
 from localcloud.chaos import Chaos
 from localcloud.driver import Handler
 from localcloud.stack import LocalCloud

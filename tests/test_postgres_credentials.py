@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from psycopg import sql
 
-from chalicelib import aws, wiring
+from chalicelib import wiring
+from chalicelib.aws import clients as aws
 from chalicelib.settings import Settings
 from chalicelib.sinks.postgres import PostgresSink
 from chalicelib.sinks.postgres_connection import (

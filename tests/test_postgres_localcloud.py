@@ -11,8 +11,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from chalicelib import aws
-from chalicelib.contract import ENTITIES, entity_key
+from chalicelib.aws import clients as aws
+from chalicelib.model.contract import ENTITIES, entity_key
 from localcloud.fakeapi import iter_items
 from localcloud.postgres import EmbeddedPostgres
 from localcloud.stack import LocalCloud

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chalicelib.stream import KinesisPublisher, OutgoingRecord, PublishError
+from chalicelib.stream.publisher import KinesisPublisher, OutgoingRecord, PublishError
 
 
 class _Kinesis:

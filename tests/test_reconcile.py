@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from chalicelib import aws, wiring
-from chalicelib.contract import entity_key
+from chalicelib import wiring
+from chalicelib.aws import clients as aws
+from chalicelib.model.contract import entity_key
 from chalicelib.reconcile import Reconciler
 from chalicelib.sinks.dynamodb import ROW_MODELS, UserRow
 from localcloud.chaos import Chaos

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from chalicelib import wiring
-from chalicelib.quarantine import QuarantinedRecord
+from chalicelib.deadletter.quarantine import QuarantinedRecord
 from chalicelib.settings import get_settings
 from infra.provision import provision
 from localcloud import cli

@@ -10,8 +10,9 @@ from typing import Any
 import boto3
 import pytest
 
-from chalicelib import aws, handlers, wiring
-from chalicelib.ingest import IngestFailed, run_ingest
+from chalicelib import handlers, wiring
+from chalicelib.aws import clients as aws
+from chalicelib.ingest.run import IngestFailed, run_ingest
 from chalicelib.progress import Deadline, PageLedger, RunSuperseded, run_id_for_event
 from chalicelib.settings import get_settings
 from infra.provision import provision

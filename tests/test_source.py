@@ -25,8 +25,7 @@ from pytest_httpserver import HTTPServer
 from urllib3.util.retry import Retry
 from werkzeug import Request, Response
 
-from chalicelib.settings import Settings
-from chalicelib.source import (
+from chalicelib.ingest.source import (
     USER_AGENT,
     CappedRetry,
     Page,
@@ -34,6 +33,7 @@ from chalicelib.source import (
     build_session,
     fetch_pages,
 )
+from chalicelib.settings import Settings
 
 Handler = Callable[[Request], Response]
 

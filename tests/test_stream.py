@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chalicelib import aws
-from chalicelib.contract import partition_key
-from chalicelib.stream import (
+from chalicelib.aws import clients as aws
+from chalicelib.model.contract import partition_key
+from chalicelib.stream.publisher import (
     MAX_BYTES_PER_CALL,
     MAX_BYTES_PER_RECORD,
     MAX_RECORDS_PER_CALL,

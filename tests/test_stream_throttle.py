@@ -9,7 +9,7 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 
-from chalicelib.stream import KinesisPublisher, OutgoingRecord, PublishError
+from chalicelib.stream.publisher import KinesisPublisher, OutgoingRecord, PublishError
 
 
 def throttle_first(calls: int, code: str = "ProvisionedThroughputExceededException") -> Any:

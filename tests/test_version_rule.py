@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chalicelib.changes import FINGERPRINT_ATTRIBUTE, content_fingerprint, fingerprint_salt
-from chalicelib.contract import Envelope, entity_key, validate_item, version_rank
+from chalicelib.ingest.changes import FINGERPRINT_ATTRIBUTE, content_fingerprint, fingerprint_salt
+from chalicelib.model.contract import Envelope, entity_key, validate_item, version_rank
 from chalicelib.settings import Settings
 from chalicelib.sinks.dynamodb import ROW_MODELS, DynamoDBSink, key_to_wire
 from chalicelib.sinks.postgres import PostgresSink
@@ -67,7 +67,7 @@ def rows(stores: tuple[Settings, DynamoDBSink, PostgresSink], entity: str) -> tu
 
 
 def stored_fingerprint(settings: Settings, entity: str, key: tuple[Any, ...]) -> bytes | None:
-    from chalicelib import aws
+    from chalicelib.aws import clients as aws
 
     row = aws.client("dynamodb").get_item(
         TableName=ROW_MODELS[entity].Meta.table_name, Key=key_to_wire(entity, key)

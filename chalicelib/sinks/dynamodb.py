@@ -36,9 +36,10 @@ from typing import Any, ClassVar, Final
 from pynamodb.attributes import BinaryAttribute, ListAttribute, NumberAttribute, UnicodeAttribute
 from pynamodb.models import Model
 
-from chalicelib import aws
-from chalicelib.changes import FINGERPRINT_ATTRIBUTE, content_fingerprint, fingerprint_salt
-from chalicelib.contract import (
+from chalicelib.aws import clients as aws
+from chalicelib.aws.dynamo_batch import get_all, write_all
+from chalicelib.ingest.changes import FINGERPRINT_ATTRIBUTE, content_fingerprint, fingerprint_salt
+from chalicelib.model.contract import (
     Envelope,
     canonical_instant,
     fetch_rank,
@@ -46,7 +47,6 @@ from chalicelib.contract import (
     parse_timestamp,
     version_rank,
 )
-from chalicelib.dynamo_batch import get_all, write_all
 from chalicelib.settings import Settings
 from chalicelib.sinks import newest_per_key
 

@@ -32,7 +32,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from chalicelib.contract import (
+from chalicelib.model.contract import (
     Envelope,
     fetch_rank,
     max_future,

@@ -22,10 +22,10 @@ from typing import Any, TypeVar
 import orjson
 import psycopg
 
-from chalicelib import aws
+from chalicelib.aws import clients as aws
+from chalicelib.observability.logging import logger
 from chalicelib.settings import Settings
 from chalicelib.sinks.postgres_migrations import migrate
-from chalicelib.telemetry import logger
 
 T = TypeVar("T")
 

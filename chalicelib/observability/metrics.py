@@ -32,7 +32,7 @@ from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
     AmazonCloudWatchEMFProvider,
 )
 
-from chalicelib.contract import Envelope
+from chalicelib.model.contract import Envelope
 from chalicelib.settings import get_settings
 
 NAMESPACE: Final = "MooVitamix/Pipeline"

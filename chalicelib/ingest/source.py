@@ -51,8 +51,12 @@ from urllib3.exceptions import (
 )
 from urllib3.util.retry import Retry
 
-from chalicelib.metrics import record_api_retry
-from chalicelib.request_deadline import DeadlineAdapter, RequestDeadlineExceeded, request_deadline
+from chalicelib.ingest.request_deadline import (
+    DeadlineAdapter,
+    RequestDeadlineExceeded,
+    request_deadline,
+)
+from chalicelib.observability.metrics import record_api_retry
 from chalicelib.settings import Settings
 
 if TYPE_CHECKING:

@@ -40,7 +40,7 @@ from typing import Any, Final
 
 import orjson
 
-from chalicelib.contract import SCHEMA_VERSION, entity_key
+from chalicelib.model.contract import SCHEMA_VERSION, entity_key
 
 FINGERPRINT_ATTRIBUTE: Final = "fp"
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 
-from chalicelib import aws
-from chalicelib.telemetry import logger
+from chalicelib.aws import clients as aws
+from chalicelib.observability.logging import logger
 
 
 def continue_in_new_invocation(event: Mapping[str, Any], context: Any) -> bool:

@@ -7,8 +7,8 @@ range twice changes nothing in the stores (newest-wins) and counts nothing twice
 
 from __future__ import annotations
 
-from chalicelib.fanout import WorkItem
-from chalicelib.ingest import IngestDependencies, ResourceCounts, ingest_work_item
+from chalicelib.ingest.fanout import WorkItem
+from chalicelib.ingest.run import IngestDependencies, ResourceCounts, ingest_work_item
 
 
 def run_work_item(deps: IngestDependencies, item: WorkItem) -> ResourceCounts:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.contract import SCHEMA_VERSION, Envelope
+from chalicelib.model.contract import SCHEMA_VERSION, Envelope
 
 if TYPE_CHECKING:
     from mypy_boto3_kinesis import KinesisClient

@@ -30,24 +30,24 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from chalicelib.contract import (
+from chalicelib.deadletter.failures import FailureRecord
+from chalicelib.deadletter.quarantine import UNATTRIBUTED_RUN, Quarantine, QuarantinedRecord
+from chalicelib.manifest import RunManifests
+from chalicelib.model.contract import (
     ENTITIES,
     describe_validation_error,
     entity_key,
     partition_key,
     validate_item,
 )
-from chalicelib.failures import FailureRecord
-from chalicelib.manifest import RunManifests
-from chalicelib.quarantine import UNATTRIBUTED_RUN, Quarantine, QuarantinedRecord
-from chalicelib.stream import (
+from chalicelib.observability.logging import logger
+from chalicelib.stream.publisher import (
     MAX_RECORDS_PER_CALL,
     KinesisPublisher,
     OutgoingRecord,
     decode_envelope,
     encode_envelope,
 )
-from chalicelib.telemetry import logger
 
 
 def new_redrive_id() -> str:

@@ -29,17 +29,20 @@ from typing import Any
 import requests
 from pydantic import ValidationError
 
-from chalicelib.changes import ChangeDetector
-from chalicelib.contract import (
+from chalicelib.deadletter.quarantine import Quarantine, QuarantinedRecord
+from chalicelib.ingest.changes import ChangeDetector
+from chalicelib.ingest.drift import page_drift, report_drift
+from chalicelib.ingest.fanout import WorkItem, WorkQueue, plan_ranges
+from chalicelib.ingest.source import Page, SourceError, fetch_pages
+from chalicelib.manifest import RunManifests
+from chalicelib.model.contract import (
     describe_validation_error,
     entity_key,
     partition_key,
     validate_item,
 )
-from chalicelib.drift import page_drift, report_drift
-from chalicelib.fanout import WorkItem, WorkQueue, plan_ranges
-from chalicelib.manifest import RunManifests
-from chalicelib.metrics import record_api_error, record_resource_ingested
+from chalicelib.observability.logging import logger, page_id
+from chalicelib.observability.metrics import record_api_error, record_resource_ingested
 from chalicelib.progress import (
     NEVER,
     Deadline,
@@ -51,17 +54,14 @@ from chalicelib.progress import (
     ledger_full,
     page_counts,
 )
-from chalicelib.quarantine import Quarantine, QuarantinedRecord
 from chalicelib.settings import Settings
-from chalicelib.source import Page, SourceError, fetch_pages
-from chalicelib.stream import (
+from chalicelib.stream.publisher import (
     KinesisPublisher,
     OutgoingRecord,
     PublishError,
     RecordTooLarge,
     encode_envelope,
 )
-from chalicelib.telemetry import logger, page_id
 
 ANNOUNCED_TOTAL = "announced_total"
 """Manifest field `announced_total.<resource>`: the `total` page 1 announced in this run."""

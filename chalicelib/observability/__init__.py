@@ -1,0 +1,1 @@
+"""What the functions tell operators: EMF metrics and structured logs."""

@@ -1,0 +1,1 @@
+"""The stream stage: records on Kinesis, between the ingest and the load."""
