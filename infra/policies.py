@@ -236,6 +236,11 @@ def function_policy(stage: Stage, function: str) -> dict[str, Any]:
                 "ReadPostgresCredentials", ["secretsmanager:GetSecretValue"], [arns.postgres_secret]
             ),
             _statement("SignalDatasetUpdated", ["events:PutEvents"], [arns.event_bus]),
+            _statement(
+                "ContinueReconciliation",  # a long sweep re-invokes itself before its timeout
+                ["lambda:InvokeFunction"],
+                [arns.function("reconcile")],
+            ),
             _metrics(namespace),
         ]
     elif function == "load":
