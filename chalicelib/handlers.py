@@ -48,9 +48,15 @@ def handle_reconcile(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Scheduled: settle every run whose stream records should all be loaded by now; write the
     run-outcome metrics, the last success and DatasetUpdated of each run settled
     (`chalicelib.outcome`)."""
+    from chalicelib.reconcile import STOP_MARGIN_S  # only this function loads the reconciler
+
     settings = get_settings()
-    results = wiring.reconciler(settings).reconcile_pending(settings.reconcile_grace_s)
+    reconciler = wiring.reconciler(settings)
+    deadline = Deadline(context, STOP_MARGIN_S)
+    results = reconciler.reconcile_pending(settings.reconcile_grace_s, deadline=deadline)
     recorded = wiring.run_outcomes(settings).record(results)
+    if reconciler.interrupted:  # short of time: a new invocation resumes where this one stopped
+        continue_in_new_invocation(event, context)
     return {
         "runs": {result.run_id: result.status for result in results},
         "last_success_at": recorded["last_success_at"],

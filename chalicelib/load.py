@@ -20,11 +20,13 @@ import orjson
 from pydantic import ValidationError
 
 from chalicelib.deadletter.quarantine import UNATTRIBUTED_RUN, Quarantine, QuarantinedRecord
+from chalicelib.evidence import LoadEvidence, PageEvidence, page_number, record_digest
 from chalicelib.manifest import RunManifests
 from chalicelib.model.contract import (
     ENTITIES,
     Envelope,
     describe_validation_error,
+    entity_key,
     legacy_partition_key,
     partition_key,
     validate_item,
@@ -48,6 +50,9 @@ class LoadDependencies:
     sinks: Sequence[Sink]
     quarantine: Quarantine
     manifests: RunManifests
+    evidence: LoadEvidence | None = None
+    """Where the load notes what each sink handled without writing (chalicelib/evidence.py);
+    without it the reconciliation looks those records up key by key."""
 
 
 @dataclass
@@ -110,6 +115,7 @@ def process_batch(records: Sequence[Mapping[str, Any]], deps: LoadDependencies) 
 
     failed: set[str] = set()
     pages = PageTally()
+    skipped: dict[tuple[str, str, int], PageEvidence] = {}
     for entity, members in groups.items():
         envelopes = [envelope for _, envelope in members]
         for envelope in envelopes:
@@ -137,6 +143,7 @@ def process_batch(records: Sequence[Mapping[str, Any]], deps: LoadDependencies) 
             for envelope in written:
                 outcome.add(envelope.run_id, f"written.{sink.name}.{entity}", 1)
                 pages.add(envelope.page, f"written.{sink.name}")
+            _note_skipped(skipped, entity, sink.name, envelopes, written)
     outcome.failed_sequence_numbers.extend(
         record["kinesis"]["sequenceNumber"]
         for record in records
@@ -144,6 +151,7 @@ def process_batch(records: Sequence[Mapping[str, Any]], deps: LoadDependencies) 
     )
     for run_id, counts in outcome.counts.items():
         deps.manifests.add_counts(run_id, counts)
+    _record_evidence(deps, skipped)
     logger.info(
         "batch loaded",
         extra={
@@ -155,6 +163,43 @@ def process_batch(records: Sequence[Mapping[str, Any]], deps: LoadDependencies) 
         },
     )
     return outcome
+
+
+def _note_skipped(
+    skipped: dict[tuple[str, str, int], PageEvidence],
+    entity: str,
+    sink: str,
+    envelopes: Sequence[Envelope],
+    written: Sequence[Envelope],
+) -> None:
+    """Note the digest of each envelope `sink` handled without writing it, per run and page."""
+    stored = {id(envelope) for envelope in written}
+    for envelope in envelopes:
+        if id(envelope) in stored:
+            continue
+        page = page_number(envelope.page)
+        if page is None:  # an envelope without its page: the reconciliation looks it up
+            continue
+        evidence = skipped.setdefault((envelope.run_id, entity, page), PageEvidence(entity, page))
+        digest = record_digest(entity_key(entity, envelope.item), envelope.item["updated_at"])
+        evidence.skipped.setdefault(sink, set()).add(digest)
+
+
+def _record_evidence(
+    deps: LoadDependencies, skipped: Mapping[tuple[str, str, int], PageEvidence]
+) -> None:
+    """One idempotent UpdateItem per page that had records not written. A failure only costs
+    the reconciliation a look-up of that page's records, so it is logged, not retried."""
+    if deps.evidence is None:
+        return
+    for (run_id, entity, page), evidence in skipped.items():
+        try:
+            deps.evidence.record(run_id, evidence)
+        except Exception:
+            logger.exception(
+                "load evidence not recorded; the reconciliation will look the page up",
+                extra={"step": "load", "run_id": run_id, "entity": entity, "page": page},
+            )
 
 
 def _quarantine(

@@ -468,14 +468,20 @@ class RunProgress:
     def _manifest(self, run_id: str) -> dict[str, Any]:
         return RunManifests(self.client, self.runs_table).get(run_id) or {}
 
-    def pages(self, run_id: str) -> Iterator[PageLedger]:
-        """Every ledger page of a run, one DynamoDB query page at a time."""
+    def pages(self, run_id: str, after: str | None = None) -> Iterator[PageLedger]:
+        """Every ledger page of a run, one DynamoDB query page at a time; only the pages after
+        the `page_id` `after` when given (a reconciliation resuming where it stopped)."""
         paginator = self.client.get_paginator("query")
         current: PageLedger | None = None
+        condition = "run_id = :run"
+        values: dict[str, Any] = {":run": {"S": run_id}}
+        if after is not None:  # `~~` sorts after every part `~NNN` of that page
+            condition += " AND page_id > :after"
+            values[":after"] = {"S": f"{after}{PART_SEPARATOR}{PART_SEPARATOR}"}
         for response in paginator.paginate(
             TableName=self.pages_table,
-            KeyConditionExpression="run_id = :run",
-            ExpressionAttributeValues={":run": {"S": run_id}},
+            KeyConditionExpression=condition,
+            ExpressionAttributeValues=values,
             ConsistentRead=True,
         ):
             for item in response.get("Items", []):

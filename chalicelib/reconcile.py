@@ -2,14 +2,37 @@
 
 The ingest's page ledger (`chalicelib.progress`) lists every fetched record of a run: its key
 and version, or the position it was quarantined at. Once the stream is drained, the reconciler
-walks the ledger page by page and checks, per record, that every sink stores its key with an
-`updated_at` at least as new as the fetched one (a later run may have stored a newer version),
-or that it is in the quarantine (or was redriven and is now stored). A run is `succeeded` only
-when every record is accounted for; otherwise the manifest says how many are missing per
-entity and names some of them.
+walks the ledger page by page and settles each page from evidence that costs O(pages), not
+O(records), in calls:
 
-Memory holds one ledger page and one lookup chunk per entity, plus the keys of the run's
-quarantined records (few by nature), whatever the size of the run.
+- the rows the run wrote, read back in bulk from every sink (each row carries `run_id` and
+  `run_page`: a DynamoDB Query on the `by_run` index returns 1 MB of them per call, PostgreSQL
+  a keyset page of 5,000 per statement), in page order beside the ledger;
+- the load's evidence (`chalicelib.evidence`): per page and sink, the digests of the records
+  the sink handled without writing them (its stored version was not older);
+- the ledger's count of records the ingest did not publish because every sink stores them
+  (`unchanged`, change detection), and the run's quarantine.
+
+A page balances when, for every sink, each of its records has a row of this run and page at
+exactly its version, or is in that sink's evidence, or is quarantined, and the records left
+over are exactly the page's `unchanged` count (the same ones in every sink). Only a page that
+does not balance (a row deleted or made older behind the pipeline's back, a row a later run
+overwrote, evidence that could not be written, the index lagging, a redriven record) is
+checked key by key against every sink as before: a lost record is still found and named.
+
+What the fast path trusts, beyond today's key-level check: that a sink never loses or
+downgrades a row it did not write for this run (records it skipped because a version at least
+as new was stored: re-deliveries, repeats, another run's newer version), and the change
+detector's look-up for the records not published. A record settled from the load's evidence
+is counted `superseded` (the sink already held a version at least as new), one found by its
+row `stored`, an unchanged one `stored`.
+
+Memory holds one ledger page, one evidence item and one read-back page per sink, plus the keys
+of the run's quarantined records (few by nature), whatever the size of the run.
+
+**Continuation.** Between pages the reconciler checks the Lambda context's remaining time;
+short of it, it writes its position (the last page settled and the balances so far) into the
+run's manifest and stops; the handler invokes the function again, which resumes there.
 
 Each fetched record is exactly one of: **stored** (every sink holds its version), **superseded**
 (every sink holds a newer version, or the run fetched its key before: a repeat), **quarantined**
@@ -36,10 +59,10 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 import orjson
 import psycopg
@@ -47,18 +70,23 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
 from chalicelib.deadletter.quarantine import Quarantine, QuarantinedRecord
+from chalicelib.evidence import LoadEvidence, PageEvidence, record_digest
 from chalicelib.manifest import RunManifests
 from chalicelib.model.contract import entity_key, parse_timestamp, validate_item
+from chalicelib.model.envelope import decode_envelope
 from chalicelib.observability.logging import logger
 from chalicelib.observability.metrics import record_run_balance
-from chalicelib.progress import PageLedger, RunProgress
-from chalicelib.stream.publisher import decode_envelope
+from chalicelib.progress import NEVER, Deadline, PageLedger, RunProgress
 
 LOOKUP_CHUNK: Final = 100
 """Keys looked up in the sinks at once (one BatchGetItem)."""
 MISSING_SAMPLES: Final = 20
 """Missing records named per entity in the manifest and the report."""
 SETTLED: Final = frozenset({"succeeded", "failed"})
+STOP_MARGIN_S: Final = 60.0
+"""Stop and continue in a new invocation when less than this is left of the Lambda's time."""
+POSITION_FIELD: Final = "reconcile_position"
+"""Manifest field: where an interrupted reconciliation resumes (JSON: page id, balances)."""
 DEFAULT_MAX_QUARANTINE_RATIO: Final = 0.10
 TRANSIENT_ERROR_CODES: Final = frozenset(
     {
@@ -80,6 +108,11 @@ class VersionedSink(Protocol):
     name: str
 
     def stored_versions(self, entity: str, keys: Sequence[Hashable]) -> Mapping[Hashable, str]: ...
+
+
+T = TypeVar("T")
+RunRow = tuple[int, tuple[Any, ...], str]
+"""(page, `entity_key`, `updated_at`) of a row a run wrote, as a sink reads it back."""
 
 
 @dataclass
@@ -120,6 +153,12 @@ class Reconciliation:
     """Entities whose quarantined share is above the quality gate."""
     error: str | None = None
     """The exception that interrupted this run's reconciliation, if one did."""
+    pages_balanced: int = 0
+    """Pages settled from the read-back and the load's evidence."""
+    pages_by_key: int = 0
+    """Pages that did not balance and were checked key by key."""
+    continuing: bool = False
+    """Stopped short of the Lambda's time; a new invocation resumes at the saved position."""
 
     @property
     def balanced(self) -> bool:
@@ -167,17 +206,47 @@ class Reconciler:
         sinks: Sequence[VersionedSink],
         manifests: RunManifests,
         max_quarantine_ratio: float = DEFAULT_MAX_QUARANTINE_RATIO,
+        evidence: LoadEvidence | None = None,
     ) -> None:
         self.progress = progress
         self.quarantine = quarantine
         self.sinks = sinks
         self.manifests = manifests
         self.max_quarantine_ratio = max_quarantine_ratio
+        self.evidence = evidence
+        self.interrupted = False
+        """The last `reconcile_pending` stopped short of its deadline: invoke it again."""
+
+    def _readers(self, run_id: str, entity: str, after_page: int) -> dict[str, _RunRows]:
+        """A read-back of the run's rows per sink that can give them (`run_rows`)."""
+        readers = {}
+        for sink in self.sinks:
+            run_rows = getattr(sink, "run_rows", None)
+            if run_rows is not None:
+                readers[sink.name] = _RunRows(run_rows(entity, run_id, after_page))
+        return readers
+
+    def _save_position(self, result: Reconciliation, page_id: str) -> None:
+        """Stop here: the balances so far and the last page settled, for the next invocation."""
+        position = {
+            "page_id": page_id,
+            "entities": {name: balance.as_dict() for name, balance in result.entities.items()},
+        }
+        fields = {POSITION_FIELD: orjson.dumps(position).decode(), "status": "reconciling"}
+        self.manifests.set_fields(result.run_id, fields)
+        result.continuing = True
+        logger.info(
+            "reconciliation continues in a new invocation",
+            extra={"step": "reconcile", "run_id": result.run_id, "page_id": page_id},
+        )
 
     # -- one run -----------------------------------------------------------------------------
 
-    def reconcile(self, run_id: str, *, final: bool) -> Reconciliation:
-        """Balance one run; `final` when nothing is in flight any more (a failure is final)."""
+    def reconcile(self, run_id: str, *, final: bool, deadline: Deadline = NEVER) -> Reconciliation:
+        """Balance one run; `final` when nothing is in flight any more (a failure is final).
+
+        Short of `deadline`, saves its position in the manifest and returns a result that is
+        `continuing` (status `reconciling`); the next call resumes there."""
         manifest = self.manifests.get(run_id)
         if manifest is None:
             return Reconciliation(run_id, "failed", reasons=[f"run {run_id} has no manifest"])
@@ -187,23 +256,47 @@ class Reconciler:
         for entity in resources:
             result.entities[entity] = EntityBalance()
             indexes[entity] = self._quarantine_index(run_id, entity)
-        pending: dict[str, list[_Pending]] = defaultdict(list)
+        after = _restore(manifest.get(POSITION_FIELD), result)
+        evidence = _Ahead(
+            self.evidence.pages(run_id, after) if self.evidence is not None else iter(())
+        )
+        readers: dict[str, dict[str, _RunRows]] = {}
         seen: dict[str, set[int]] = defaultdict(set)
-        for page in self.progress.pages(run_id):
+        last: str | None = None
+        for page in self.progress.pages(run_id, after):
+            if last is not None and deadline.reached():
+                self._save_position(result, last)
+                return result
             balance = result.entities.setdefault(page.resource, EntityBalance())
-            index = indexes.setdefault(page.resource, self._quarantine_index(run_id, page.resource))
-            for item in self._fetched(page, balance, index):
-                pending[page.resource].append(item)
-                if len(pending[page.resource]) >= LOOKUP_CHUNK:
-                    self._check(
-                        page.resource,
-                        pending.pop(page.resource),
-                        balance,
-                        index,
-                        seen[page.resource],
-                    )
-        for entity, items in pending.items():
-            self._check(entity, items, result.entities[entity], indexes[entity], seen[entity])
+            if page.resource not in indexes:  # (not setdefault: it would list S3 every page)
+                indexes[page.resource] = self._quarantine_index(run_id, page.resource)
+            index = indexes[page.resource]
+            if page.resource not in readers:
+                readers[page.resource] = self._readers(run_id, page.resource, page.number - 1)
+            rows = {name: rows.page(page.number) for name, rows in readers[page.resource].items()}
+            found = evidence.take(lambda noted, page_id=page.page_id: noted.page_id < page_id)
+            if found is not None and found.page_id == page.page_id:
+                evidence.next()
+            else:
+                found = None
+            settled = (
+                _settle_page(page, rows, found, index, [sink.name for sink in self.sinks])
+                if len(rows) == len(self.sinks)
+                else None
+            )
+            if settled is not None:
+                result.pages_balanced += 1
+                balance.fetched += settled.fetched
+                balance.stored += settled.stored
+                balance.superseded += settled.superseded
+                balance.quarantined += settled.quarantined
+            else:
+                result.pages_by_key += 1
+                items = list(self._fetched(page, balance, index))
+                for start in range(0, len(items), LOOKUP_CHUNK):
+                    chunk = items[start : start + LOOKUP_CHUNK]
+                    self._check(page.resource, chunk, balance, index, seen[page.resource])
+            last = page.page_id
         seen.clear()
 
         ingest_status = str(manifest.get("ingest_status", "running"))
@@ -324,12 +417,17 @@ class Reconciler:
                 fields[f"missing_records.{entity}"] = {
                     "S": orjson.dumps(balance.missing_records).decode()
                 }
+        fields["reconciled.pages_balanced"] = {"N": str(result.pages_balanced)}
+        fields["reconciled.pages_by_key"] = {"N": str(result.pages_by_key)}
         names = {f"#f{i}": name for i, name in enumerate(fields)}
         values = {f":v{i}": value for i, value in enumerate(fields.values())}
+        names["#position"] = POSITION_FIELD
         self.manifests.client.update_item(
             TableName=self.manifests.table_name,
             Key={"run_id": {"S": result.run_id}},
-            UpdateExpression="SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(fields))),
+            UpdateExpression="SET "
+            + ", ".join(f"#f{i} = :v{i}" for i in range(len(fields)))
+            + " REMOVE #position",
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,
         )
@@ -342,6 +440,8 @@ class Reconciler:
                 "status": result.status,
                 "entities": {name: b.as_dict() for name, b in result.entities.items()},
                 "reasons": result.reasons,
+                "pages_balanced": result.pages_balanced,
+                "pages_by_key": result.pages_by_key,
             },
         )
         if result.status in SETTLED:  # once per run: a run still reconciling is seen again
@@ -353,21 +453,30 @@ class Reconciler:
     # -- the schedule ------------------------------------------------------------------------
 
     def reconcile_pending(
-        self, grace_s: float, now: datetime | None = None
+        self, grace_s: float, now: datetime | None = None, deadline: Deadline = NEVER
     ) -> list[Reconciliation]:
         """Reconcile every run that is not settled; give up on those older than `grace_s`
-        (counted from their start, or from their last redrive)."""
+        (counted from their start, or from their last redrive). Short of `deadline`, stops
+        with `interrupted` set: the caller invokes the function again to go on."""
         moment = now or datetime.now(UTC)
         results = []
+        self.interrupted = False
         for run_id, since in self._unsettled_runs():
+            if deadline.reached():
+                self.interrupted = True
+                break
             age_s = (moment - _as_utc(since)).total_seconds()
-            results.append(self.settle(run_id, final=age_s > grace_s))
+            result = self.settle(run_id, final=age_s > grace_s, deadline=deadline)
+            results.append(result)
+            if result.continuing:
+                self.interrupted = True
+                break
         return results
 
-    def settle(self, run_id: str, *, final: bool) -> Reconciliation:
+    def settle(self, run_id: str, *, final: bool, deadline: Deadline = NEVER) -> Reconciliation:
         """`reconcile` one run in isolation: whatever it raises stays with this run."""
         try:
-            return self.reconcile(run_id, final=final)
+            return self.reconcile(run_id, final=final, deadline=deadline)
         except Exception as error:  # one broken run never blocks another
             transient = is_transient(error)
             message = f"reconciliation raised {type(error).__name__}: {str(error)[:500]}"
@@ -410,6 +519,108 @@ class Reconciler:
                         key=lambda value: _as_utc(value) if value else _as_utc("1970-01-01"),
                     )
                     yield item["run_id"]["S"], since
+
+
+@dataclass
+class _PageSettled:
+    """What a balanced page counts."""
+
+    fetched: int = 0
+    stored: int = 0
+    superseded: int = 0
+    quarantined: int = 0
+
+
+def _settle_page(
+    page: PageLedger,
+    rows: Mapping[str, Mapping[tuple[Any, ...], str]],
+    evidence: PageEvidence | None,
+    index: _QuarantineIndex,
+    sinks: Sequence[str],
+) -> _PageSettled | None:
+    """Count a page from the rows its run wrote and the load's evidence; None when it does
+    not balance (then it is checked key by key)."""
+    settled = _PageSettled(fetched=len(page.entries))
+    skipped = evidence.skipped if evidence is not None else {}
+    written: set[tuple[Any, ...]] = set()
+    nowhere: list[tuple[Any, ...]] = []
+    for position, raw_key, version in page.entries:
+        if raw_key is None or version is None:
+            if f"ingest-p{page.number}-i{position}" in index.ingest_origins:
+                settled.quarantined += 1
+                continue
+            return None  # redriven or lost: the key-by-key check tells which
+        key = tuple(raw_key)
+        digest = record_digest(key, version)
+        by_row = [rows[sink].get(key) == version for sink in sinks]
+        by_evidence = [digest in skipped.get(sink, ()) for sink in sinks]
+        accounted = [row or noted for row, noted in zip(by_row, by_evidence, strict=True)]
+        if all(accounted):
+            if any(by_row) and key not in written:
+                written.add(key)
+                settled.stored += 1
+            else:  # a repeat on the page, or a version at least as new was stored
+                settled.superseded += 1
+        elif not any(accounted):
+            nowhere.append(key)
+        else:
+            return None  # one sink has it, another not
+    if len(nowhere) == page.unchanged:
+        settled.stored += len(nowhere)  # not published: every sink stored this content
+    elif page.unchanged == 0 and all(key in index.load_keys for key in nowhere):
+        settled.quarantined += len(nowhere)
+    else:
+        return None
+    return settled
+
+
+class _RunRows:
+    """One sink's read-back of a run's rows of one entity, taken page by page in order."""
+
+    def __init__(self, rows: Iterator[RunRow]) -> None:
+        self._rows = _Ahead(rows)
+
+    def page(self, number: int) -> dict[tuple[Any, ...], str]:
+        """The rows of page `number` (`key -> updated_at`); rows of earlier pages the ledger
+        does not list are passed over."""
+        found: dict[tuple[Any, ...], str] = {}
+        while (row := self._rows.take(lambda row: row[0] < number)) is not None:
+            if row[0] > number:
+                break
+            found[row[1]] = row[2]
+            self._rows.next()
+        return found
+
+
+class _Ahead(Generic[T]):
+    """An iterator that can look one element ahead."""
+
+    def __init__(self, items: Iterator[T]) -> None:
+        self._items = items
+        self._head: T | None = next(items, None)
+
+    def take(self, skip: Any) -> T | None:
+        """The next element for which `skip(element)` is false (passing over the others)."""
+        while self._head is not None and skip(self._head):
+            self._head = next(self._items, None)
+        return self._head
+
+    def next(self) -> None:
+        self._head = next(self._items, None)
+
+
+def _restore(saved: Any, result: Reconciliation) -> str | None:
+    """The balances an interrupted reconciliation saved; returns its last page id."""
+    if not isinstance(saved, str) or not saved:
+        return None
+    position = orjson.loads(saved)
+    for name, counts in position.get("entities", {}).items():
+        balance = result.entities.setdefault(name, EntityBalance())
+        for field_name in ("fetched", "stored", "quarantined", "missing", "superseded"):
+            setattr(balance, field_name, int(counts.get(field_name, 0)))
+        balance.missing_records = list(counts.get("missing_records", []))
+    page_id = position.get("page_id")
+    return str(page_id) if page_id else None
 
 
 def is_transient(error: BaseException) -> bool:

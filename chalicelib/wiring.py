@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 
 from chalicelib.aws import clients as aws
 from chalicelib.deadletter.quarantine import Quarantine
+from chalicelib.evidence import LoadEvidence
 from chalicelib.ingest.changes import ChangeDetector
+from chalicelib.ingest.context import IngestDependencies
 from chalicelib.ingest.fanout import WorkQueue
-from chalicelib.ingest.run import IngestDependencies
 from chalicelib.ingest.source import build_session
 from chalicelib.load import LoadDependencies
 from chalicelib.manifest import RunManifests
@@ -47,6 +48,7 @@ def reconciler(settings: Settings) -> Reconciler:
         sinks=build_sinks(settings),
         manifests=manifests(settings),
         max_quarantine_ratio=settings.max_quarantine_ratio,
+        evidence=load_evidence(settings),
     )
 
 
@@ -160,7 +162,12 @@ def load_dependencies() -> LoadDependencies:
         sinks=build_sinks(settings),
         quarantine=quarantine(settings),
         manifests=manifests(settings),
+        evidence=load_evidence(settings),
     )
+
+
+def load_evidence(settings: Settings) -> LoadEvidence:
+    return LoadEvidence(aws.client("dynamodb"), settings.table_name("run-pages"))
 
 
 def reset() -> None:

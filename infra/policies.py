@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chalicelib.evidence import EVIDENCE_SUFFIX, RUN_ROWS_INDEX
 from infra.provision import TABLE_KEYS
 from infra.spec import StackSpec
 from infra.stages import FUNCTIONS, PROJECT_ROOT, Stage
@@ -220,6 +221,11 @@ def function_policy(stage: Stage, function: str) -> dict[str, Any]:
             ),
             _statement("ReadRunPageLedger", ["dynamodb:Query"], [arns.table("run-pages")]),
             _statement(
+                "ReadBackRunRows",  # the rows each run wrote, from the entity tables' index
+                ["dynamodb:Query"],
+                [f"{arns.table(suffix)}/index/{RUN_ROWS_INDEX}" for suffix in ENTITY_TABLES],
+            ),
+            _statement(
                 "LookUpStoredVersions",  # the records each page published, in the sinks
                 ["dynamodb:BatchGetItem"],
                 [arns.table(suffix) for suffix in ENTITY_TABLES],
@@ -230,6 +236,11 @@ def function_policy(stage: Stage, function: str) -> dict[str, Any]:
                 "ReadPostgresCredentials", ["secretsmanager:GetSecretValue"], [arns.postgres_secret]
             ),
             _statement("SignalDatasetUpdated", ["events:PutEvents"], [arns.event_bus]),
+            _statement(
+                "ContinueReconciliation",  # a long sweep re-invokes itself before its timeout
+                ["lambda:InvokeFunction"],
+                [arns.function("reconcile")],
+            ),
             _metrics(namespace),
         ]
     elif function == "load":
@@ -251,6 +262,14 @@ def function_policy(stage: Stage, function: str) -> dict[str, Any]:
                 [arns.table(suffix) for suffix in ENTITY_TABLES],
             ),
             _statement("RunManifests", ["dynamodb:UpdateItem"], [arns.table("runs")]),
+            _statement(
+                "LoadEvidence",  # only the load's own evidence items, never the ledger's pages
+                ["dynamodb:UpdateItem"],
+                [arns.table("run-pages")],
+                Condition={
+                    "ForAllValues:StringLike": {"dynamodb:LeadingKeys": [f"*{EVIDENCE_SUFFIX}"]}
+                },
+            ),
             _statement("QuarantineRecords", ["s3:PutObject"], [arns.quarantine_objects]),
             _statement(
                 "SendFailedBatches",  # the mapping's on-failure destination, sent with this role

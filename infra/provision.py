@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from chalicelib.evidence import RUN_ROWS_INDEX
 from chalicelib.settings import Settings
 from infra.network import vpc_endpoint_resources
 from infra.resources import (
@@ -24,6 +25,7 @@ from infra.resources import (
     Queue,
     Resource,
     Secret,
+    TableIndex,
     Topic,
 )
 from infra.spec import StackSpec
@@ -37,6 +39,19 @@ TABLE_KEYS: dict[str, list[tuple[str, str, str]]] = {
     "runs": [("run_id", "S", "HASH")],
     # the ingest's per-page ledger of published keys (reconciliation, resumable ingestion)
     "run-pages": [("run_id", "S", "HASH"), ("page_id", "S", "RANGE")],
+}
+
+# the rows each run wrote, page by page: the reconciliation reads them back in bulk
+# (chalicelib/evidence.py, `DynamoDBSink.run_rows`)
+TABLE_INDEXES: dict[str, list[TableIndex]] = {
+    suffix: [
+        TableIndex(
+            RUN_ROWS_INDEX,
+            (("run_id", "S", "HASH"), ("run_page", "N", "RANGE")),
+            projected=("updated_at",),
+        )
+    ]
+    for suffix in ("users", "tracks", "listen_history")
 }
 
 STREAM = "EventStream"
@@ -87,7 +102,11 @@ def core_resources(spec: StackSpec) -> list[Resource]:
     ]
     resources += [
         DynamoTable(
-            table_logical_id(suffix), settings.table_name(suffix), tuple(keys), retain=retain
+            table_logical_id(suffix),
+            settings.table_name(suffix),
+            tuple(keys),
+            retain=retain,
+            indexes=tuple(TABLE_INDEXES.get(suffix, ())),
         )
         for suffix, keys in TABLE_KEYS.items()
     ]

@@ -267,6 +267,25 @@ class KinesisStream:
 
 
 @dataclass(frozen=True)
+class TableIndex:
+    """A global secondary index: its keys and the attributes it projects besides them."""
+
+    name: str
+    keys: tuple[tuple[str, str, str], ...]
+    """(attribute, type, key role) as in `DynamoTable.keys`."""
+    projected: tuple[str, ...] = ()
+
+    def definition(self) -> dict[str, Any]:
+        return {
+            "IndexName": self.name,
+            "KeySchema": [{"AttributeName": attr, "KeyType": role} for attr, _, role in self.keys],
+            "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": list(self.projected)}
+            if self.projected
+            else {"ProjectionType": "KEYS_ONLY"},
+        }
+
+
+@dataclass(frozen=True)
 class DynamoTable:
     logical_id: str
     name: str
@@ -275,6 +294,8 @@ class DynamoTable:
     point_in_time_recovery: bool = True
     retain: bool = False
     """Keep the table when the stack or the stage is removed (production stages)."""
+    indexes: tuple[TableIndex, ...] = ()
+    """Global secondary indexes; one missing on an existing table is added in place."""
 
     @property
     def label(self) -> str:
@@ -294,7 +315,41 @@ class DynamoTable:
 
     @property
     def _attribute_definitions(self) -> list[dict[str, str]]:
-        return [{"AttributeName": attr, "AttributeType": kind} for attr, kind, _ in self.keys]
+        every = [*self.keys, *(key for index in self.indexes for key in index.keys)]
+        kinds = {attr: kind for attr, kind, _ in every}
+        return [{"AttributeName": attr, "AttributeType": kind} for attr, kind in kinds.items()]
+
+    @property
+    def _index_definitions(self) -> dict[str, Any]:
+        if not self.indexes:
+            return {}
+        return {"GlobalSecondaryIndexes": [index.definition() for index in self.indexes]}
+
+    def _add_missing_indexes(self, client: Any, table: Mapping[str, Any]) -> list[str]:
+        """Create the declared indexes the table lacks (one UpdateTable each: DynamoDB adds
+        one index at a time, backfilling it from the table's rows)."""
+        existing = {index["IndexName"] for index in table.get("GlobalSecondaryIndexes", [])}
+        added = []
+        for index in self.indexes:
+            if index.name in existing:
+                continue
+            client.update_table(
+                TableName=self.name,
+                AttributeDefinitions=self._attribute_definitions,
+                GlobalSecondaryIndexUpdates=[{"Create": index.definition()}],
+            )
+            added.append(f"index {index.name} added")
+
+            def built(name: str = index.name) -> bool:
+                described = self._description(client) or {}
+                states = {
+                    found["IndexName"]: found.get("IndexStatus", "ACTIVE")
+                    for found in described.get("GlobalSecondaryIndexes", [])
+                }
+                return described.get("TableStatus") == "ACTIVE" and states.get(name) == "ACTIVE"
+
+            wait_until(built, f"{self.label} index {index.name} becoming ACTIVE")
+        return added
 
     def apply(self, ctx: ApplyContext) -> Change:
         client = ctx.client("dynamodb")
@@ -306,6 +361,7 @@ class DynamoTable:
                 AttributeDefinitions=self._attribute_definitions,
                 KeySchema=self._key_schema,
                 BillingMode="PAY_PER_REQUEST",
+                **self._index_definitions,
             )
             change.action = "created"
         else:
@@ -318,6 +374,7 @@ class DynamoTable:
             if billing != "PAY_PER_REQUEST":
                 client.update_table(TableName=self.name, BillingMode="PAY_PER_REQUEST")
                 change.details.append(f"billing {billing} -> PAY_PER_REQUEST")
+            change.details += self._add_missing_indexes(client, table)
 
         def active() -> bool:
             return (self._description(client) or {}).get("TableStatus") == "ACTIVE"
@@ -372,6 +429,7 @@ class DynamoTable:
             "AttributeDefinitions": self._attribute_definitions,
             "KeySchema": self._key_schema,
             "BillingMode": "PAY_PER_REQUEST",
+            **self._index_definitions,
         }
         if self.point_in_time_recovery:
             properties["PointInTimeRecoverySpecification"] = {"PointInTimeRecoveryEnabled": True}

@@ -129,7 +129,14 @@ class CallRecorder:
                     arn(f"table/{next(iter(item.values()))['TableName']}")
                     for item in params["TransactItems"]
                 ], {}
-            return [arn(f"table/{params.get('TableName', '*')}")], {}
+            table = f"table/{params.get('TableName', '*')}"
+            if params.get("IndexName"):  # a Query of an index is authorized on the index
+                return [arn(f"{table}/index/{params['IndexName']}")], {}
+            context: dict[str, str] = {}
+            hash_key = next(iter(params.get("Key", {}).values()), None)
+            if isinstance(hash_key, dict) and "S" in hash_key:  # dynamodb:LeadingKeys
+                context["dynamodb:LeadingKeys"] = hash_key["S"]
+            return [arn(table)], context
         if service == "s3":
             bucket = params.get("Bucket", "")
             key = params.get("Key")
@@ -170,7 +177,9 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def _conditions_hold(condition: dict[str, Any], context: dict[str, str]) -> bool:
-    for operator, tests in condition.items():
+    for qualified, tests in condition.items():
+        # ForAllValues: every value of a multi-valued key must match (one value per call here)
+        operator = qualified.removeprefix("ForAllValues:")
         for key, expected in tests.items():
             actual = context.get(key)
             if actual is None:

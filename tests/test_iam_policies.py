@@ -56,6 +56,8 @@ NOT_EXERCISED_LOCALLY = {
     ("reconcile", "s3:GetObject"): "reads only records quarantined by the load function",
     ("reconcile", "secretsmanager:GetSecretValue"): "read once per process; the load read it",
     ("ingest", "lambda:InvokeFunction"): "only when a run continues past the Lambda timeout",
+    ("reconcile", "lambda:InvokeFunction"): "only when a reconciliation continues past it",
+    ("reconcile", "dynamodb:BatchGetItem"): "only for a page that does not balance",
     ("ingest", "dynamodb:Query"): "only when a delivery resumes a run (test_resume.py)",
     ("ingest_worker", "logs:CreateLogGroup"): "Lambda writes the logs, not the code",
     ("ingest_worker", "logs:CreateLogStream"): "Lambda writes the logs, not the code",
@@ -74,9 +76,10 @@ def local_policy(function: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def recorded_calls(tmp_path_factory: pytest.TempPathFactory) -> list[Call]:
-    """Every AWS call of one ingestion (with poisoned items) and of draining the stream."""
+    """Every AWS call of one ingestion (with poisoned items, and repeated ones that the sinks
+    skip, so the load writes its evidence) and of draining the stream."""
     state_dir = tmp_path_factory.mktemp("iam")
-    faults = FaultInjector({"poison": 0.1}, seed=2)
+    faults = FaultInjector({"poison": 0.1, "duplicate-item": 0.1}, seed=2)
     recorder = CallRecorder()
     with (
         FakeApiServer(records=120, seed=5, faults=faults) as api,
@@ -158,7 +161,7 @@ def recorded_calls(tmp_path_factory: pytest.TempPathFactory) -> list[Call]:
 
 
 def cloud_kinesis() -> Any:
-    from chalicelib.aws import clients as aws
+    from chalicelib.aws.clients import clients as aws
 
     return aws.client("kinesis")
 
@@ -172,7 +175,7 @@ def test_the_recording_saw_both_functions_work(recorded_calls: list[Call]) -> No
         ("load", "dynamodb:BatchWriteItem"),
         ("load", "s3:PutObject"),
         ("reconcile", "dynamodb:Scan"),
-        ("reconcile", "dynamodb:BatchGetItem"),
+        ("reconcile", "dynamodb:Query"),
         ("reconcile", "events:PutEvents"),
         ("ingest", "sqs:SendMessage"),
         ("ingest", "dynamodb:BatchGetItem"),
@@ -235,6 +238,15 @@ def test_the_load_may_not_write_the_ledger_the_reconciliation_trusts() -> None:
         for action in ("dynamodb:BatchWriteItem", "dynamodb:PutItem", "dynamodb:DeleteItem"):
             assert not allows(load, Call("load", action, (ledger,))), (stage_name, action)
         assert allows(load, Call("load", "dynamodb:BatchWriteItem", (entity,)))
+        # its evidence items only (`<run_id>/load`), never a page of the ledger
+        for run_key, allowed in (
+            ("20260101T000000Z-abcd1234/load", True),
+            ("20260101T000000Z-abcd1234", False),
+        ):
+            update = Call(
+                "load", "dynamodb:UpdateItem", (ledger,), (("dynamodb:LeadingKeys", run_key),)
+            )
+            assert allows(load, update) is allowed, (stage_name, run_key)
         reconcile = policies.function_policy(stage, "reconcile")
         assert not allows(reconcile, Call("reconcile", "dynamodb:BatchWriteItem", (ledger,)))
 

@@ -28,7 +28,7 @@ canonical instant of `created_at` (`canonical_instant`); the text as served is k
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, ClassVar, Final
@@ -38,6 +38,7 @@ from pynamodb.models import Model
 
 from chalicelib.aws import clients as aws
 from chalicelib.aws.dynamo_batch import get_all, write_all
+from chalicelib.evidence import RUN_ROWS_INDEX, page_number
 from chalicelib.ingest.changes import FINGERPRINT_ATTRIBUTE, content_fingerprint, fingerprint_salt
 from chalicelib.model.contract import (
     Envelope,
@@ -60,6 +61,9 @@ class _Stored(Model):
     fetched_at = UnicodeAttribute()
     fingerprint = BinaryAttribute(attr_name=FINGERPRINT_ATTRIBUTE, null=True, legacy_encoding=False)
     """Fingerprint of the stored content, when change detection is on (chalicelib/changes.py)."""
+    run_page = NumberAttribute(null=True)
+    """The page of `run_id` the row came from: the key of the `by_run` index the
+    reconciliation reads a run's rows back from (chalicelib/evidence.py)."""
 
     fields: ClassVar[tuple[str, ...]]
 
@@ -176,6 +180,9 @@ def row_values(entity: str, envelope: Envelope) -> dict[str, Any]:
         run_id=envelope.run_id,
         fetched_at=envelope.fetched_at,
     )
+    page = page_number(envelope.page)
+    if page is not None:
+        values["run_page"] = page
     if entity == "listen_history":
         values["created_at"] = canonical_instant(envelope.item["created_at"])
         values["created_at_served"] = envelope.item["created_at"]
@@ -310,6 +317,27 @@ class DynamoDBSink:
                     None if fingerprint is None else bytes(fingerprint),
                 )
         return stored
+
+    def run_rows(
+        self, entity: str, run_id: str, after_page: int = 0
+    ) -> Iterator[tuple[int, tuple[Any, ...], str]]:
+        """(page, key, `updated_at`) of every row `run_id` wrote and still holds, in page order,
+        from the pages after `after_page`: Query pages of 1 MB on the `by_run` index.
+
+        The index is eventually consistent: a row written a moment ago may be missing, which
+        only sends its page to the key-by-key check."""
+        paginator = aws.client("dynamodb").get_paginator("query")
+        names = [*_KEY_ATTRIBUTES[entity], "updated_at", "run_page"]
+        for response in paginator.paginate(
+            TableName=ROW_MODELS[entity].Meta.table_name,
+            IndexName=RUN_ROWS_INDEX,
+            KeyConditionExpression="run_id = :run AND run_page > :after",
+            ExpressionAttributeValues={":run": {"S": run_id}, ":after": {"N": str(after_page)}},
+            ProjectionExpression=", ".join(f"#a{i}" for i in range(len(names))),
+            ExpressionAttributeNames={f"#a{i}": name for i, name in enumerate(names)},
+        ):
+            for row in response.get("Items", []):
+                yield int(row["run_page"]["N"]), key_from_wire(entity, row), row["updated_at"]["S"]
 
     def stored_fingerprints(self, entity: str, keys: Sequence[Hashable]) -> dict[Hashable, bytes]:
         """The content fingerprint of each of `keys` whose row has one (change detection)."""

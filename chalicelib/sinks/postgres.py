@@ -23,7 +23,7 @@ deleted. Rows are written in key order so concurrent writers lock in the same or
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -32,6 +32,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
+from chalicelib.evidence import page_number
 from chalicelib.model.contract import (
     Envelope,
     fetch_rank,
@@ -65,6 +66,7 @@ class Table:
             ("run_id", "text"),
             ("fetched_at", "text"),
             ("fetched_at_utc", "timestamp"),
+            ("run_page", "integer"),
         ]
 
 
@@ -149,6 +151,7 @@ def row_values(table: Table, envelope: Envelope) -> list[Any]:
         envelope.run_id,
         envelope.fetched_at,
         _fetched_at_utc(envelope.fetched_at),
+        page_number(envelope.page),
     ]
 
 
@@ -347,6 +350,13 @@ _ROWS = {
 }
 
 
+def _entity_key_of_stored(entity: str, key: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The `entity_key` of a stored key (listen history: the canonical `created_at` text)."""
+    if entity == "listen_history":
+        return (key[0], key[1].isoformat(timespec="microseconds"))
+    return key
+
+
 def _key_item(entity: str, key: Hashable) -> dict[str, Any]:
     """An item holding just the key fields of an `entity_key` tuple."""
     if not isinstance(key, tuple):
@@ -366,6 +376,31 @@ _VERSIONS = {
     "USING (user_id, created_at)",
 }
 """Stored versions of a list of keys, one array parameter per key column."""
+
+RUN_ROWS_CHUNK = 5000
+"""Rows of a run read back per statement (keyset pages: memory stays one chunk)."""
+
+_RUN_ROWS = {
+    entity: sql.SQL(
+        "SELECT t.run_page, {key}, t.updated_at, t.timestamps_as_served FROM {table} t "
+        "WHERE t.run_id = %(run)s AND t.run_page IS NOT NULL "
+        "AND (t.run_page, {key}) > (%(page)s, {after}) ORDER BY t.run_page, {key} LIMIT {limit}"
+    ).format(
+        key=sql.SQL(", ").join(sql.Identifier("t", name) for name in table.key),
+        table=sql.Identifier(table.name),
+        after=sql.SQL(", ").join(sql.Placeholder(f"k{i}") for i in range(len(table.key))),
+        limit=sql.Literal(RUN_ROWS_CHUNK),
+    )
+    for entity, table in TABLES.items()
+}
+"""The rows a run wrote, by `(run_page, key)` after a position: the `run_rows` index."""
+_KEY_FLOOR: dict[str, tuple[Any, ...]] = {
+    "users": (-(2**63),),
+    "tracks": (-(2**63),),
+    "listen_history": (-(2**63), datetime.min),
+}
+"""A key below every stored key: where a run's read-back starts within its first page."""
+
 
 _COUNTS = {
     "users": "SELECT count(*) FROM users WHERE NOT is_placeholder",
@@ -425,6 +460,29 @@ class PostgresSink:
             return versions
 
         return self.database.run(lookup) if by_stored else {}
+
+    def run_rows(
+        self, entity: str, run_id: str, after_page: int = 0
+    ) -> Iterator[tuple[int, tuple[Any, ...], str]]:
+        """(page, `entity_key`, `updated_at` as served) of every row `run_id` wrote and still
+        holds, in page order, from the pages after `after_page`: one indexed statement per
+        `RUN_ROWS_CHUNK` rows."""
+        position: tuple[Any, ...] = (after_page, *_KEY_FLOOR[entity])
+        while True:
+            params: dict[str, Any] = {"run": run_id, "page": position[0]}
+            params.update({f"k{i}": part for i, part in enumerate(position[1:])})
+
+            def chunk(connection: psycopg.Connection, params: dict[str, Any] = params) -> list[Any]:
+                return connection.execute(_RUN_ROWS[entity], params).fetchall()
+
+            rows = self.database.run(chunk)
+            for page, *key, updated_at, as_served in rows:
+                text = (as_served or {}).get("updated_at") or updated_at.isoformat()
+                yield page, _entity_key_of_stored(entity, tuple(key)), text
+            if len(rows) < RUN_ROWS_CHUNK:
+                return
+            last = rows[-1]
+            position = (last[0], *last[1 : 1 + len(TABLES[entity].key)])
 
     def count(self, entity: str) -> int:
         """Rows stored (placeholders are not stored rows: nothing was served for them yet)."""
