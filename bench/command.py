@@ -28,7 +28,7 @@ from typing import Any, Final
 import orjson
 
 from chalicelib.settings import Settings
-from localcloud.stack import PROJECT_ROOT
+from localcloud.stack import PROJECT_ROOT, stage_environment
 
 SUMMARY_TIMINGS: Final = ("pipeline_s", "total_s", "verdict_s", "reconcile_s")
 """`timings.*` of the summary: `verdict_s` is schedule fired -> the reconcile function's verdict
@@ -58,14 +58,17 @@ class Knobs:
 
     @classmethod
     def defaults(cls) -> Knobs:
-        """The deployed defaults (`chalicelib/settings.py`; shards: `stream_shards`)."""
+        """What the user's command deploys when nothing is set: the local stage's variables
+        in `.chalice/config.json`, else `chalicelib/settings.py`'s defaults."""
+        stage = stage_environment("local")
         fields = Settings.model_fields
+
+        def deployed(name: str, variable: str) -> int:
+            return int(stage.get(variable, fields[name].default))
+
         return cls(
-            batch_size=fields["batch_size"].default,
-            batching_window_s=fields["batching_window_s"].default,
-            shards=fields["stream_shards"].default,
-            write_concurrency=fields["write_concurrency"].default,
-            fetch_concurrency=fields["fetch_concurrency"].default,
+            **{name: deployed(name, variable) for name, variable in KNOB_VARIABLES.items()},
+            shards=deployed("stream_shards", "PIPELINE_STREAM_SHARDS"),
         )
 
     def environment(self) -> dict[str, str]:
@@ -105,6 +108,12 @@ def command_environment(knobs: Knobs) -> dict[str, str]:
     return {**env, **knobs.environment()}
 
 
+def command_timeout_s(records: int) -> float:
+    """Generous: 15 minutes of start-up and reconciliation, plus 30 ms per record per resource
+    (the command runs at more than 100 records/s whenever it works)."""
+    return 900.0 + 0.03 * records
+
+
 def run_command(
     records: int,
     knobs: Knobs,
@@ -116,19 +125,27 @@ def run_command(
     state_dir.mkdir(parents=True, exist_ok=True)
     argv = command_argv(records, knobs, state_dir, seed)
     started = time.perf_counter()
+    # our own interpreter with our own arguments, no shell (bandit B603)
+    process = subprocess.Popen(  # nosec B603
+        argv,
+        cwd=PROJECT_ROOT,
+        env=command_environment(knobs),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    code: int | None
     try:
-        # our own interpreter with our own arguments, no shell (bandit B603)
-        completed = subprocess.run(  # nosec B603
-            argv,
-            cwd=PROJECT_ROOT,
-            env=command_environment(knobs),
-            capture_output=True,
-            timeout=timeout_s,
-            check=False,
-        )
-        stdout, stderr, code = completed.stdout, completed.stderr, completed.returncode
-    except subprocess.TimeoutExpired as expired:
-        stdout, stderr, code = b"", expired.stderr or b"", None
+        stdout, stderr = process.communicate(timeout=timeout_s or command_timeout_s(records))
+        code = process.returncode
+    except subprocess.TimeoutExpired:
+        # SIGTERM: the command stops every process it started (moto, PostgreSQL, workers)
+        process.terminate()
+        try:
+            stdout, stderr = process.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            stdout, stderr = process.communicate()
+        stdout, code = b"", None
     wall_s = time.perf_counter() - started
     (state_dir / "command.stderr.log").write_bytes(stderr or b"")
     (state_dir / "command.stdout.json").write_bytes(stdout or b"")
@@ -143,8 +160,9 @@ def run_command(
     result["knobs"] = knobs.as_dict()
     result["state_dir"] = str(state_dir)
     if summary is None:
+        what = f"exit {code}" if code is not None else "stopped after its time limit"
         result["errors"].append(
-            f"no JSON summary on stdout (exit {code}; stderr in {state_dir}/command.stderr.log)"
+            f"no JSON summary on stdout ({what}; stderr in {state_dir}/command.stderr.log)"
         )
     return result
 

@@ -17,7 +17,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bench import scale
-from bench.cli import best_command, check_targets, data_writes, main, verdict_targets
+from bench.cli import (
+    best_command,
+    check_targets,
+    data_writes,
+    main,
+    verdict_entries,
+    verdict_targets,
+)
 from bench.command import Knobs, calls_total, command_environment, summarize
 from bench.markdown import render
 from bench.sweep import NOISE, best_values
@@ -310,19 +317,10 @@ def test_verdict_targets_at_the_issues_sizes_only_when_measured_there() -> None:
     names = [t["name"] for t in verdict_targets(entry(20_000))]
     assert all("at 20,000" in name for name in names)
     sizes = {"sizes": [entry(1000), entry(20_000), entry(100_000)]}
-    checked = [t["name"] for t in check_targets_verdict_only(sizes)]
-    assert not any("at 1,000:" in name for name in checked)
-    assert sum("at 100,000" in name for name in checked) == 3
-    checked = [t["name"] for t in check_targets_verdict_only({"sizes": [entry(3000)]})]
-    assert sum("at 3,000" in name for name in checked) == 3  # a smoke run checks its own sizes
-
-
-def check_targets_verdict_only(results: dict[str, Any]) -> list[dict[str, Any]]:
-    from bench.cli import VERDICT_SIZES
-
-    full = [e for e in results["sizes"] if e["mode"] == "full"]
-    at_sizes = [e for e in full if e["records_per_resource"] in VERDICT_SIZES]
-    return [t for e in (at_sizes or full) for t in verdict_targets(e)]
+    assert [e["records_per_resource"] for e in verdict_entries(sizes)] == [20_000, 100_000]
+    ingest_only = {**entry(1_000_000), "mode": "ingest-only"}
+    smoke = {"sizes": [entry(1000), entry(3000), ingest_only]}
+    assert [e["records_per_resource"] for e in verdict_entries(smoke)] == [1000, 3000]
 
 
 def _run_of(status: str, verdict_s: float | None, pipeline_s: float) -> dict[str, Any]:
@@ -369,3 +367,15 @@ def test_the_sweep_picks_the_fastest_succeeded_value_beyond_the_noise() -> None:
     assert result["best"]["shards"]["beats_default"] is False
     runs.append(_sweep_run("batching_window_s", 0, None))  # no verdict_s: pipeline_s for all
     assert best_values(runs, defaults)["metric"] == "pipeline_s"
+
+
+def test_a_command_past_its_time_limit_is_stopped_and_failed(tmp_path: Path) -> None:
+    """The command is stopped with SIGTERM (it stops what it started) and the run is failed
+    with the reason, never a hang or a crash of the benchmark."""
+    from bench.command import run_command
+
+    measured = run_command(10, Knobs(), tmp_path / "command", timeout_s=1.0)
+    assert measured["status"] == "failed"
+    assert measured["exit_code"] is None
+    assert any("time limit" in error for error in measured["errors"])
+    assert measured["command"].startswith("python -m localcloud run --records 10 ")
