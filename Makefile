@@ -51,7 +51,7 @@ test: $(STAMP) ## run the whole test suite against the embedded local cloud (ins
 	$(BIN)/python -m pytest $(ARGS)
 
 .PHONY: bench
-bench: $(STAMP) ## pipeline vs floor at 10k/100k/1M per resource, targets checked (ARGS="--quick")
+bench: $(STAMP) ## time to verdict of localcloud run vs the floor (20k/100k), memory to 1M, defaults sweep; targets checked, one results file (ARGS="--quick")
 	$(BIN)/python -m bench $(ARGS)
 
 browser: ## headless Chromium for the report test: apt-get as root on Debian, else says what to install

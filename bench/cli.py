@@ -1,16 +1,24 @@
-"""`python -m bench` (`make bench`): throughput, memory and AWS calls of the pipeline vs the floor.
+"""`python -m bench` (`make bench`): time to verdict, throughput, memory and AWS calls vs the floor.
 
 For each size (records per resource) it measures, each on a fresh local cloud:
 
-* the pipeline, each function in its own process (`bench/sides.py`), load concurrent with
-  ingest as on AWS, then a second run over the unchanged source (change detection);
+* the user's command, `python -m localcloud run --records N --json`, as a subprocess
+  (`bench/command.py`): its JSON summary gives the time to verdict (`timings.verdict_s`), the
+  reconcile function's own time (`timings.reconcile_s`) and AWS calls per function
+  (`aws_calls`); alternating `--repeat` times with
 * the floor (`bench/floor.py`): the same records through the same services, essential calls
   only;
-* above `--full-max`, the ingest side alone (its memory is what must stay flat).
+* the harness (`bench/sides.py`), each function in its own process with a call counter and a
+  memory probe, then a second run over the unchanged source: what the command's summary does
+  not say (peak memory per function, calls per operation, records per PutRecords call, writes
+  of the unchanged re-run);
+* above `--full-max`, the harness's ingest side alone (its memory is what must stay flat).
 
-Then fan-out (the same source with 1, 2, 4 worker processes: time and stored result) and the
-DynamoDB write strategies. Results go to `bench/results/<timestamp>.json` and a table; the exit
-code is 1 when a target is missed (unless `--report-only`).
+Then fan-out (the same source with 1, 2, 4 worker processes: time and stored result), the
+DynamoDB write strategies and the defaults sweep (`bench/sweep.py`: batch size, batching
+window, shards, concurrency, one at a time through the user's command). Everything goes to
+one results file, `bench/results/<timestamp>.json`, and a table; the exit code is 1 when a
+target is missed (unless `--report-only`).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from bench.command import Knobs, run_command
 from bench.run import (
     Options,
     cloud_for,
@@ -35,15 +44,25 @@ from bench.run import (
     run_pipeline,
     stored_digest,
 )
+from bench.sweep import GRID, run_sweep
 from bench.writes import measure as measure_writes
 from bench.writes import measure_postgres
 from chalicelib.stream.publisher import MAX_BYTES_PER_CALL
 from localcloud.fakeapi import FakeApiServer, FaultInjector
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-THROUGHPUT_RATIO = 0.8
+VERDICT_RATIO = 0.8
+"""floor seconds / the command's verdict_s, at least."""
+RECONCILE_SHARE = 0.10
+"""the reconcile function's own seconds / verdict_s, at most."""
+RECONCILE_CALLS_PER_1000 = 15.0
+"""the reconcile function's AWS calls per 1,000 records, at most."""
+VERDICT_SIZES = (20_000, 100_000)
+"""Records per resource at which the verdict targets are checked (every full size measured
+when none of these is)."""
 MEMORY_GROWTH = 1.2
 RECORDS_PER_PUT = 475
+NOT_MEASURED = "not measured"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--sizes", default="10000,100000,1000000", help="records per resource, comma list"
+        "--sizes", default="20000,100000,1000000", help="records per resource, comma list"
     )
     parser.add_argument(
         "--full-max",
@@ -62,19 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest size run end to end with its floor; larger ones run the ingest side only",
     )
     parser.add_argument(
-        "--reference-size",
-        type=int,
-        default=100_000,
-        help="size at which throughput is compared with the floor (default 100000)",
-    )
-    parser.add_argument(
         "--repeat",
         type=int,
         default=2,
-        help="pipeline and floor runs at the reference size, best of each counts (2)",
+        help="runs of the user's command and of the floor at each full size, alternating; "
+        "the best of each counts (2)",
     )
-    parser.add_argument("--batch-size", type=int, default=500, help="Kinesis trigger batch size")
-    parser.add_argument("--shards", type=int, default=2, help="Kinesis shards")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="Kinesis trigger batch size (default: the deployed default, chalicelib/settings.py)",
+    )
+    parser.add_argument("--shards", type=int, help="Kinesis shards (default: the deployed default)")
     parser.add_argument(
         "--fanout-size", type=int, default=20_000, help="records per resource of the fan-out runs"
     )
@@ -90,9 +108,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--write-rows", type=int, default=2000, help="rows per write strategy")
     parser.add_argument(
+        "--sweep-size",
+        type=int,
+        default=10_000,
+        help="records per resource of the defaults sweep's runs (10000; 0 skips the sweep)",
+    )
+    parser.add_argument(
+        "--sweep-knobs",
+        default=",".join(GRID),
+        help=f"knobs the sweep varies, comma list of {', '.join(GRID)} (all)",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
-        help="small sizes for a smoke test (1000,3000; fan-out 2000 with 1 and 2 workers)",
+        help="small sizes for a smoke test (1000,3000; fan-out 2000 with 1 and 2 workers; "
+        "sweep at 1000)",
     )
     parser.add_argument("--profile", type=Path, help="write pyinstrument HTML profiles here")
     parser.add_argument("--out", type=Path, help="result file (default bench/results/<ts>.json)")
@@ -103,28 +133,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    # moto serves one request at a time (see localcloud/moto_server.py), for the benchmark's
-    # clouds only: the caller's environment is restored after (tests run other clouds next)
-    saved = os.environ.get("LOCALCLOUD_MOTO_THREADED")
-    os.environ.setdefault("LOCALCLOUD_MOTO_THREADED", "0")
-    try:
-        return _run(args, argv)
-    finally:
-        if saved is None:
-            os.environ.pop("LOCALCLOUD_MOTO_THREADED", None)
-        else:
-            os.environ["LOCALCLOUD_MOTO_THREADED"] = saved
+    # Every cloud of the benchmark runs moto as the user's command does (its default threaded
+    # server): the floor and the harness compare like with like with the command.
+    return _run(build_parser().parse_args(argv), argv)
 
 
 def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     if args.quick:
-        args.sizes, args.full_max, args.reference_size = "1000,3000", 3000, 3000
+        args.sizes, args.full_max = "1000,3000", 3000
         args.fanout_size, args.fanout_pages, args.workers = 2000, 5, "1,2"
-        args.write_rows = 200
+        args.write_rows, args.sweep_size = 200, 1000
     sizes = sorted(int(size) for size in args.sizes.split(",") if size.strip())
+    chosen = [knob.strip() for knob in args.sweep_knobs.split(",") if knob.strip()]
+    unknown = sorted(set(chosen) - set(GRID))
+    if unknown:
+        build_parser().error(f"--sweep-knobs: unknown {', '.join(unknown)}")
     console = Console(stderr=True)
-    options = Options(batch_size=args.batch_size, shards=args.shards, profile_dir=args.profile)
+    defaults = Knobs.defaults()
+    knobs = Knobs(batch_size=args.batch_size, shards=args.shards)
+    options = Options(
+        batch_size=args.batch_size or defaults.batch_size or 100,
+        shards=args.shards or defaults.shards or 2,
+        profile_dir=args.profile,
+        knobs=knobs,
+    )
     Path(".localcloud").mkdir(exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="bench-", dir=".localcloud"))
     results: dict[str, Any] = {
@@ -132,13 +164,15 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": _machine(),
         "options": {
-            "moto_threaded": os.environ["LOCALCLOUD_MOTO_THREADED"] != "0",
+            "moto_threaded": os.environ.get("LOCALCLOUD_MOTO_THREADED", "1") != "0",
             "sizes": sizes,
             "full_max": args.full_max,
-            "reference_size": args.reference_size,
+            "verdict_sizes": list(VERDICT_SIZES),
             "repeat": args.repeat,
-            "batch_size": args.batch_size,
-            "shards": args.shards,
+            "batch_size": options.batch_size,
+            "shards": options.shards,
+            "defaults": defaults.as_dict(),
+            "sweep_size": args.sweep_size,
             "fanout_size": args.fanout_size,
             "fanout_pages_per_worker": args.fanout_pages,
             "workers": args.workers,
@@ -147,8 +181,9 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     }
     for size in sizes:
         console.print(f"[bold]size {size:,} records per resource[/]")
-        repeat = args.repeat if size == args.reference_size else 1
-        results["sizes"].append(_measure_size(size, args.full_max, options, root, console, repeat))
+        results["sizes"].append(
+            _measure_size(size, args.full_max, options, root, console, args.repeat)
+        )
     console.print(f"[bold]fan-out[/] {args.fanout_size:,} records per resource")
     results["fanout"] = _measure_fanout(args, options, root)
     console.print("[bold]DynamoDB write strategies[/]")
@@ -158,9 +193,12 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
             console.print("[bold]PostgreSQL write strategies[/]")
             results["postgres_write_strategies"] = [
                 measure_postgres(cloud.settings, args.write_rows, batch)
-                for batch in (100, args.batch_size)
+                for batch in sorted({100, 500, options.batch_size})
             ]
-    results["targets"] = check_targets(results, args.reference_size)
+    if args.sweep_size > 0:
+        console.print(f"[bold]defaults sweep[/] {args.sweep_size:,} records per resource")
+        results["sweep"] = run_sweep(args.sweep_size, root, console, chosen, seed=options.seed)
+    results["targets"] = check_targets(results)
     results["ok"] = all(target["met"] for target in results["targets"])
     out = args.out or RESULTS_DIR / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -208,41 +246,74 @@ def _measure_size(
         console.print(f"  ingest side {entry['pipeline']['records_per_s']:,.0f} records/s")
         return entry
     entry["mode"] = "full"
-    # Pipeline and floor alternate `repeat` times and the best of each counts (as timeit
-    # does): the cores are shared, and the pipeline, which needs both at once, suffers
-    # more from a neighbour's burst than the sequential floor does.
-    attempts: list[dict[str, Any]] = []
+    # The harness: what the command's summary does not say (memory per function, calls by
+    # operation, PutRecords sizes), and the unchanged re-run on the same cloud.
+    with cloud_for(size, options, env, root / f"harness-{size}") as cloud:
+        harness = run_pipeline(cloud, options)
+        console.print(f"  harness {harness['records_per_s']:,.0f} records/s ({harness['status']})")
+        second = run_pipeline(cloud, options, positions=harness["positions"])
+        console.print(f"  unchanged re-run {second['seconds']:.1f} s ({second['status']})")
+    # The user's command and the floor alternate `repeat` times and the best of each counts
+    # (as timeit does): the cores are shared, and the pipeline, which needs both at once,
+    # suffers more from a neighbour's burst than the sequential floor does.
+    commands: list[dict[str, Any]] = []
     floors: list[dict[str, Any]] = []
-    second: dict[str, Any] = {}
     for attempt in range(repeat):
-        with cloud_for(size, options, env, root / f"pipeline-{size}-{attempt}") as cloud:
-            run = run_pipeline(cloud, options)
-            console.print(f"  pipeline {run['records_per_s']:,.0f} records/s ({run['status']})")
-            if attempt == 0:
-                second = run_pipeline(cloud, options, positions=run["positions"])
-                console.print(f"  unchanged re-run {second['seconds']:.1f} s ({second['status']})")
-        attempts.append(run)
+        state = root / f"command-{size}-{attempt}"
+        commands.append(run_command(size, options.knobs, state, seed=options.seed))
+        timings = commands[-1]["timings"]
+        console.print(
+            f"  command: pipeline {timings['pipeline_s']} s, verdict {timings['verdict_s']} s, "
+            f"whole command {commands[-1]['wall_s']:.1f} s ({commands[-1]['status']})"
+        )
         floors.append(run_floor_measurement(size, options, root / f"floor-{size}-{attempt}"))
-        console.print(f"  floor {floors[-1]['records_per_s']:,.0f} records/s")
-    first = max(attempts, key=lambda run: run["records_per_s"])
-    first["status"] = (
-        "succeeded" if all(run["status"] == "succeeded" for run in attempts) else "failed"
-    )
-    first["errors"] = [error for run in attempts for error in run["errors"]]
-    floor = max(floors, key=lambda run: run["records_per_s"])
+        console.print(f"  floor {floors[-1]['seconds']:.1f} s")
+    command = best_command(commands)
+    floor = min(floors, key=lambda run: run["seconds"])
     entry.update(
-        pipeline_attempts_records_per_s=[run["records_per_s"] for run in attempts],
-        floor_attempts_records_per_s=[run["records_per_s"] for run in floors],
-        pipeline=first,
+        pipeline=harness,
         second_run=second,
+        command=command,
+        command_attempts=[_attempt(run) for run in commands],
         floor=floor,
-        ratio=round(first["records_per_s"] / floor["records_per_s"], 3)
+        floor_attempts_s=[run["seconds"] for run in floors],
+        ratio=round(harness["records_per_s"] / floor["records_per_s"], 3)
         if floor["records_per_s"]
         else None,
-        calls_per_1000=_calls_per_1000(first),
+        verdict_ratio=_floor_ratio(floor, command["timings"]["verdict_s"]),
+        pipeline_ratio=_floor_ratio(floor, command["timings"]["pipeline_s"]),
+        calls_per_1000=_calls_per_1000(harness),
         floor_calls_per_1000=_per_service(floor["aws"]["calls"], floor["records"]),
     )
     return entry
+
+
+def _floor_ratio(floor: dict[str, Any], seconds: float | None) -> float | None:
+    """floor seconds / the command's seconds (1.0: as fast as the floor); None: not measured."""
+    return round(floor["seconds"] / seconds, 3) if seconds else None
+
+
+def best_command(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fastest succeeded run (by verdict_s, else pipeline_s); a failed one only if all
+    failed. Its status is "failed" when any run failed (a failure is never hidden by a best)."""
+
+    def key(run: dict[str, Any]) -> tuple[bool, float]:
+        timings = run["timings"]
+        seconds = timings.get("verdict_s") or timings.get("pipeline_s") or float("inf")
+        return (run["status"] != "succeeded", seconds)
+
+    fastest = min(runs, key=key)
+    best: dict[str, Any] = {**fastest}
+    if any(run["status"] != "succeeded" for run in runs):
+        best["status"] = "failed"
+        best["errors"] = [error for run in runs for error in run["errors"]] or [
+            "a run of the command failed"
+        ]
+    return best
+
+
+def _attempt(run: dict[str, Any]) -> dict[str, Any]:
+    return {name: run[name] for name in ("status", "records", "wall_s", "timings", "aws_calls")}
 
 
 def _per_service(calls: dict[str, int], records: int) -> dict[str, float]:
@@ -310,24 +381,13 @@ def _measure_fanout(args: argparse.Namespace, options: Options, root: Path) -> d
     }
 
 
-def check_targets(results: dict[str, Any], reference_size: int) -> list[dict[str, Any]]:
-    """Every target of the issue, with its measured value and whether it is met."""
+def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every target of the issue, with its measured value and whether it is met; a value the
+    command did not report is "not measured", and that target is missed."""
     targets: list[dict[str, Any]] = []
     full = [entry for entry in results["sizes"] if entry["mode"] == "full"]
-    reference = next(
-        (entry for entry in full if entry["records_per_resource"] == reference_size),
-        full[-1] if full else None,
-    )
-    if reference is not None:
-        targets.append(
-            {
-                "name": f"throughput at {reference['records_per_resource']:,} >= "
-                f"{THROUGHPUT_RATIO} x floor",
-                "value": reference["ratio"],
-                "threshold": THROUGHPUT_RATIO,
-                "met": (reference["ratio"] or 0) >= THROUGHPUT_RATIO,
-            }
-        )
+    for entry in verdict_entries(results):
+        targets += verdict_targets(entry)
     ordered = sorted(results["sizes"], key=lambda entry: entry["records_per_resource"])
     if len(ordered) >= 2:
         small, large = ordered[0], ordered[-1]
@@ -399,10 +459,13 @@ def check_targets(results: dict[str, Any], reference_size: int) -> list[dict[str
                 and second["status"] == "succeeded",
             }
         )
-    runs_ok = all(entry["pipeline"]["status"] == "succeeded" for entry in ordered)
+    runs_ok = all(entry["pipeline"]["status"] == "succeeded" for entry in ordered) and all(
+        entry["command"]["status"] == "succeeded" for entry in full if entry.get("command")
+    )
     targets.append(
         {
-            "name": "every pipeline run succeeded (fetched = stored + quarantined)",
+            "name": "every run succeeded, the user's command and the harness "
+            "(fetched = stored + quarantined)",
             "value": runs_ok,
             "threshold": True,
             "met": runs_ok,
@@ -434,6 +497,55 @@ def check_targets(results: dict[str, Any], reference_size: int) -> list[dict[str
     return targets
 
 
+def _target(name: str, value: Any, threshold: Any, met: bool | None) -> dict[str, Any]:
+    """met None: the value is not measured, so the target is missed."""
+    return {
+        "name": name,
+        "value": NOT_MEASURED if met is None else value,
+        "threshold": threshold,
+        "met": bool(met),
+    }
+
+
+def verdict_entries(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The sizes whose verdict is checked: those of `VERDICT_SIZES` that were run end to end,
+    else every size run end to end (a smoke run checks its own)."""
+    full = [entry for entry in results["sizes"] if entry["mode"] == "full"]
+    return [e for e in full if e["records_per_resource"] in VERDICT_SIZES] or full
+
+
+def verdict_targets(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """The user's command at one size: floor / verdict_s, the reconcile function's share of
+    verdict_s and its AWS calls per 1,000 records."""
+    size = f"{entry['records_per_resource']:,}"
+    command = entry.get("command") or {}
+    ratio = entry.get("verdict_ratio")
+    share = command.get("reconcile_share")
+    calls = command.get("reconcile_calls_per_1000")
+    succeeded = command.get("status") == "succeeded"
+    return [
+        _target(
+            f"time to verdict at {size}: floor s / verdict_s >= {VERDICT_RATIO}",
+            ratio,
+            VERDICT_RATIO,
+            None if ratio is None else succeeded and ratio >= VERDICT_RATIO,
+        ),
+        _target(
+            f"reconciliation at {size}: reconcile_s / verdict_s <= {RECONCILE_SHARE:.0%}",
+            share,
+            RECONCILE_SHARE,
+            None if share is None else succeeded and share <= RECONCILE_SHARE,
+        ),
+        _target(
+            f"reconciliation at {size}: AWS calls per 1,000 records <= "
+            f"{RECONCILE_CALLS_PER_1000:g}",
+            calls,
+            RECONCILE_CALLS_PER_1000,
+            None if calls is None else succeeded and calls <= RECONCILE_CALLS_PER_1000,
+        ),
+    ]
+
+
 DATA_WRITE_OPERATIONS = frozenset(
     {"PutItem", "BatchWriteItem", "UpdateItem", "DeleteItem", "TransactWriteItems"}
 )
@@ -455,8 +567,55 @@ def data_writes(run: dict[str, Any]) -> list[str]:
     return found
 
 
+def _seconds(value: float | None) -> str:
+    return f"{value:.1f}" if value is not None else NOT_MEASURED
+
+
+def _ratio(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else NOT_MEASURED
+
+
 def print_report(console: Console, results: dict[str, Any]) -> None:
-    table = Table(title="pipeline vs floor (records/s over every resource)")
+    command = Table(title="the user's command (python -m localcloud run --json) vs the floor")
+    for column in (
+        "records/resource",
+        "status",
+        "verdict_s",
+        "pipeline_s",
+        "whole command s",
+        "floor s",
+        "floor / verdict_s",
+        "floor / pipeline_s",
+        "reconcile_s share",
+        "reconcile calls / 1k rec",
+    ):
+        command.add_column(column, justify="right")
+    for entry in results["sizes"]:
+        run = entry.get("command")
+        if not run:
+            continue
+        timings = run["timings"]
+        share, calls = run["reconcile_share"], run["reconcile_calls_per_1000"]
+        command.add_row(
+            f"{entry['records_per_resource']:,}",
+            run["status"],
+            _seconds(timings["verdict_s"]),
+            _seconds(timings["pipeline_s"]),
+            f"{run['wall_s']:.1f}",
+            f"{entry['floor']['seconds']:.1f}",
+            _ratio(entry["verdict_ratio"]),
+            _ratio(entry["pipeline_ratio"]),
+            f"{share:.1%}" if share is not None else NOT_MEASURED,
+            f"{calls:.1f}" if calls is not None else NOT_MEASURED,
+        )
+    console.print(command)
+    missing = sorted(
+        {key for e in results["sizes"] for key in (e.get("command") or {}).get("missing", [])}
+    )
+    if missing:
+        console.print(f"[yellow]the command's summary lacks {', '.join(missing)}: not measured[/]")
+
+    table = Table(title="harness (bench/sides.py) vs floor (records/s over every resource)")
     for column in (
         "records/resource",
         "mode",
@@ -543,6 +702,28 @@ def print_report(console: Console, results: dict[str, Any]) -> None:
             f"COPY to staging + merge {pg['copy_staging_merge']['rows_per_s']:,.0f} rows/s, "
             f"unnest upsert {pg['unnest_upsert']['rows_per_s']:,.0f} rows/s -> {pg['chosen']}"
         )
+
+    sweep = results.get("sweep")
+    if sweep:
+        swept = Table(
+            title=f"defaults sweep: {sweep['records_per_resource']:,} records per resource, "
+            f"one knob at a time, {sweep['metric']} of the user's command"
+        )
+        for column in ("knob", "value", "status", "verdict_s", "pipeline_s", "best"):
+            swept.add_column(column, justify="right")
+        for run in sweep["runs"]:
+            best = sweep["best"].get(run["knob"], {})
+            swept.add_row(
+                run["knob"],
+                str(run["value"]),
+                run["status"],
+                _seconds(run["timings"]["verdict_s"]),
+                _seconds(run["timings"]["pipeline_s"]),
+                ("best" + (" (beats the default)" if best.get("beats_default") else ""))
+                if best.get("value") == run["value"]
+                else "",
+            )
+        console.print(swept)
 
     targets = Table(title="targets")
     for column in ("target", "measured", "met"):

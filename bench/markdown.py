@@ -1,4 +1,5 @@
-"""`python -m bench.markdown RESULT.json`: the Markdown tables of docs/performance.md."""
+"""`python -m bench.markdown RESULT.json`: the Markdown tables of docs/performance.md (of a
+`python -m bench` or a `python -m bench.sweep` results file)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,74 @@ from typing import Any
 
 import orjson
 
+NOT_MEASURED = "not measured"
+
+
+def _shown(value: float | None, spec: str = ".1f") -> str:
+    return format(value, spec) if value is not None else NOT_MEASURED
+
+
+def render_command(results: dict[str, Any]) -> list[str]:
+    """The user's command against the floor, per size (sizes it did not run are left out)."""
+    lines = [
+        "| records/resource | status | verdict_s | pipeline_s | whole command s | floor s | "
+        "floor / verdict_s | floor / pipeline_s | reconcile_s / verdict_s | reconcile calls "
+        "per 1k records |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for entry in results["sizes"]:
+        run = entry.get("command")
+        if not run:
+            continue
+        timings = run["timings"]
+        lines.append(
+            f"| {entry['records_per_resource']:,} | {run['status']} | "
+            f"{_shown(timings['verdict_s'])} | {_shown(timings['pipeline_s'])} | "
+            f"{run['wall_s']:.1f} | {entry['floor']['seconds']:.1f} | "
+            f"{_shown(entry['verdict_ratio'], '.2f')} | {_shown(entry['pipeline_ratio'], '.2f')} | "
+            f"{_shown(run['reconcile_share'], '.1%')} | "
+            f"{_shown(run['reconcile_calls_per_1000'])} |"
+        )
+    missing = sorted(
+        {
+            key
+            for entry in results["sizes"]
+            for key in (entry.get("command") or {}).get("missing", [])
+        }
+    )
+    if missing:
+        lines += ["", f"Not in the command's JSON summary (not measured): {', '.join(missing)}."]
+    commands = [entry["command"]["command"] for entry in results["sizes"] if entry.get("command")]
+    if commands:
+        lines += ["", f"Command (one per size): `{commands[0]}`."]
+    return lines
+
+
+def render_sweep(sweep: dict[str, Any]) -> list[str]:
+    lines = [
+        f"Defaults sweep, {sweep['records_per_resource']:,} records per resource, one knob at a "
+        f"time around the defaults, compared on `{sweep['metric']}`:",
+        "",
+        "| knob | value | status | verdict_s | pipeline_s | whole command s |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for run in sweep["runs"]:
+        best = sweep["best"].get(run["knob"], {})
+        mark = " **best**" if best.get("value") == run["value"] else ""
+        default = " (default)" if sweep["defaults"].get(run["knob"]) == run["value"] else ""
+        lines.append(
+            f"| {run['knob']} | {run['value']}{default}{mark} | {run['status']} | "
+            f"{_shown(run['timings']['verdict_s'])} | {_shown(run['timings']['pipeline_s'])} | "
+            f"{run['wall_s']:.1f} |"
+        )
+    return lines
+
 
 def render(results: dict[str, Any]) -> str:
-    lines = [
+    lines = [*render_command(results), ""]
+    lines += [
+        "Harness (`bench/sides.py`) against the same floor:",
+        "",
         "| records/resource | mode | pipeline rec/s | floor rec/s | ratio | ingest peak MiB "
         "(baseline) | load peak MiB | moto CPU s pipeline / floor | unchanged re-run |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -88,6 +154,8 @@ def render(results: dict[str, Any]) -> str:
             f"{pg['copy_staging_merge']['rows_per_s']:,.0f} rows/s, one upsert from unnest "
             f"{pg['unnest_upsert']['rows_per_s']:,.0f} rows/s.",
         ]
+    if results.get("sweep"):
+        lines += ["", *render_sweep(results["sweep"])]
     lines += ["", "| target | measured | met |", "| --- | --- | --- |"]
     for target in results["targets"]:
         value = target["value"]
@@ -98,7 +166,11 @@ def render(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
-    print(render(orjson.loads(Path(args[0]).read_bytes())))
+    results = orjson.loads(Path(args[0]).read_bytes())
+    if "sizes" not in results and "sweep" in results:  # a file of `python -m bench.sweep`
+        print("\n".join(render_sweep(results["sweep"])))
+        return 0
+    print(render(results))
     return 0
 
 

@@ -16,13 +16,14 @@ import subprocess  # nosec B404
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
 from bench import callcount
+from bench.command import Knobs
 from bench.floor import postgres_row_counts, run_floor
 from chalicelib import wiring
 from chalicelib.model.contract import ENTITIES
@@ -35,10 +36,12 @@ from localcloud.stack import PROJECT_ROOT, REGION, LocalCloud
 
 @dataclass
 class Options:
-    batch_size: int = 500
+    batch_size: int = 100
     shards: int = 2
     seed: int = 0
     profile_dir: Path | None = None
+    knobs: Knobs = field(default_factory=Knobs)
+    """What the user's command is run with (None: the deployed default)."""
 
 
 class _Side:

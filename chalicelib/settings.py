@@ -54,7 +54,11 @@ class Settings(BaseSettings):
     )
     stream_name: str = Field(default="moovitamix-dev-events", description="Kinesis stream")
     batch_size: int = Field(
-        default=100, ge=1, le=10_000, description="Kinesis records per load invocation"
+        default=500,
+        ge=1,
+        le=10_000,
+        description="Kinesis records per load invocation (500: the defaults sweep's best with "
+        "AWS's limits, docs/performance.md#defaults-batch-size-batching-window-shards-concurrency)",
     )
     batching_window_s: int = Field(
         default=5, ge=0, le=300, description="Seconds the trigger waits to fill a batch"

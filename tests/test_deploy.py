@@ -455,7 +455,7 @@ def load_mapping(deployment: Deployment) -> dict[str, Any]:
         ({"MaximumRecordAgeInSeconds": 604_800}, "MaximumRecordAgeInSeconds", "604800"),
         ({"DestinationConfig": {"OnFailure": {}}}, "DestinationConfig", "{'OnFailure': {}}"),
         ({"ParallelizationFactor": 2}, "ParallelizationFactor", "is 2, configured 1"),
-        ({"BatchSize": 7}, "BatchSize", "is 7, configured 100"),
+        ({"BatchSize": 7}, "BatchSize", "is 7, configured 500"),
         ({"MaximumBatchingWindowInSeconds": 0}, "MaximumBatchingWindowInSeconds", "is 0"),
     ],
 )
