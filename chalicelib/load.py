@@ -23,12 +23,12 @@ from chalicelib.deadletter.quarantine import UNATTRIBUTED_RUN, Quarantine, Quara
 from chalicelib.manifest import RunManifests
 from chalicelib.model.contract import (
     ENTITIES,
-    Envelope,
     describe_validation_error,
     legacy_partition_key,
     partition_key,
     validate_item,
 )
+from chalicelib.model.envelope import Envelope, decode_envelope
 from chalicelib.observability.logging import PageTally, logger
 from chalicelib.observability.metrics import (
     record_quarantined,
@@ -36,7 +36,6 @@ from chalicelib.observability.metrics import (
     record_sink_write,
 )
 from chalicelib.sinks import Sink, rejection
-from chalicelib.stream.publisher import decode_envelope
 
 
 class PoisonRecord(ValueError):

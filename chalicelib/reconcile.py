@@ -49,10 +49,10 @@ from pydantic import ValidationError
 from chalicelib.deadletter.quarantine import Quarantine, QuarantinedRecord
 from chalicelib.manifest import RunManifests
 from chalicelib.model.contract import entity_key, parse_timestamp, validate_item
+from chalicelib.model.envelope import decode_envelope
 from chalicelib.observability.logging import logger
 from chalicelib.observability.metrics import record_run_balance
 from chalicelib.progress import PageLedger, RunProgress
-from chalicelib.stream.publisher import decode_envelope
 
 LOOKUP_CHUNK: Final = 100
 """Keys looked up in the sinks at once (one BatchGetItem)."""

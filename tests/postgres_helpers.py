@@ -7,7 +7,8 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from chalicelib.model.contract import Envelope, validate_item
+from chalicelib.model.contract import validate_item
+from chalicelib.model.envelope import Envelope
 from chalicelib.settings import Settings
 from chalicelib.sinks.postgres import PostgresSink
 from chalicelib.sinks.postgres_connection import (

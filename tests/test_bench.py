@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 from bench import scale
 from bench.cli import check_targets, data_writes, main
 from bench.markdown import render
-from chalicelib.ingest.changes import content_fingerprint, fingerprint_salt
-from chalicelib.model.contract import ENTITIES, Envelope, validate_item
+from chalicelib.model.contract import ENTITIES, validate_item
+from chalicelib.model.envelope import Envelope
+from chalicelib.model.fingerprint import content_fingerprint, fingerprint_salt
 from chalicelib.sinks.dynamodb import to_row
 from chalicelib.sinks.postgres import TABLES, column_values
 from localcloud.fakeapi import generate_item

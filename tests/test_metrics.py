@@ -14,7 +14,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
 from chalicelib.ingest.source import build_session
-from chalicelib.model.contract import Envelope
+from chalicelib.model.envelope import Envelope
 from chalicelib.observability import emf as metrics_module
 from chalicelib.observability.catalogue import CATALOGUE, NAMESPACE
 from chalicelib.observability.emf import MAX_VALUES_PER_BLOB

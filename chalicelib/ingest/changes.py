@@ -34,29 +34,16 @@ them.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any
 
 import orjson
 
-from chalicelib.model.contract import SCHEMA_VERSION, entity_key
-
-FINGERPRINT_ATTRIBUTE: Final = "fp"
+from chalicelib.model.contract import entity_key
+from chalicelib.model.fingerprint import content_fingerprint, fingerprint_salt
 
 FingerprintLookup = Callable[[str, Sequence[Hashable]], Mapping[Hashable, bytes]]
 """(entity, entity keys) -> the stored fingerprint of each key that has one."""
-
-
-def fingerprint_salt(sinks: Sequence[str]) -> bytes:
-    """What besides the item a fingerprint depends on: the envelope schema and the sinks."""
-    return f"v{SCHEMA_VERSION}|{','.join(sorted(sinks))}|".encode()
-
-
-def content_fingerprint(salt: bytes, entity: str, item: Mapping[str, Any]) -> bytes:
-    """16 bytes that change whenever the item, the schema or the set of sinks changes."""
-    content = orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
-    return hashlib.blake2b(salt + entity.encode() + b"|" + content, digest_size=16).digest()
 
 
 class ChangeDetector:

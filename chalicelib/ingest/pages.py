@@ -21,9 +21,10 @@ from chalicelib.ingest.item_quarantine import quarantine_item
 from chalicelib.ingest.page_ledgers import CheckpointLedger, WorkLedger
 from chalicelib.ingest.source import Page, SourceError, fetch_pages
 from chalicelib.model.contract import entity_key, partition_key, validate_item
-from chalicelib.observability.logging import logger, page_id
+from chalicelib.model.envelope import encode_envelope, page_id
+from chalicelib.observability.logging import logger
 from chalicelib.progress import NEVER, Deadline, PageLedger
-from chalicelib.stream.publisher import OutgoingRecord, RecordTooLarge, encode_envelope
+from chalicelib.stream.publisher import OutgoingRecord, RecordTooLarge
 
 ANNOUNCED_TOTAL = "announced_total"
 """Manifest field `announced_total.<resource>`: the `total` page 1 announced in this run."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
-from chalicelib.model.contract import Envelope
+from chalicelib.model.envelope import Envelope
 from chalicelib.observability.emf import PipelineMetrics
 
 metrics = PipelineMetrics()
