@@ -14,7 +14,7 @@ from chalicelib.deadletter.quarantine import Quarantine
 from chalicelib.ingest.changes import ChangeDetector
 from chalicelib.ingest.fanout import WorkQueue
 from chalicelib.ingest.run import IngestDependencies
-from chalicelib.ingest.source import build_session
+from chalicelib.ingest.source_session import build_session
 from chalicelib.load import LoadDependencies
 from chalicelib.manifest import RunManifests
 from chalicelib.progress import RunProgress

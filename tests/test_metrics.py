@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
-from chalicelib.ingest.source import build_session
+from chalicelib.ingest.source_session import build_session
 from chalicelib.model.envelope import Envelope
 from chalicelib.observability import emf as metrics_module
 from chalicelib.observability.catalogue import CATALOGUE, NAMESPACE

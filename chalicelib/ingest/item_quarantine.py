@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from chalicelib.deadletter.quarantine import QuarantinedRecord
 from chalicelib.ingest.context import IngestDependencies
-from chalicelib.ingest.source import Page
+from chalicelib.ingest.page import Page
 from chalicelib.model.contract import describe_validation_error
 from chalicelib.observability.logging import logger
 

@@ -18,8 +18,9 @@ from chalicelib.ingest.context import IngestDependencies, ResourceCounts, utc_no
 from chalicelib.ingest.drift import page_drift, report_drift
 from chalicelib.ingest.fanout import WorkItem, plan_ranges
 from chalicelib.ingest.item_quarantine import quarantine_item
+from chalicelib.ingest.page import Page, SourceError
 from chalicelib.ingest.page_ledgers import CheckpointLedger, WorkLedger
-from chalicelib.ingest.source import Page, SourceError, fetch_pages
+from chalicelib.ingest.source import fetch_pages
 from chalicelib.model.contract import entity_key, partition_key, validate_item
 from chalicelib.model.envelope import encode_envelope, page_id
 from chalicelib.observability.logging import logger

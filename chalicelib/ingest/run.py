@@ -25,9 +25,9 @@ from typing import Any
 
 from chalicelib.ingest.context import IngestDependencies, ResourceCounts, utc_now_iso
 from chalicelib.ingest.item_quarantine import snippet
+from chalicelib.ingest.page import SourceError
 from chalicelib.ingest.page_ledgers import CheckpointLedger
 from chalicelib.ingest.pages import ANNOUNCED_TOTAL, ingest_pages
-from chalicelib.ingest.source import SourceError
 from chalicelib.observability.logging import logger
 from chalicelib.observability.metrics import record_api_error, record_resource_ingested
 from chalicelib.progress import NEVER, Deadline, ResourceCheckpoint, RunState, RunSuperseded

@@ -11,9 +11,9 @@ import time
 
 from chalicelib.ingest.context import IngestDependencies, ResourceCounts, utc_now_iso
 from chalicelib.ingest.fanout import WorkItem
+from chalicelib.ingest.page import SourceError
 from chalicelib.ingest.page_ledgers import WorkLedger
 from chalicelib.ingest.pages import ingest_pages
-from chalicelib.ingest.source import SourceError
 from chalicelib.observability.logging import logger
 from chalicelib.observability.metrics import record_api_error, record_resource_ingested
 
