@@ -22,7 +22,7 @@ content it stores, written in the same PutRequest as the row. Why that is enough
   older version, or the same record again) leaves the row and its `fp` as they are. A record
   whose content changed while its `updated_at` did not is changed (another fingerprint), so it
   is published, and the version rule applies it (the later fetch wins an equal `updated_at`,
-  `chalicelib/contract.py`): rows stored without a fingerprint get theirs the same way;
+  `chalicelib/model/contract.py`): rows stored without a fingerprint get theirs the same way;
 * look-ups are eventually consistent: a stale answer is an older fingerprint (or none), which
   makes the ingest publish a record it could have skipped, never the reverse.
 
