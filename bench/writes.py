@@ -30,7 +30,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from chalicelib.model.contract import Envelope, validate_item
+from chalicelib.model.contract import validate_item
+from chalicelib.model.envelope import Envelope
 from chalicelib.settings import Settings
 from chalicelib.sinks.dynamodb import DynamoDBSink, UserRow, to_row
 from chalicelib.sinks.postgres import TABLES, PostgresSink, column_values, newest_per_stored_key

@@ -24,13 +24,13 @@ from chalicelib.evidence import LoadEvidence, PageEvidence, page_number, record_
 from chalicelib.manifest import RunManifests
 from chalicelib.model.contract import (
     ENTITIES,
-    Envelope,
     describe_validation_error,
     entity_key,
     legacy_partition_key,
     partition_key,
     validate_item,
 )
+from chalicelib.model.envelope import Envelope, decode_envelope
 from chalicelib.observability.logging import PageTally, logger
 from chalicelib.observability.metrics import (
     record_quarantined,
@@ -38,7 +38,6 @@ from chalicelib.observability.metrics import (
     record_sink_write,
 )
 from chalicelib.sinks import Sink, rejection
-from chalicelib.stream.publisher import decode_envelope
 
 
 class PoisonRecord(ValueError):

@@ -15,7 +15,7 @@ from chalicelib.evidence import LoadEvidence
 from chalicelib.ingest.changes import ChangeDetector
 from chalicelib.ingest.context import IngestDependencies
 from chalicelib.ingest.fanout import WorkQueue
-from chalicelib.ingest.source import build_session
+from chalicelib.ingest.source_session import build_session
 from chalicelib.load import LoadDependencies
 from chalicelib.manifest import RunManifests
 from chalicelib.progress import RunProgress

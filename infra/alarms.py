@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Final
 
-from chalicelib.observability.metrics import CATALOGUE, NAMESPACE, PIPELINE
+from chalicelib.observability.catalogue import CATALOGUE, NAMESPACE, PIPELINE
 from infra.provision import WORK_QUEUE_MAX_RECEIVES as WORK_ITEM_ATTEMPTS
 from infra.stage import StageResources
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from chalicelib.observability.metrics import NAMESPACE, PIPELINE
+from chalicelib.observability.catalogue import NAMESPACE, PIPELINE
 from infra.alarms import AlarmThresholds
 from infra.stage import StageResources
 

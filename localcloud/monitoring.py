@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from chalicelib.aws import clients as aws
-from chalicelib.observability.metrics import CATALOGUE, NAMESPACE, PIPELINE, MetricSpec, metrics
+from chalicelib.observability.catalogue import CATALOGUE, NAMESPACE, PIPELINE, MetricSpec
+from chalicelib.observability.metrics import metrics
 from chalicelib.settings import Settings
 from infra.stage import StageResources
 from localcloud.alarm_evaluator import evaluate_alarms

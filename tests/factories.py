@@ -12,8 +12,8 @@ import uuid
 from typing import Any
 
 from chalicelib.model.contract import partition_key
+from chalicelib.model.envelope import encode_envelope
 from chalicelib.settings import Settings
-from chalicelib.stream.publisher import encode_envelope
 
 _ids = itertools.count(1)
 _sequences = itertools.count(49_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000)

@@ -13,8 +13,6 @@ from typing import Any
 
 import orjson
 import pytest
-from chalicelib.model.envelope import Envelope
-from chalicelib.model.fingerprint import content_fingerprint, fingerprint_salt
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -30,8 +28,9 @@ from bench.cli import (
 from bench.command import Knobs, calls_total, command_environment, summarize
 from bench.markdown import render
 from bench.sweep import NOISE, best_values
-from chalicelib.ingest.changes import content_fingerprint, fingerprint_salt
-from chalicelib.model.contract import ENTITIES, Envelope, validate_item
+from chalicelib.model.contract import ENTITIES, validate_item
+from chalicelib.model.envelope import Envelope
+from chalicelib.model.fingerprint import content_fingerprint, fingerprint_salt
 from chalicelib.sinks.dynamodb import to_row
 from chalicelib.sinks.postgres import TABLES, column_values
 from localcloud.fakeapi import generate_item

@@ -14,13 +14,14 @@ from hypothesis import strategies as st
 from chalicelib import wiring
 from chalicelib.aws import clients as aws
 from chalicelib.deadletter.quarantine import Quarantine
-from chalicelib.ingest.changes import FINGERPRINT_ATTRIBUTE, ChangeDetector
+from chalicelib.ingest.changes import ChangeDetector
 from chalicelib.load import LoadDependencies, process_batch
 from chalicelib.manifest import RunManifests
-from chalicelib.model.contract import Envelope, partition_key, validate_item
+from chalicelib.model.contract import partition_key, validate_item
+from chalicelib.model.envelope import Envelope, encode_envelope
+from chalicelib.model.fingerprint import FINGERPRINT_ATTRIBUTE
 from chalicelib.settings import Settings
 from chalicelib.sinks.dynamodb import DynamoDBSink
-from chalicelib.stream.publisher import encode_envelope
 from localcloud.fakeapi import iter_items
 from localcloud.stack import LocalCloud
 from tests.factories import use_fresh_stage

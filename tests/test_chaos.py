@@ -18,7 +18,8 @@ import pytest
 
 from chalicelib import wiring
 from chalicelib.aws import clients as aws
-from chalicelib.model.contract import ENTITIES, Envelope, entity_key
+from chalicelib.model.contract import ENTITIES, entity_key
+from chalicelib.model.envelope import Envelope
 from chalicelib.settings import get_settings
 from chalicelib.stream.publisher import KinesisPublisher, OutgoingRecord
 from infra.provision import provision

@@ -17,8 +17,6 @@ from pydantic import ValidationError
 
 from chalicelib.model.contract import (
     ENTITIES,
-    SCHEMA_VERSION,
-    Envelope,
     canonical_instant,
     describe_validation_error,
     entity_key,
@@ -31,6 +29,7 @@ from chalicelib.model.contract import (
     version_of,
     version_rank,
 )
+from chalicelib.model.envelope import SCHEMA_VERSION, Envelope
 from localcloud.fakeapi import HOSTILE_STRINGS, iter_items
 from tests.factories import item_for, listen_history, track, user
 

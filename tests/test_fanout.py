@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from chalicelib import handlers, wiring
 from chalicelib.ingest.fanout import WorkItem, plan_ranges
-from chalicelib.ingest.source import SourceError
+from chalicelib.ingest.page import SourceError
 from chalicelib.progress import RunProgress
 from chalicelib.settings import get_settings
 from localcloud.stack import LocalCloud, RunReport

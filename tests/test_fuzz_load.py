@@ -23,8 +23,8 @@ from chalicelib import wiring
 from chalicelib.deadletter.quarantine import QuarantinedRecord
 from chalicelib.load import process_batch
 from chalicelib.model.contract import ENTITIES, entity_key, parse_timestamp, partition_key
+from chalicelib.model.envelope import encode_envelope
 from chalicelib.settings import get_settings
-from chalicelib.stream.publisher import encode_envelope
 from infra.provision import provision
 from localcloud.fakeapi import generate_item
 

@@ -20,11 +20,11 @@ from chalicelib.aws import clients as aws
 from chalicelib.deadletter.quarantine import UNATTRIBUTED_RUN, Quarantine, QuarantinedRecord
 from chalicelib.load import LoadDependencies, PoisonRecord, decode_record, process_batch
 from chalicelib.manifest import RunManifests
-from chalicelib.model.contract import Envelope, partition_key
+from chalicelib.model.contract import partition_key
+from chalicelib.model.envelope import Envelope, encode_envelope
 from chalicelib.settings import Settings
 from chalicelib.sinks import Sink
 from chalicelib.sinks.dynamodb import DynamoDBSink
-from chalicelib.stream.publisher import encode_envelope
 from localcloud.lambda_runtime import LambdaContext
 from tests.factories import (
     envelope_record,

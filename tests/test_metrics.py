@@ -13,13 +13,12 @@ from hypothesis import strategies as st
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
-from chalicelib.ingest.source import build_session
-from chalicelib.model.contract import Envelope
-from chalicelib.observability import metrics as metrics_module
+from chalicelib.ingest.source_session import build_session
+from chalicelib.model.envelope import Envelope
+from chalicelib.observability import emf as metrics_module
+from chalicelib.observability.catalogue import CATALOGUE, NAMESPACE
+from chalicelib.observability.emf import MAX_VALUES_PER_BLOB
 from chalicelib.observability.metrics import (
-    CATALOGUE,
-    MAX_VALUES_PER_BLOB,
-    NAMESPACE,
     latency_ms,
     metrics,
     record_run_outcome,

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chalicelib.observability.metrics import NAMESPACE, PipelineMetrics
+from chalicelib.observability.catalogue import NAMESPACE
+from chalicelib.observability.emf import PipelineMetrics
 from chalicelib.settings import get_settings
 from localcloud.alarm_evaluator import evaluate_alarms
 from localcloud.metrics_bridge import EmfBridge, dimension_list, read_emf_archive

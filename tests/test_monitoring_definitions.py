@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chalicelib.observability.metrics import CATALOGUE, NAMESPACE
+from chalicelib.observability.catalogue import CATALOGUE, NAMESPACE
 from chalicelib.settings import Settings
 from infra.alarms import (
     AWS_SERVICE_METRICS,

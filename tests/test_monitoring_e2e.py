@@ -25,7 +25,7 @@ import pytest
 
 from chalicelib import wiring
 from chalicelib.aws import clients as aws
-from chalicelib.observability.metrics import NAMESPACE
+from chalicelib.observability.catalogue import NAMESPACE
 from infra.alarms import alarm_definitions
 from infra.dashboard import dashboard_body, metric_lines
 from infra.stages import FUNCTIONS

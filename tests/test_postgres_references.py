@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chalicelib.model.contract import Envelope
+from chalicelib.model.envelope import Envelope
 from chalicelib.sinks.postgres import PostgresSink
 from chalicelib.sinks.postgres_connection import Credentials
 from tests.postgres_helpers import connect, envelope, history, make_sink, track, user

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chalicelib.model.contract import Envelope, parse_timestamp
+from chalicelib.model.contract import parse_timestamp
+from chalicelib.model.envelope import Envelope
 from chalicelib.sinks.postgres import PostgresSink
 from chalicelib.sinks.postgres_connection import Credentials
 from localcloud.fakeapi import HOSTILE_STRINGS

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chalicelib.model.contract import ENTITIES, Envelope, entity_key, validate_item
+from chalicelib.model.contract import ENTITIES, entity_key, validate_item
+from chalicelib.model.envelope import Envelope
 from chalicelib.settings import Settings
 from chalicelib.sinks import newest_per_key
 from chalicelib.sinks.dynamodb import (

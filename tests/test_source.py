@@ -25,14 +25,9 @@ from pytest_httpserver import HTTPServer
 from urllib3.util.retry import Retry
 from werkzeug import Request, Response
 
-from chalicelib.ingest.source import (
-    USER_AGENT,
-    CappedRetry,
-    Page,
-    SourceError,
-    build_session,
-    fetch_pages,
-)
+from chalicelib.ingest.page import Page, SourceError
+from chalicelib.ingest.source import fetch_pages
+from chalicelib.ingest.source_session import USER_AGENT, CappedRetry, build_session
 from chalicelib.settings import Settings
 
 Handler = Callable[[Request], Response]

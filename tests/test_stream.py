@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from chalicelib.aws import clients as aws
 from chalicelib.model.contract import partition_key
+from chalicelib.model.envelope import decode_envelope, encode_envelope
 from chalicelib.stream.publisher import (
     MAX_BYTES_PER_CALL,
     MAX_BYTES_PER_RECORD,
@@ -28,8 +29,6 @@ from chalicelib.stream.publisher import (
     OutgoingRecord,
     PublishError,
     RecordTooLarge,
-    decode_envelope,
-    encode_envelope,
 )
 from tests.factories import create_stream, item_for, unique_name, user
 

@@ -15,8 +15,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chalicelib.ingest.changes import FINGERPRINT_ATTRIBUTE, content_fingerprint, fingerprint_salt
-from chalicelib.model.contract import Envelope, entity_key, validate_item, version_rank
+from chalicelib.model.contract import entity_key, validate_item, version_rank
+from chalicelib.model.envelope import Envelope
+from chalicelib.model.fingerprint import (
+    FINGERPRINT_ATTRIBUTE,
+    content_fingerprint,
+    fingerprint_salt,
+)
 from chalicelib.settings import Settings
 from chalicelib.sinks.dynamodb import ROW_MODELS, DynamoDBSink, key_to_wire
 from chalicelib.sinks.postgres import PostgresSink

@@ -40,14 +40,9 @@ from chalicelib.model.contract import (
     partition_key,
     validate_item,
 )
+from chalicelib.model.envelope import decode_envelope, encode_envelope
 from chalicelib.observability.logging import logger
-from chalicelib.stream.publisher import (
-    MAX_RECORDS_PER_CALL,
-    KinesisPublisher,
-    OutgoingRecord,
-    decode_envelope,
-    encode_envelope,
-)
+from chalicelib.stream.publisher import MAX_RECORDS_PER_CALL, KinesisPublisher, OutgoingRecord
 
 
 def new_redrive_id() -> str:

@@ -22,7 +22,7 @@ content it stores, written in the same PutRequest as the row. Why that is enough
   older version, or the same record again) leaves the row and its `fp` as they are. A record
   whose content changed while its `updated_at` did not is changed (another fingerprint), so it
   is published, and the version rule applies it (the later fetch wins an equal `updated_at`,
-  `chalicelib/contract.py`): rows stored without a fingerprint get theirs the same way;
+  `chalicelib/model/contract.py`): rows stored without a fingerprint get theirs the same way;
 * look-ups are eventually consistent: a stale answer is an older fingerprint (or none), which
   makes the ingest publish a record it could have skipped, never the reverse.
 
@@ -34,29 +34,16 @@ them.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any
 
 import orjson
 
-from chalicelib.model.contract import SCHEMA_VERSION, entity_key
-
-FINGERPRINT_ATTRIBUTE: Final = "fp"
+from chalicelib.model.contract import entity_key
+from chalicelib.model.fingerprint import content_fingerprint, fingerprint_salt
 
 FingerprintLookup = Callable[[str, Sequence[Hashable]], Mapping[Hashable, bytes]]
 """(entity, entity keys) -> the stored fingerprint of each key that has one."""
-
-
-def fingerprint_salt(sinks: Sequence[str]) -> bytes:
-    """What besides the item a fingerprint depends on: the envelope schema and the sinks."""
-    return f"v{SCHEMA_VERSION}|{','.join(sorted(sinks))}|".encode()
-
-
-def content_fingerprint(salt: bytes, entity: str, item: Mapping[str, Any]) -> bytes:
-    """16 bytes that change whenever the item, the schema or the set of sinks changes."""
-    content = orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
-    return hashlib.blake2b(salt + entity.encode() + b"|" + content, digest_size=16).digest()
 
 
 class ChangeDetector:

@@ -1,6 +1,6 @@
 """Schema drift: fields the source serves that the contract does not know.
 
-The contract ignores unknown fields (`chalicelib/contract.py`): an item that only gained a
+The contract ignores unknown fields (`chalicelib/model/contract.py`): an item that only gained a
 field stays valid and is stored with the contract's fields. Nothing of an unknown field is
 stored, in either store (the stores have a column or attribute per contract field only); what
 is kept is the report of it: per run and resource, the field names (a string set in the run

@@ -2,7 +2,7 @@
 
 One invocation may run 15 minutes; a resource with more pages than `pages_per_worker` is split
 into consecutive page ranges, one SQS message each, and the worker function fetches and
-publishes each range (`chalicelib/worker.py`). Ranges cover pages 1..N exactly once; the last
+publishes each range (`chalicelib/ingest/worker.py`). Ranges cover pages 1..N exactly once; the last
 range is open-ended, so pages that appear while the run goes on are still read. A message may
 be delivered more than once (SQS is at-least-once): a work item's counts go to the run
 manifest once, under its `work_id` (`chalicelib/progress.py`). Records of one

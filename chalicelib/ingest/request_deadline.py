@@ -3,7 +3,7 @@
 urllib3 bounds each socket operation (the connect, every read), never a whole request: a server
 that drips its status line and headers one byte at a time keeps `session.get` waiting for as
 long as it likes, and nothing in requests or urllib3 can bound that (the body is bounded by
-reading it one socket read at a time in `chalicelib.source`). So a watchdog does it, written
+reading it one socket read at a time in `chalicelib.ingest.source`). So a watchdog does it, written
 by hand: the connection this thread sends its request on is remembered, and a timer shuts its
 socket down at the deadline. The blocked read then ends at once, and the request fails with
 `RequestDeadlineExceeded` (a retry urllib3 attempts after that fails the same way at once).

@@ -1,113 +1,50 @@
-"""MooVitamix REST client: pagination, retries, deadlines, checks against what the API announced.
+"""MooVitamix REST client: walk a resource's pages in order, within deadlines and size caps.
 
-Retries live in urllib3 (`Retry` mounted on a `requests` adapter), so every transient failure
-(429, 5xx, refused connections, read timeouts) is retried the same way with backoff; this module
-only walks the pages and turns whatever is left into one clear `SourceError`. Items are returned
-as served: the caller validates each one, so a single bad item is quarantined instead of
-failing its whole page.
+Retries happen in the session (urllib3 `Retry`, `chalicelib/ingest/source_session.py`), so
+every transient failure is retried the same way with backoff; this module only walks the pages
+and turns whatever is left into one clear `SourceError`. Items are returned as served: the
+caller validates each one, so a single bad item is quarantined instead of failing its whole
+page.
 
-Two things no library does for us are written here by hand:
+Two things no library does for us are written by hand:
 
 * a response has a total deadline (`PIPELINE_REQUEST_DEADLINE_S`; urllib3's timeouts apply
   per socket read, so a server dripping one byte every few seconds would otherwise never time
   out): a watchdog cuts the connection at the deadline, headers included
-  (`chalicelib/request_deadline.py`), and the body is read streamed (`read1`, one socket read
-  at a time) with the deadline and a size cap (`PIPELINE_MAX_RESPONSE_BYTES`) checked before
-  the bytes pile up in memory;
-* every page is checked against what the API announced (`total`, `pages`, `size`, `page`):
-  a page holding fewer items than the announced total implies (an empty or short page before
-  the last), more items than its `size` (a server ignoring `size`), a `total` that changes
-  while the run pages through the resource (rows inserted or deleted: offsets shift, rows
-  are skipped or read twice), a page serving the very items of an earlier page (pagination
-  repeating itself) or overlapping the previous one, and a first page that reads differently
-  when it is read again at the end of the walk, all fail the resource with a `SourceError`
-  naming the URL and what happened. The run then says `failed` instead of passing an
-  incomplete scan for complete; the next run reads everything again.
+  (`chalicelib/ingest/request_deadline.py`), and the body is read streamed here (`read1`, one
+  socket read at a time) with the deadline and a size cap (`PIPELINE_MAX_RESPONSE_BYTES`)
+  checked before the bytes pile up in memory;
+* every page is checked against what the API announced (`total`, `pages`, `size`, `page`;
+  `chalicelib/ingest/page_walk.py`): a resource whose pages do not add up fails with a
+  `SourceError` naming the URL and what happened. The run then says `failed` instead of
+  passing an incomplete scan for complete; the next run reads everything again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from collections.abc import Generator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self
-from urllib.parse import urlsplit
+from typing import Any, Final
 
 import requests
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    HTTPError,
-    InvalidHeader,
-    MaxRetryError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-)
-from urllib3.util.retry import Retry
+from urllib3.exceptions import HTTPError, MaxRetryError, ProtocolError
 
-from chalicelib.ingest.request_deadline import (
-    DeadlineAdapter,
-    RequestDeadlineExceeded,
-    request_deadline,
-)
-from chalicelib.observability.metrics import record_api_retry
+from chalicelib.ingest.page import Page, SourceError
+from chalicelib.ingest.page_walk import PageWalk, check_page_count, item_digest
+from chalicelib.ingest.request_deadline import RequestDeadlineExceeded, request_deadline
+from chalicelib.ingest.source_session import RETRY_STATUSES
 from chalicelib.settings import Settings
 
-if TYPE_CHECKING:
-    from urllib3.connectionpool import ConnectionPool
-    from urllib3.response import BaseHTTPResponse
-
-USER_AGENT: Final = "moovitamix-pipeline/0.1 (ingest; +chalicelib/source.py)"
-RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 SNIPPET_CHARS: Final = 200
 """Longest piece of a body or error quoted in a `SourceError`: logs must stay readable."""
 READ_CHUNK: Final = 64 * 1024
 """Most bytes asked of one socket read of a body."""
 ERROR_BODY_BYTES: Final = 16 * 1024
 """Most bytes read of an error answer's body: only a snippet of it is quoted."""
-
-
-class SourceError(RuntimeError):
-    """Clear error naming the URL and, when there was one, the HTTP status."""
-
-    url: str
-    status: int | None
-
-    def __init__(self, message: str, url: str, status: int | None = None) -> None:
-        where = f"GET {url}" if status is None else f"GET {url} -> HTTP {status}"
-        super().__init__(f"MooVitamix API: {message} [{where}]")
-        self.message = message
-        self.url = url
-        self.status = status
-
-    def __reduce__(self) -> tuple[type[SourceError], tuple[str, str, int | None]]:
-        # Keeps the error picklable (e.g. across processes) despite the extra arguments.
-        return (type(self), (self.message, self.url, self.status))
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    """One page as served; `items` are raw JSON values, not validated here."""
-
-    resource: str
-    number: int
-    items: list[Any]
-    total: int
-    pages: int
-    url: str = field(default="", compare=False)
-    """The URL the page was read from, for errors and logs."""
-    size: int = field(default=0, compare=False)
-    """The `size` the API announced for this page."""
-    digest: bytes = field(default=b"", compare=False, repr=False)
-    """Hash of the page's items as served: the same items give the same digest."""
-    item_digests: frozenset[bytes] = field(default=frozenset(), compare=False, repr=False)
-    """Hash of each row (non-empty object) as served, to see pages that overlap."""
 
 
 class _Envelope(BaseModel):
@@ -120,81 +57,6 @@ class _Envelope(BaseModel):
     page: StrictInt = Field(ge=0)
     size: StrictInt = Field(ge=0)
     pages: StrictInt = Field(ge=0)
-
-
-class CappedRetry(Retry):
-    """`Retry` whose `Retry-After` wait never exceeds `backoff_max`.
-
-    A server asking for `Retry-After: 3600` must not make a Lambda sleep an hour (it would time
-    out instead, holding the concurrency slot); an unparseable `Retry-After` falls back to the
-    exponential backoff instead of failing the request.
-    """
-
-    def parse_retry_after(self, retry_after: str) -> float:
-        try:
-            seconds = super().parse_retry_after(retry_after)
-        except InvalidHeader:
-            return 0.0  # falsy: `sleep()` then uses the ordinary backoff
-        return min(seconds, self.backoff_max)
-
-    def increment(
-        self,
-        method: str | None = None,
-        url: str | None = None,
-        response: BaseHTTPResponse | None = None,
-        error: Exception | None = None,
-        _pool: ConnectionPool | None = None,
-        _stacktrace: TracebackType | None = None,
-    ) -> Self:
-        """Count each retry (the `ApiRetries` metric); an exhausted one raises, uncounted."""
-        retry = super().increment(method, url, response, error, _pool, _stacktrace)
-        record_api_retry(_resource_of(url), _retry_cause(response, error))
-        return retry
-
-
-def _resource_of(url: str | None) -> str:
-    """`/users?page=2&size=100` -> `users`: the resource a retried request was for."""
-    path = urlsplit(url or "").path.rstrip("/")
-    return path.rsplit("/", 1)[-1][:64] or "unknown"
-
-
-def _retry_cause(response: BaseHTTPResponse | None, error: Exception | None) -> str:
-    if response is not None and not error:
-        return str(response.status)
-    if isinstance(error, NewConnectionError):  # a subclass of ConnectTimeoutError
-        return "connection"
-    if isinstance(error, ReadTimeoutError | ConnectTimeoutError):
-        return "timeout"
-    return "connection"
-
-
-def build_session(settings: Settings) -> requests.Session:
-    """One pooled, retrying session; share it for all resources so connections are reused.
-
-    Status retries are not raised by urllib3 (`raise_on_status=False`): the last response comes
-    back, so `fetch_pages` can report its status and body.
-    """
-    retry = CappedRetry(
-        total=settings.max_retries,
-        connect=settings.max_retries,
-        read=settings.max_retries,  # read timeouts too: GET is idempotent
-        status=settings.max_retries,
-        other=0,  # e.g. TLS certificate errors: retrying will not heal them
-        status_forcelist=RETRY_STATUSES,
-        allowed_methods=frozenset({"GET"}),
-        backoff_factor=settings.backoff_factor_s,
-        backoff_jitter=settings.backoff_factor_s,
-        backoff_max=settings.max_backoff_s,
-        respect_retry_after_header=True,
-        raise_on_status=False,
-    )
-    pool_size = max(settings.fetch_concurrency, 1)
-    adapter = DeadlineAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=retry)
-    session = requests.Session()
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
-    return session
 
 
 def fetch_pages(
@@ -213,7 +75,7 @@ def fetch_pages(
     memory stays bounded whatever the page count. Closing the generator early cancels what is
     queued and waits for what is running.
 
-    Every page is checked against the first one (`_Walk`): same `total`, `pages` and `size`,
+    Every page is checked against the first one (`PageWalk`): same `total`, `pages` and `size`,
     exactly the items that `total` implies, no repeated or overlapping content. When the walk
     reached its last page, page `first_page` is read once more and must read as it did at the
     start, or the source changed under the run. `expected_total` is the `total` a previous
@@ -228,8 +90,8 @@ def fetch_pages(
 
     first = _fetch_page(session, settings, base_url, resource, first_page)
     last = max(first.pages, 1)
-    _check_page_count(settings, base_url, last)
-    walk = _Walk(settings.page_size, first, expected_total)
+    check_page_count(settings, base_url, last)
+    walk = PageWalk(settings.page_size, first, expected_total)
     if last_page is not None:
         last = min(last, last_page)
     yield first
@@ -245,7 +107,7 @@ def _fetch_following(
     settings: Settings,
     base_url: str,
     resource: str,
-    walk: _Walk,
+    walk: PageWalk,
     last: int,
 ) -> Generator[Page, None, None]:
     """Pages `walk.first.number + 1 .. last`, in order, a window of them in flight."""
@@ -274,124 +136,6 @@ def _fetch_following(
         for queued in pending.values():
             queued.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-class _Walk:
-    """What the first page of a walk announced, and the checks every later page must pass.
-
-    A page is complete when it holds exactly the items its announced `total` implies at its
-    position: `size` items before the last page, the rest on the last one, none after it.
-    Anything else means rows the run did not read (a short or empty page), rows it would read
-    twice (a server ignoring `size`), or a source that changed under the run.
-    """
-
-    def __init__(self, size: int, first: Page, expected_total: int | None) -> None:
-        self.size = size
-        self.first = first
-        self.previous = first
-        self.seen: dict[bytes, int] = {}
-        if expected_total is not None and first.total != expected_total:
-            raise SourceError(
-                f"the source changed under the run: {first.resource} announced total "
-                f"{expected_total} when the run planned its pages, {first.total} now",
-                first.url,
-                200,
-            )
-        self._check_alone(first)
-        self._remember(first)
-
-    def check(self, page: Page) -> None:
-        first = self.first
-        if (page.total, page.pages) != (first.total, first.pages):
-            raise SourceError(
-                f"the source changed under the run: page {first.number} announced total "
-                f"{first.total} / pages {first.pages}, page {page.number} announces total "
-                f"{page.total} / pages {page.pages} (rows added or removed while the run read "
-                "them shift every later page; run again once the source is stable)",
-                page.url,
-                200,
-            )
-        self._check_alone(page)
-        earlier = self.seen.get(page.digest)
-        if earlier is not None and page.items:
-            raise SourceError(
-                f"pagination repeats itself: page {page.number} serves exactly the items of "
-                f"page {earlier}",
-                page.url,
-                200,
-            )
-        shared = len(page.item_digests & self.previous.item_digests)
-        if shared and page.number == self.previous.number + 1:
-            raise SourceError(
-                f"pages overlap: page {page.number} serves {shared} item(s) that page "
-                f"{self.previous.number} served too (rows shifted while the run read them, or "
-                "the API pages inconsistently); nothing was counted twice, the run fails",
-                page.url,
-                200,
-            )
-        self._remember(page)
-
-    def check_reread(self, again: Page) -> None:
-        """The first page read again at the end of the walk must read as it did at the start."""
-        first = self.first
-        if (again.total, again.pages, again.digest) != (first.total, first.pages, first.digest):
-            what = (
-                f"total {first.total} -> {again.total}"
-                if again.total != first.total
-                else "its items changed"
-            )
-            raise SourceError(
-                f"the source changed under the run: page {first.number} read again after the "
-                f"last page differs ({what}); rows the run read may have moved past it",
-                again.url,
-                200,
-            )
-
-    def _check_alone(self, page: Page) -> None:
-        """The checks a page passes on its own: its envelope is consistent and complete."""
-        size = self.size
-        if page.size != size:
-            raise SourceError(
-                f"asked for size {size} but the API answered size {page.size}", page.url, 200
-            )
-        if len(page.items) > size:
-            raise SourceError(
-                f"page {page.number} holds {len(page.items)} items, more than its size {size}: "
-                "the API ignores `size`, and reading on would fetch the same rows many times",
-                page.url,
-                200,
-            )
-        if page.pages != math.ceil(page.total / size) and (page.total, page.pages) != (0, 1):
-            raise SourceError(
-                f"inconsistent page envelope: total {page.total} at size {size} makes "
-                f"{math.ceil(page.total / size)} pages, the API announces {page.pages}",
-                page.url,
-                200,
-            )
-        expected = max(0, min(size, page.total - (page.number - 1) * size))
-        if len(page.items) != expected:
-            raise SourceError(
-                f"incomplete page: page {page.number} of {page.pages} holds {len(page.items)} "
-                f"items, the announced total {page.total} implies {expected}"
-                + (" (an empty page where rows were announced)" if not page.items else ""),
-                page.url,
-                200,
-            )
-
-    def _remember(self, page: Page) -> None:
-        if page.items:
-            self.seen.setdefault(page.digest, page.number)
-        self.previous = page
-
-
-def _check_page_count(settings: Settings, base_url: str, pages: int) -> None:
-    """Fail fast when the API announces more pages than `max_pages` (a pagination loop)."""
-    if pages > settings.max_pages:
-        raise SourceError(
-            f"pagination did not end after {settings.max_pages} pages: the API reports "
-            f"{pages} pages (raise PIPELINE_MAX_PAGES if that is real)",
-            base_url,
-        )
 
 
 def _fetch_page(
@@ -457,7 +201,7 @@ def _fetch_page(
         raise SourceError(
             f"asked for page {number} but the API answered page {envelope.page}", url, status
         )
-    item_digests = [_item_digest(item) for item in envelope.items]
+    item_digests = [item_digest(item) for item in envelope.items]
     return Page(
         resource=resource,
         number=number,
@@ -477,7 +221,7 @@ def _fetch_page(
 
 
 def _too_slow(settings: Settings, url: str, status: int | None, read: int | None) -> SourceError:
-    """The error of a response cut at its total deadline (`chalicelib.request_deadline`)."""
+    """The error of a response cut at its total deadline (`chalicelib.ingest.request_deadline`)."""
     if status is None:
         progress = "its status line and headers were not complete"
     elif read is None:
@@ -544,17 +288,6 @@ def _read_body(
             url,
             status,
         ) from exc
-
-
-def _item_digest(item: Any) -> bytes:
-    """A hash of one item as served; never raises (an item that cannot be encoded is unique)."""
-    try:
-        encoded = json.dumps(item, sort_keys=True, ensure_ascii=False, default=str).encode(
-            "utf-8", "surrogatepass"
-        )
-    except (ValueError, TypeError, RecursionError):
-        encoded = repr(id(item)).encode()
-    return hashlib.blake2b(encoded, digest_size=16).digest()
 
 
 def _describe(exc: requests.RequestException) -> str:

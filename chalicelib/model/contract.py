@@ -1,4 +1,4 @@
-"""Pydantic models of the MooVitamix resources and of the stream envelope.
+"""Pydantic models of the MooVitamix resources, their keys and their versions.
 
 The models validate but never rewrite: timestamps stay the exact strings the API served
 (so the stores hold what was served, to the character), and are parsed only to compare
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 from pydantic import (
     AfterValidator,
@@ -38,8 +38,9 @@ from pydantic import (
     field_validator,
 )
 
-SCHEMA_VERSION: Final = 1
-"""Version of the envelope format; bump it when the envelope changes shape."""
+if TYPE_CHECKING:
+    from chalicelib.model.envelope import Envelope
+
 
 _DURATION = re.compile(r"[0-9]{1,3}:[0-5][0-9]")
 """Matched with `fullmatch` and ASCII digits: `$` would accept a trailing newline, and `\\d`
@@ -262,17 +263,3 @@ def validate_item(entity: str, item: Any, *, not_after: datetime | None = None) 
     limit = not_after if not_after is not None else max_future()
     model = MODELS[entity].model_validate(item, context={"not_after": limit})
     return model.model_dump()
-
-
-class Envelope(BaseModel):
-    """One stream record: what it holds, where it comes from, and when it was fetched."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    schema_version: Literal[1] = SCHEMA_VERSION
-    entity: EntityName
-    run_id: StrictStr
-    fetched_at: StrictStr
-    item: dict[str, Any]
-    page: StrictStr | None = None
-    """Optional (same schema version): `<run_id>/<entity>/p<N>`, the page the item came from."""

@@ -1,8 +1,9 @@
 """Structured logging shared by the handlers.
 
 Logs are JSON lines (Powertools Logger) with the run id, entity and step, and never a record's
-payload at INFO: payloads may hold personal data. Page ids correlate a fetched page with the
-records stored from it.
+payload at INFO: payloads may hold personal data. Page ids (`chalicelib/model/envelope.py`)
+correlate a fetched page with the records stored from it; `PageTally` counts them per load
+batch for the "batch loaded" line.
 """
 
 from __future__ import annotations
@@ -13,15 +14,6 @@ SERVICE = "moovitamix"
 """Logger name; not the Chalice app name, whose logger Chalice sets to ERROR."""
 
 logger = Logger(service=SERVICE)
-
-
-def page_id(run_id: str, entity: str, page: int) -> str:
-    """`<run_id>/<entity>/p<N>`: carried in each envelope, so a stored record leads to its page.
-
-    The ingest logs each page under this id ("page published"), the load logs how many records
-    of each page it wrote ("batch loaded", `pages`), and quarantined records keep it too.
-    """
-    return f"{run_id}/{entity}/p{page}"
 
 
 class PageTally:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Protocol
 
-from chalicelib.model.contract import Envelope, entity_key, version_rank
+from chalicelib.model.contract import entity_key, version_rank
+from chalicelib.model.envelope import Envelope
 
 
 class Sink(Protocol):

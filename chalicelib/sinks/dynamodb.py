@@ -39,14 +39,18 @@ from pynamodb.models import Model
 from chalicelib.aws import clients as aws
 from chalicelib.aws.dynamo_batch import get_all, write_all
 from chalicelib.evidence import RUN_ROWS_INDEX, page_number
-from chalicelib.ingest.changes import FINGERPRINT_ATTRIBUTE, content_fingerprint, fingerprint_salt
 from chalicelib.model.contract import (
-    Envelope,
     canonical_instant,
     fetch_rank,
     max_future,
     parse_timestamp,
     version_rank,
+)
+from chalicelib.model.envelope import Envelope
+from chalicelib.model.fingerprint import (
+    FINGERPRINT_ATTRIBUTE,
+    content_fingerprint,
+    fingerprint_salt,
 )
 from chalicelib.settings import Settings
 from chalicelib.sinks import newest_per_key

@@ -33,13 +33,8 @@ import psycopg
 from psycopg import sql
 
 from chalicelib.evidence import page_number
-from chalicelib.model.contract import (
-    Envelope,
-    fetch_rank,
-    max_future,
-    parse_timestamp,
-    version_rank,
-)
+from chalicelib.model.contract import fetch_rank, max_future, parse_timestamp, version_rank
+from chalicelib.model.envelope import Envelope
 from chalicelib.settings import Settings
 from chalicelib.sinks.postgres_connection import PostgresDatabase, database_for
 

@@ -1,4 +1,4 @@
-"""Kinesis publishing and decoding of the stream envelope.
+"""Kinesis publishing: envelopes batched into PutRecords calls, only failed records retried.
 
 Publishing batches records across API pages up to the PutRecords limits (500 records, 5 MiB
 per call), so a run makes as few calls as the limits allow, while the buffer never holds more
@@ -17,12 +17,9 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
-import orjson
 from botocore.exceptions import BotoCoreError, ClientError
-
-from chalicelib.model.contract import SCHEMA_VERSION, Envelope
 
 if TYPE_CHECKING:
     from mypy_boto3_kinesis import KinesisClient
@@ -54,27 +51,6 @@ class OutgoingRecord:
     @property
     def size(self) -> int:
         return len(self.data) + len(self.partition_key.encode())
-
-
-def encode_envelope(
-    *, entity: str, run_id: str, fetched_at: str, item: dict[str, Any], page: str | None = None
-) -> bytes:
-    """Serialize one envelope; a fixed key order makes equal records equal bytes."""
-    document: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "entity": entity,
-        "run_id": run_id,
-        "fetched_at": fetched_at,
-        "item": item,
-    }
-    if page is not None:
-        document["page"] = page
-    return orjson.dumps(document)
-
-
-def decode_envelope(data: bytes) -> Envelope:
-    """Parse one stream record; raises `ValueError` when it is not an envelope."""
-    return Envelope.model_validate(orjson.loads(data))
 
 
 @dataclass

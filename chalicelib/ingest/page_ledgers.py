@@ -1,0 +1,56 @@
+"""Where each published page's ledger goes: the run's checkpoint, or a work item's pages.
+
+The sequential ingest commits a resource's pages with its checkpoint (`ResourceCheckpoint`,
+after a flush of the publisher); a fan-out work item writes its pages as it goes and adds its
+counts to the run once, when its whole range is in the stream.
+"""
+
+from __future__ import annotations
+
+from chalicelib.progress import (
+    PageLedger,
+    ResourceCheckpoint,
+    RunProgress,
+    ledger_full,
+    page_counts,
+)
+from chalicelib.stream.publisher import KinesisPublisher
+
+
+class CheckpointLedger:
+    """Where the sequential ingest sends each page's ledger: the resource's checkpoint."""
+
+    def __init__(self, checkpoint: ResourceCheckpoint) -> None:
+        self.checkpoint = checkpoint
+
+    def add(self, page: PageLedger) -> None:
+        self.checkpoint.add(page)
+
+    def commit(self, *, complete: bool) -> None:
+        self.checkpoint.commit(complete=complete)  # flushes the publisher first
+
+
+class WorkLedger:
+    """Where a work item sends each page's ledger: written after a flush, counted at the end."""
+
+    def __init__(self, progress: RunProgress, publisher: KinesisPublisher, run_id: str) -> None:
+        self.progress = progress
+        self.publisher = publisher
+        self.run_id = run_id
+        self.totals: dict[str, int] = {}
+        """The manifest counters of every page written so far."""
+        self._unwritten: list[PageLedger] = []
+
+    def add(self, page: PageLedger) -> None:
+        self._unwritten.append(page)
+        if ledger_full(self._unwritten):
+            self.commit(complete=False)
+
+    def commit(self, *, complete: bool) -> None:
+        self.publisher.flush()
+        if not self._unwritten:
+            return
+        self.progress.write_pages(self.run_id, self._unwritten)
+        for name, value in page_counts(self._unwritten[0].resource, self._unwritten).items():
+            self.totals[name] = self.totals.get(name, 0) + value
+        self._unwritten = []
