@@ -549,7 +549,7 @@ def command_redrive(args: argparse.Namespace) -> int:
 
     from chalicelib import wiring
     from chalicelib.redrive import RedriveReport, new_redrive_id
-    from localcloud.stack import stage_environment
+    from infra.chalice_config import stage_environment
 
     added = [name for name in stage_environment(args.stage) if name not in os.environ]
     for name, value in stage_environment(args.stage).items():

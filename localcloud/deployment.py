@@ -17,7 +17,6 @@ targets (`ListRules`, `ListTargetsByRule`) and the event-source mappings
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 
 from chalicelib import aws
 from infra import policies
+from infra.chalice_config import read_config, write_config
 from infra.deploy import Report, deploy
 from infra.event_source import KinesisEventSourceSettings
 from infra.stages import FUNCTIONS, PROJECT_ROOT, Stage
@@ -52,10 +52,10 @@ def local_project(folder: Path, environment: dict[str, str]) -> Path:
         link = folder / name
         if not link.is_symlink():
             link.symlink_to(PROJECT_ROOT / name)
-    config = json.loads((PROJECT_ROOT / ".chalice" / "config.json").read_text())
+    config = read_config()
     variables = config["stages"][STAGE].setdefault("environment_variables", {})
     variables.update(environment)
-    (chalice_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    write_config(config, folder)
     for path in (PROJECT_ROOT / ".chalice").glob("policy-*.json"):
         shutil.copyfile(path, chalice_dir / path.name)
     policies.write_all(folder)

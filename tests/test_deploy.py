@@ -24,6 +24,7 @@ import boto3
 import pytest
 from cfnlint.api import ManualArgs, lint
 
+from infra.chalice_config import read_config, write_config
 from infra.provision import stack_resources
 from infra.spec import StackSpec
 from infra.stages import FUNCTIONS, PROJECT_ROOT, Stage
@@ -822,10 +823,9 @@ def test_a_stage_is_only_deployed_to_the_account_and_region_it_is_pinned_to(
         assert "stage dev is pinned to account 111122223333 in us-east-1" in completed.stderr
         assert f"deploy to account 123456789012 in {region}" in completed.stderr
         assert "infrastructure:" not in completed.stdout  # refused before any change
-    config_path = project / ".chalice" / "config.json"
-    config = json.loads(config_path.read_text())
+    config = read_config(project)
     config["stages"]["dev"]["infra"]["account_id"] = "123456789012"
-    config_path.write_text(json.dumps(config))
+    write_config(config, project)
     from infra.deploy import check_account
 
     with pytest.MonkeyPatch.context() as patch:

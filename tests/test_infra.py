@@ -560,15 +560,15 @@ def test_production_is_a_stage_setting_that_defaults_to_keeping_data(tmp_path: A
     assert Stage.load("local").production is False
     project = tmp_path / "project"
     (project / ".chalice").mkdir(parents=True)
-    from infra.stages import PROJECT_ROOT
+    from infra.chalice_config import read_config, write_config
 
-    config = json.loads((PROJECT_ROOT / ".chalice" / "config.json").read_text())
+    config = read_config()
     prod = json.loads(json.dumps(config["stages"]["dev"]))
     del prod["infra"]["production"]
     config["stages"]["prod"] = prod
     config["stages"]["local"]["infra"]["production"] = True  # an emulator stage never is
     config["stages"]["bad"] = {**prod, "infra": {**prod["infra"], "production": "yes"}}
-    (project / ".chalice" / "config.json").write_text(json.dumps(config))
+    write_config(config, project)
     assert Stage.load("prod", project).production is True
     assert Stage.load("local", project).production is False
     with pytest.raises(ValueError, match="production must be true or false"):

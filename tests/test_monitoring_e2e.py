@@ -224,8 +224,8 @@ def test_every_alarm_has_a_provocation() -> None:
 
 def definitions_for_local() -> list[dict[str, Any]]:
     from chalicelib.settings import Settings
+    from infra.chalice_config import stage_environment
     from infra.stage import StageResources
-    from localcloud.stack import stage_environment
 
     environment = stage_environment("local")
     settings = Settings(
