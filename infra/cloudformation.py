@@ -22,7 +22,7 @@ from infra.monitoring import cloudformation_resources
 from infra.provision import ALARM_TOPIC, FAILURE_QUEUE, STREAM, WORK_QUEUE, stack_resources
 from infra.resources import Attr
 from infra.spec import StackSpec
-from infra.trigger import FailureSettings, sam_event_overrides
+from infra.trigger import KinesisEventSourceSettings, sam_event_overrides
 
 TERRAFORM_STACK = "infra"
 """Name of the `aws_cloudformation_stack` resource in the Terraform package."""
@@ -82,7 +82,7 @@ def add_to_terraform(terraform: dict[str, Any], spec: StackSpec, infra_file: str
         "${aws_cloudformation_stack." + TERRAFORM_STACK + '.outputs["' + FAILURE_QUEUE + 'Arn"]}'
     )
     mapping = mappings[CHALICE_LOAD_MAPPING]
-    mapping.update(FailureSettings.from_spec(spec).terraform_arguments(queue_arn))
+    mapping.update(KinesisEventSourceSettings.from_spec(spec).terraform_arguments(queue_arn))
     mapping["depends_on"] = [f"aws_cloudformation_stack.{TERRAFORM_STACK}"]
     if CHALICE_WORKER_MAPPING not in mappings:
         raise KeyError(

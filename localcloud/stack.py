@@ -38,10 +38,10 @@ from chalicelib.redrive import RedriveReport, new_redrive_id
 from chalicelib.settings import Settings, get_settings
 from chalicelib.sinks.postgres_connection import Credentials
 from chalicelib.telemetry import SERVICE
-from infra.event_source import KinesisEventSourceSettings
 from infra.postgres_secret import ensure_postgres_secret
 from infra.provision import Provisioned, StackResult, provisioned_from
 from infra.stages import Stage
+from infra.trigger import KinesisEventSourceSettings
 from localcloud.chaos import Chaos
 from localcloud.deployment import (
     STAGE,

@@ -28,7 +28,7 @@ from infra.chalice_config import read_config, write_config
 from infra.provision import stack_resources
 from infra.spec import StackSpec
 from infra.stages import FUNCTIONS, PROJECT_ROOT, Stage
-from infra.trigger import FailureSettings
+from infra.trigger import KinesisEventSourceSettings
 from localcloud.services import MotoServer
 from tests.factories import make_commands
 from tests.preflight_helpers import make_ready
@@ -307,7 +307,7 @@ def test_the_kinesis_trigger_has_the_failure_settings(deployment: Deployment) ->
     assert mapping["MaximumRecordAgeInSeconds"] == stage.settings.trigger_max_record_age_s
     assert mapping["DestinationConfig"] == {"OnFailure": {"Destination": queue_arn}}
     assert mapping["ParallelizationFactor"] == 1  # one batch per shard: read-compare-write
-    expected = FailureSettings.from_spec(spec).api_parameters(queue_arn)
+    expected = KinesisEventSourceSettings.from_spec(spec, queue_arn).failure_parameters()
     assert {key: mapping[key] for key in expected} == expected
 
 
@@ -650,7 +650,7 @@ def test_the_sam_template_holds_the_infrastructure_and_the_failure_settings(
             assert resources[logical_id] == definition
     load = resources["Load"]
     event = load["Properties"]["Events"]["LoadKinesisEventSource"]["Properties"]
-    expected = FailureSettings.from_spec(spec).api_parameters(
+    expected = KinesisEventSourceSettings.from_spec(spec).failure_parameters(
         {"Fn::GetAtt": ["LoadFailureQueue", "Arn"]}
     )
     assert {key: event[key] for key in expected} == expected
@@ -688,7 +688,8 @@ def test_cfn_lint_checks_the_failure_settings_as_lambda_receives_them(packaged: 
     failure = {
         key: value
         for key, value in event["Properties"].items()
-        if key in FailureSettings.from_spec(spec_of(packaged.stage)).api_parameters("")
+        if key
+        in KinesisEventSourceSettings.from_spec(spec_of(packaged.stage)).failure_parameters("")
     }
     failure["DestinationConfig"] = {
         "OnFailure": {"Destination": "arn:aws:sqs:us-east-1:123456789012:q"}

@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from chalicelib.failures import RECORD_AGE_EXCEEDED, RETRY_ATTEMPTS_EXHAUSTED, FailureRecord
-from infra.event_source import KinesisEventSourceSettings
+from infra.trigger import KinesisEventSourceSettings
 from localcloud.driver import AsyncInvoker, KinesisEventSourceMapping
 
 
