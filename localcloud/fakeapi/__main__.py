@@ -1,5 +1,5 @@
 """`python -m localcloud.fakeapi`."""
 
-from localcloud.fakeapi.data import main
+from localcloud.fakeapi.cli import main
 
 raise SystemExit(main())
