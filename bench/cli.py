@@ -104,8 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # moto serves one request at a time (see localcloud/moto_server.py), for the benchmark's
-    # clouds only: the caller's environment is restored after (tests run other clouds next)
+    # moto serves one request at a time (see localcloud/emulators/moto_server.py), for the
+    # benchmark's clouds only: the caller's environment is restored after (tests run other
+    # clouds next)
     saved = os.environ.get("LOCALCLOUD_MOTO_THREADED")
     os.environ.setdefault("LOCALCLOUD_MOTO_THREADED", "0")
     try:

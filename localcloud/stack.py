@@ -52,12 +52,12 @@ from localcloud.deployment import (
     read_deployed,
 )
 from localcloud.driver import AsyncInvoker, KinesisEventSourceMapping, ShardProgress
+from localcloud.emulators.moto_process import MotoServer
+from localcloud.emulators.postgres import EmbeddedPostgres
 from localcloud.events import EventCapture
 from localcloud.fakeapi import FakeApiServer
 from localcloud.lambda_runtime import LambdaContext, scheduled_event
 from localcloud.monitoring import LocalMonitoring
-from localcloud.postgres import EmbeddedPostgres
-from localcloud.services import MotoServer
 from localcloud.sqs_driver import SqsEventSourceMapping, WorkerProgress
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -29,7 +29,7 @@ from infra.provision import stack_resources
 from infra.spec import StackSpec
 from infra.stages import FUNCTIONS, PROJECT_ROOT, Stage
 from infra.trigger import KinesisEventSourceSettings
-from localcloud.services import MotoServer
+from localcloud.emulators.moto_process import MotoServer
 from tests.factories import make_commands
 from tests.preflight_helpers import make_ready
 

@@ -19,7 +19,7 @@ from chalicelib import aws
 from infra.spec import StackSpec
 from infra.stages import FUNCTIONS
 from infra.trigger import KinesisEventSourceSettings
-from localcloud.postgres import EmbeddedPostgres
+from localcloud.emulators.postgres import EmbeddedPostgres
 from localcloud.stack import LocalCloud
 
 pytestmark = pytest.mark.e2e

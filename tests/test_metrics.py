@@ -241,7 +241,7 @@ def test_exhausted_retries_are_not_counted_as_one_more(
 
 
 def test_a_refused_connection_is_counted_as_connection(emitted: list[dict]) -> None:
-    from localcloud.services import free_port
+    from localcloud.emulators.moto_process import free_port
 
     session = build_session(Settings(max_retries=1, backoff_factor_s=0))
     with pytest.raises(requests.ConnectionError):

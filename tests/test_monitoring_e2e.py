@@ -29,9 +29,9 @@ from infra.alarms import alarm_definitions
 from infra.dashboard import dashboard_body, metric_lines
 from infra.stages import FUNCTIONS
 from localcloud.chaos import Chaos
+from localcloud.emulators.moto_process import free_port
 from localcloud.fakeapi import FakeApiServer, FaultInjector
 from localcloud.metrics_bridge import dimension_list
-from localcloud.services import free_port
 from localcloud.stack import LocalCloud, RunReport
 from tests.contract_server import UNAVAILABLE, ContractServer, odd_rows
 

@@ -21,7 +21,7 @@ from chalicelib.sinks.postgres_connection import (
     database_for,
 )
 from infra.postgres_secret import ensure_postgres_secret, secret_document
-from localcloud.postgres import EmbeddedPostgres
+from localcloud.emulators.postgres import EmbeddedPostgres
 from tests.postgres_helpers import dsn, envelope, user
 
 

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from chalicelib.contract import Envelope, parse_timestamp
 from chalicelib.sinks.postgres import PostgresSink
 from chalicelib.sinks.postgres_connection import Credentials
+from localcloud.emulators.postgres import EmbeddedPostgres
 from localcloud.fakeapi import HOSTILE_STRINGS
-from localcloud.postgres import EmbeddedPostgres
 from tests.postgres_helpers import connect, envelope, history, make_sink, track, user
 
 BASE = datetime(2025, 1, 1, 12, 0, 0, 123456)
