@@ -19,7 +19,7 @@ from rich.table import Table
 
 from localcloud.chaos import FAULTS, Chaos, ChaosSpecError
 from localcloud.deployment import DeploymentError
-from localcloud.report import write_report
+from localcloud.monitoring.health_report import write_report
 from localcloud.session import (
     HOME,
     ReportServer,

@@ -26,7 +26,7 @@ from chalicelib.metrics import (
 )
 from chalicelib.settings import Settings, get_settings
 from chalicelib.source import build_session
-from localcloud.metrics_bridge import emf_metrics
+from localcloud.monitoring.emf_extraction import emf_metrics
 
 ENTITIES = ("users", "tracks", "listen_history")
 

@@ -31,7 +31,7 @@ from infra.stages import FUNCTIONS
 from localcloud.chaos import Chaos
 from localcloud.emulators.moto_process import free_port
 from localcloud.fakeapi import FakeApiServer, FaultInjector
-from localcloud.metrics_bridge import dimension_list
+from localcloud.monitoring.emf_extraction import dimension_list
 from localcloud.stack import LocalCloud, RunReport
 from tests.contract_server import UNAVAILABLE, ContractServer, odd_rows
 

@@ -21,9 +21,9 @@ from chalicelib import aws
 from chalicelib.metrics import CATALOGUE, NAMESPACE, PIPELINE, MetricSpec, metrics
 from chalicelib.settings import Settings
 from infra.stage import StageResources
-from localcloud.alarm_evaluator import evaluate_alarms
-from localcloud.aws_metrics import Handler, ServiceMetrics
-from localcloud.metrics_bridge import EmfBridge, dimension_list
+from localcloud.monitoring.alarm_evaluator import evaluate_alarms
+from localcloud.monitoring.emf_extraction import EmfBridge, dimension_list
+from localcloud.monitoring.service_metrics import Handler, ServiceMetrics
 
 STEPS = ("ingest", "load")
 
