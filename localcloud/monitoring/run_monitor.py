@@ -106,7 +106,7 @@ class LocalMonitoring:
         """Evaluate every alarm of the stage as of `now`; returns {alarm name: state}."""
         assert self.resources is not None
         evaluations = evaluate_alarms(
-            aws.client("cloudwatch"), f"{self.resources.prefix}-", now=now
+            aws.client("cloudwatch"), self.resources.alarm_name(""), now=now
         )
         return {name: evaluation.state for name, evaluation in sorted(evaluations.items())}
 
