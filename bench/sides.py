@@ -88,7 +88,7 @@ def run_load() -> dict[str, Any]:
     import app
     from chalicelib.aws import clients as aws
     from chalicelib.settings import get_settings
-    from infra.event_source import KinesisEventSourceSettings
+    from infra.trigger import KinesisEventSourceSettings
     from localcloud.driver import KinesisEventSourceMapping, ShardProgress
 
     settings = get_settings()

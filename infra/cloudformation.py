@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from infra import names
 from infra.monitoring import cloudformation_resources
 from infra.provision import ALARM_TOPIC, FAILURE_QUEUE, STREAM, WORK_QUEUE, stack_resources
 from infra.resources import Attr
 from infra.spec import StackSpec
-from infra.trigger import FailureSettings, sam_event_overrides
+from infra.trigger import KinesisEventSourceSettings, sam_event_overrides
 
 TERRAFORM_STACK = "infra"
 """Name of the `aws_cloudformation_stack` resource in the Terraform package."""
@@ -68,7 +69,7 @@ def add_to_terraform(terraform: dict[str, Any], spec: StackSpec, infra_file: str
     """
     resources = terraform.setdefault("resource", {})
     resources.setdefault("aws_cloudformation_stack", {})[TERRAFORM_STACK] = {
-        "name": f"{spec.prefix}-infra",
+        "name": names.infra_stack(spec.prefix),
         "template_body": '${file("${path.module}/' + infra_file + '")}',
     }
     mappings = resources.get("aws_lambda_event_source_mapping", {})
@@ -81,7 +82,7 @@ def add_to_terraform(terraform: dict[str, Any], spec: StackSpec, infra_file: str
         "${aws_cloudformation_stack." + TERRAFORM_STACK + '.outputs["' + FAILURE_QUEUE + 'Arn"]}'
     )
     mapping = mappings[CHALICE_LOAD_MAPPING]
-    mapping.update(FailureSettings.from_spec(spec).terraform_arguments(queue_arn))
+    mapping.update(KinesisEventSourceSettings.from_spec(spec).terraform_arguments(queue_arn))
     mapping["depends_on"] = [f"aws_cloudformation_stack.{TERRAFORM_STACK}"]
     if CHALICE_WORKER_MAPPING not in mappings:
         raise KeyError(
@@ -105,7 +106,7 @@ def _fix_log_groups(resources: dict[str, Any], spec: StackSpec) -> None:
     for function, definition in functions.items():
         key = f"{function}-log-group"
         if key in groups:
-            groups[key]["name"] = f"/aws/lambda/{spec.function_name(function)}"
+            groups[key]["name"] = spec.log_group(function)
             definition["depends_on"] = [f"aws_cloudwatch_log_group.{key}"]
 
 
@@ -116,4 +117,4 @@ def _fix_rule_names(resources: dict[str, Any], spec: StackSpec) -> None:
     so two stages in one account would share, and fight over, one rule.
     """
     for key, rule in resources.get("aws_cloudwatch_event_rule", {}).items():
-        rule["name"] = f"{spec.app_name}-{spec.stage}-{key}"
+        rule["name"] = names.chalice_name(spec.app_name, spec.stage, key)

@@ -2,7 +2,8 @@
 
 One place defines what a person looks at: runs and freshness, throughput per step and entity,
 quarantine, errors, latency percentiles, stream lag, and the state of every alarm. The local
-health report (`localcloud/report.py`) draws the same widgets from the same definition.
+health report (`localcloud/monitoring/health_report.py`) draws the same widgets from the same
+definition.
 """
 
 from __future__ import annotations

@@ -346,7 +346,7 @@ def destroy(stage: Stage) -> Report:
         print(f"no Chalice deployment recorded for stage {stage.name}: nothing to delete")
     logs = aws.client("logs")
     for function in FUNCTIONS:
-        group = f"/aws/lambda/{spec.function_name(function)}"
+        group = spec.log_group(function)
         try:
             logs.delete_log_group(logGroupName=group)
             report.removed.append(Change(f"log group {group}", "deleted"))

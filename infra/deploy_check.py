@@ -21,20 +21,15 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.aws import clients as aws
-from infra.provision import (
-    WORK_QUEUE_MAX_RECEIVES,
-    work_queue_visibility_s,
-)
+from infra.provision import WORK_QUEUE_MAX_RECEIVES, work_queue_visibility_s
 from infra.resources import contains
 from infra.spec import StackSpec
 from infra.stages import FUNCTIONS
-from infra.trigger import LOAD_FUNCTION, FailureSettings, mappings_of
+from infra.trigger import LOAD_FUNCTION, KinesisEventSourceSettings, mappings_of
 
 WORKER_FUNCTION = "ingest_worker"
 WORK_BATCH_SIZE = 1
 """`batch_size` of `@app.on_sqs_message` in app.py: one work item per invocation."""
-KINESIS_STARTING_POSITION = "TRIM_HORIZON"
-"""`starting_position` of `@app.on_kinesis_record` in app.py."""
 
 WHY = {
     "FunctionResponseTypes": "without ReportBatchItemFailures Lambda ignores the function's "
@@ -73,13 +68,11 @@ class Problem:
 
 def expected_kinesis_mapping(spec: StackSpec, queue_arn: str) -> dict[str, Any]:
     """Every setting of the load function's Kinesis mapping, as the deploy applies them."""
-    settings = spec.settings
+    mapping = KinesisEventSourceSettings.from_spec(spec, queue_arn)
     return {
         "State": "Enabled",
-        "BatchSize": settings.batch_size,
-        "MaximumBatchingWindowInSeconds": settings.batching_window_s,
-        "StartingPosition": KINESIS_STARTING_POSITION,
-        **FailureSettings.from_spec(spec).api_parameters(queue_arn),
+        "StartingPosition": mapping.starting_position,
+        **mapping.as_api_parameters(),
     }
 
 

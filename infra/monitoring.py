@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib.aws import clients as aws
 from chalicelib.settings import Settings
+from infra import names
 from infra.alarms import AlarmThresholds, alarm_definitions
 from infra.dashboard import dashboard_body
 from infra.resources import Change
@@ -113,5 +114,5 @@ def cloudformation_resources(
 
 def _logical_id(kind: str, name: str, prefix: str) -> str:
     """`moovitamix-dev-pipeline-stale` -> `AlarmPipelineStale` (letters and digits only)."""
-    slug = name.removeprefix(f"{prefix}-")
+    slug = names.alarm_slug(prefix, name)
     return kind + "".join(part.capitalize() for part in slug.replace("_", "-").split("-"))

@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from chalicelib.evidence import EVIDENCE_SUFFIX, RUN_ROWS_INDEX
+from infra import names
+from infra.chalice_config import PROJECT_ROOT, read_config, stage_names
 from infra.provision import TABLE_KEYS
 from infra.spec import StackSpec
-from infra.stages import FUNCTIONS, PROJECT_ROOT, Stage
+from infra.stages import FUNCTIONS, Stage
 
 DATA_TABLES = tuple(suffix for suffix in TABLE_KEYS if suffix != "runs")
 """Every table but the run manifests: the entity tables and the run-pages ledger."""
@@ -48,11 +50,11 @@ class Arns:
         return f"arn:aws:{service}:{self.region}:{self.account}:{resource}"
 
     def log_group(self, function: str) -> list[str]:
-        name = f"/aws/lambda/{self.spec.function_name(function)}"
+        name = self.spec.log_group(function)
         return [self._arn("logs", f"log-group:{name}"), self._arn("logs", f"log-group:{name}:*")]
 
     def log_streams(self, function: str) -> str:
-        name = f"/aws/lambda/{self.spec.function_name(function)}"
+        name = self.spec.log_group(function)
         return self._arn("logs", f"log-group:{name}:log-stream:*")
 
     @property
@@ -297,9 +299,9 @@ def fallback_policy(stage: Stage) -> dict[str, Any]:
 
 def policy_files(stage: Stage) -> dict[str, dict[str, Any]]:
     """`{file name under .chalice/: document}` of one stage, as config.json must name them."""
-    files = {f"policy-{stage.name}.json": fallback_policy(stage)}
+    files = {names.stage_policy_file(stage.name): fallback_policy(stage)}
     for function in FUNCTIONS:
-        files[f"policy-{stage.name}-{function}.json"] = function_policy(stage, function)
+        files[names.function_policy_file(stage.name, function)] = function_policy(stage, function)
     return files
 
 
@@ -310,11 +312,11 @@ def render(document: dict[str, Any]) -> str:
 def configuration_errors(stage: Stage) -> list[str]:
     """Where `.chalice/config.json` does not point each function at its generated file."""
     errors = []
-    expected_stage_file = f"policy-{stage.name}.json"
+    expected_stage_file = names.stage_policy_file(stage.name)
     if stage.section.get("iam_policy_file") != expected_stage_file:
         errors.append(f"stage {stage.name}: iam_policy_file should be {expected_stage_file}")
     for function in FUNCTIONS:
-        expected = f"policy-{stage.name}-{function}.json"
+        expected = names.function_policy_file(stage.name, function)
         actual = stage.section.get("lambda_functions", {}).get(function, {}).get("iam_policy_file")
         if actual != expected:
             errors.append(
@@ -328,9 +330,8 @@ def configuration_errors(stage: Stage) -> list[str]:
 
 def stale_files(project_dir: Path = PROJECT_ROOT) -> list[str]:
     """Every policy file that is missing or differs from the template, and config errors."""
-    config = json.loads((project_dir / ".chalice" / "config.json").read_text())
     problems: list[str] = []
-    for name in config["stages"]:
+    for name in stage_names(read_config(project_dir)):
         stage = Stage.load(name, project_dir)
         problems += configuration_errors(stage)
         for file_name, document in policy_files(stage).items():
@@ -341,9 +342,8 @@ def stale_files(project_dir: Path = PROJECT_ROOT) -> list[str]:
 
 
 def write_all(project_dir: Path = PROJECT_ROOT) -> list[Path]:
-    config = json.loads((project_dir / ".chalice" / "config.json").read_text())
     written = []
-    for name in config["stages"]:
+    for name in stage_names(read_config(project_dir)):
         for file_name, document in policy_files(Stage.load(name, project_dir)).items():
             path = project_dir / ".chalice" / file_name
             path.write_text(render(document))

@@ -1,7 +1,7 @@
-"""The names of everything one deployment owns, derived from its settings in one place.
+"""One deployment as the resource builders see it: its settings, stage and deploy options.
 
 Resource builders, IAM policies, the trigger's failure settings and the packaged templates all
-read names from a `StackSpec`, so that a name is spelt once.
+read names from a `StackSpec`; the formulas behind them are `infra.names`'.
 """
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from chalicelib.settings import Settings
+from infra import names
+from infra.names import APP_NAME
 
 if TYPE_CHECKING:
     from infra.network import VpcEndpoints
 
-APP_NAME = "moovitamix-pipeline"
-"""`app_name` of `.chalice/config.json` and `app.py`; Chalice prefixes function names with it."""
+__all__ = ["APP_NAME", "StackSpec"]
 
 
 @dataclass(frozen=True)
@@ -51,26 +52,34 @@ class StackSpec:
     @property
     def failure_queue_name(self) -> str:
         """Where the Kinesis trigger sends batches it gave up on (metadata, not the records)."""
-        return f"{self.prefix}-load-failures"
+        return names.failure_queue(self.settings)
 
     @property
     def work_queue_name(self) -> str:
         """The fan-out work queue (`PIPELINE_WORK_QUEUE`): the `ingest_worker` trigger."""
-        return self.settings.work_queue
+        return names.work_queue(self.settings)
 
     @property
     def work_dead_letter_queue_name(self) -> str:
         """Where a work item goes after failing `WORK_QUEUE_MAX_RECEIVES` times."""
-        return f"{self.settings.work_queue}-dlq"
+        return names.dead_letter_queue(self.work_queue_name)
 
     @property
     def postgres_secret_name(self) -> str:
-        return f"{self.prefix}/postgres"
+        return names.postgres_secret(self.prefix)
 
     @property
     def alarm_topic_name(self) -> str:
-        return f"{self.prefix}-alarms"
+        return names.alarm_topic(self.prefix)
 
     def function_name(self, function: str) -> str:
         """The deployed Lambda name of a Chalice function: `<app>-<stage>-<function>`."""
-        return f"{self.app_name}-{self.stage}-{function}"
+        return names.function_name(self.app_name, self.stage, function)
+
+    def log_group(self, function: str) -> str:
+        """The log group Lambda writes a Chalice function's logs to."""
+        return names.log_group(self.function_name(function))
+
+    def rule_name(self, function: str) -> str:
+        """The EventBridge rule `chalice deploy` creates for a scheduled function."""
+        return names.rule_name(self.app_name, self.stage, function)

@@ -1,24 +1,22 @@
-"""Names of one stage's deployed resources, derived from its settings in one place.
+"""What the alarms and the dashboard watch in one stage, by name.
 
 Alarms, the dashboard and the local cloud's emulation of AWS metrics all need the same names
-(Lambda functions as Chalice names them, stream, tables, queue, topic), so they come from here.
+(Lambda functions as Chalice names them, stream, tables, queue, topic); `StageResources`
+collects them from `infra.spec.StackSpec`, whose formulas are `infra.names`'.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 
 from chalicelib.settings import Settings
+from infra import chalice_config, names
+from infra.names import FUNCTIONS
 from infra.provision import TABLE_KEYS
 from infra.spec import StackSpec
-from infra.stages import FUNCTIONS
-
-CHALICE_CONFIG = Path(__file__).resolve().parent.parent / ".chalice" / "config.json"
 
 _RATE = re.compile(r"^rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)$")
 _UNIT_S = {"minute": 60, "hour": 3600, "day": 86400}
@@ -26,7 +24,7 @@ _UNIT_S = {"minute": 60, "hour": 3600, "day": 86400}
 
 @cache
 def chalice_app_name() -> str:
-    return str(json.loads(CHALICE_CONFIG.read_text())["app_name"])
+    return chalice_config.app_name()
 
 
 def schedule_interval_s(expression: str) -> int:
@@ -64,27 +62,26 @@ class StageResources:
 
     @classmethod
     def from_settings(cls, settings: Settings, stage: str) -> StageResources:
-        prefix = settings.table_prefix
-        app_name = chalice_app_name()
+        spec = StackSpec(settings, stage=stage, app_name=chalice_app_name())
         return cls(
             stage=stage,
-            prefix=prefix,
-            functions={name: f"{app_name}-{stage}-{name}" for name in FUNCTIONS},
+            prefix=spec.prefix,
+            functions={name: spec.function_name(name) for name in FUNCTIONS},
             stream=settings.stream_name,
             tables=tuple(settings.table_name(suffix) for suffix in TABLE_KEYS),
             quarantine_bucket=settings.quarantine_bucket,
-            failure_queue=f"{prefix}-load-failures",
-            work_queue=StackSpec(settings, stage=stage).work_queue_name,
-            work_dead_letter_queue=StackSpec(settings, stage=stage).work_dead_letter_queue_name,
-            alarm_topic=f"{prefix}-alarms",
-            dashboard=f"{prefix}-pipeline",
+            failure_queue=spec.failure_queue_name,
+            work_queue=spec.work_queue_name,
+            work_dead_letter_queue=spec.work_dead_letter_queue_name,
+            alarm_topic=spec.alarm_topic_name,
+            dashboard=names.dashboard(spec.prefix),
             entities=tuple(settings.resource_list),
             sinks=tuple(settings.sink_list),
             schedule_s=schedule_interval_s(settings.schedule),
         )
 
     def alarm_name(self, slug: str) -> str:
-        return f"{self.prefix}-{slug}"
+        return names.alarm_name(self.prefix, slug)
 
     def stale_after_s(self, margin_s: int) -> int:
         """No successful run for this long means the pipeline is stale."""

@@ -8,7 +8,6 @@ name), and the per-function Lambda settings Chalice applies itself.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -18,10 +17,11 @@ from typing import Any
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from chalicelib.settings import Settings
+from infra import names
+from infra.chalice_config import PROJECT_ROOT, environment_of, read_config, stage_section
+from infra.names import FUNCTIONS
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-FUNCTIONS = ("ingest", "load", "reconcile", "ingest_worker")
-"""The Lambda functions of `app.py`, by their Chalice names."""
+__all__ = ["EMULATOR_STAGES", "FUNCTIONS", "INFRA_KEY", "PROJECT_ROOT", "Stage"]
 
 EMULATOR_STAGES = ("local", "localstack")
 """Stages whose names and policies assume an emulator (moto's or LocalStack's account)."""
@@ -60,10 +60,8 @@ class Stage:
 
     @classmethod
     def load(cls, name: str, project_dir: Path = PROJECT_ROOT) -> Stage:
-        config = json.loads((project_dir / ".chalice" / "config.json").read_text())
-        if name not in config.get("stages", {}):
-            known = ", ".join(sorted(config.get("stages", {})))
-            raise ValueError(f"unknown stage {name!r} in .chalice/config.json (known: {known})")
+        config = read_config(project_dir)
+        stage_section(config, name)  # an unknown stage fails here, naming the known ones
         return cls(name=name, config=config, project_dir=project_dir)
 
     @property
@@ -72,14 +70,12 @@ class Stage:
 
     @property
     def section(self) -> dict[str, Any]:
-        return dict(self.config["stages"][self.name])
+        return stage_section(self.config, self.name)
 
     @property
     def environment(self) -> dict[str, str]:
         """The environment variables Chalice gives the functions of this stage."""
-        variables = dict(self.config.get("environment_variables", {}))
-        variables.update(self.section.get("environment_variables", {}))
-        return {name: str(value) for name, value in variables.items()}
+        return environment_of(self.config, self.name)
 
     @cached_property
     def settings(self) -> Settings:
@@ -139,7 +135,7 @@ class Stage:
 
     def function_name(self, function: str) -> str:
         """The Lambda function name Chalice deploys: `<app>-<stage>-<function>`."""
-        return f"{self.app_name}-{self.name}-{function}"
+        return names.function_name(self.app_name, self.name, function)
 
     def function_setting(self, function: str, key: str, default: Any = None) -> Any:
         """A Chalice setting as it applies to one function, looked up in Chalice's order."""
@@ -156,4 +152,4 @@ class Stage:
 
     def rule_name(self, function: str) -> str:
         """The EventBridge rule Chalice creates for a scheduled function."""
-        return f"{self.function_name(function)}-event"
+        return names.rule_name(self.app_name, self.name, function)

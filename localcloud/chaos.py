@@ -35,9 +35,9 @@ from typing import Any, ClassVar, Final
 import orjson
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 
-from localcloud.content_faults import CONTENT_FAULTS
 from localcloud.driver import Handler
 from localcloud.fakeapi import FaultInjector
+from localcloud.fakeapi.content_faults import CONTENT_FAULTS
 from localcloud.lambda_runtime import LambdaContext
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ class Poison(ApiFault):
 
 
 def _content_fault(fault_name: str, text: str) -> type[ApiFault]:
-    """An ApiFault class for one content fault of `localcloud/content_faults.py`."""
+    """An ApiFault class for one content fault of `localcloud/fakeapi/content_faults.py`."""
     return type(
         f"Content{fault_name.title().replace('-', '')}",
         (ApiFault,),

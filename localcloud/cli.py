@@ -19,7 +19,7 @@ from rich.table import Table
 
 from localcloud.chaos import FAULTS, Chaos, ChaosSpecError
 from localcloud.deployment import DeploymentError
-from localcloud.report import write_report
+from localcloud.monitoring.health_report import write_report
 from localcloud.session import (
     HOME,
     ReportServer,
@@ -549,7 +549,7 @@ def command_redrive(args: argparse.Namespace) -> int:
 
     from chalicelib import wiring
     from chalicelib.deadletter.redrive import RedriveReport, new_redrive_id
-    from localcloud.stack import stage_environment
+    from infra.chalice_config import stage_environment
 
     added = [name for name in stage_environment(args.stage) if name not in os.environ]
     for name, value in stage_environment(args.stage).items():

@@ -17,7 +17,6 @@ targets (`ListRules`, `ListTargetsByRule`) and the event-source mappings
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +24,10 @@ from typing import Any
 
 from chalicelib.aws import clients as aws
 from infra import policies
+from infra.chalice_config import read_config, write_config
 from infra.deploy import Report, deploy
-from infra.event_source import KinesisEventSourceSettings
 from infra.stages import FUNCTIONS, PROJECT_ROOT, Stage
+from infra.trigger import KinesisEventSourceSettings
 
 STAGE = "local"
 CODE = ("app.py", "chalicelib", "requirements.txt")
@@ -52,10 +52,10 @@ def local_project(folder: Path, environment: dict[str, str]) -> Path:
         link = folder / name
         if not link.is_symlink():
             link.symlink_to(PROJECT_ROOT / name)
-    config = json.loads((PROJECT_ROOT / ".chalice" / "config.json").read_text())
+    config = read_config()
     variables = config["stages"][STAGE].setdefault("environment_variables", {})
     variables.update(environment)
-    (chalice_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    write_config(config, folder)
     for path in (PROJECT_ROOT / ".chalice").glob("policy-*.json"):
         shutil.copyfile(path, chalice_dir / path.name)
     policies.write_all(folder)
@@ -196,18 +196,8 @@ def _schedules(by_arn: dict[str, str]) -> dict[str, str]:
 
 def _kinesis_trigger(mapping: dict[str, Any], function: str, sqs: Any) -> KinesisTrigger:
     """The mapping's settings exactly as deployed: an absent setting is Lambda's default."""
-    destination = (mapping.get("DestinationConfig") or {}).get("OnFailure", {}).get("Destination")
-    settings = KinesisEventSourceSettings(
-        batch_size=int(mapping.get("BatchSize", 100)),
-        maximum_batching_window_in_seconds=int(mapping.get("MaximumBatchingWindowInSeconds", 0)),
-        starting_position=str(mapping.get("StartingPosition", "TRIM_HORIZON")),
-        parallelization_factor=int(mapping.get("ParallelizationFactor", 1)),
-        function_response_types=tuple(mapping.get("FunctionResponseTypes") or ()),
-        bisect_batch_on_function_error=bool(mapping.get("BisectBatchOnFunctionError", False)),
-        maximum_retry_attempts=int(mapping.get("MaximumRetryAttempts", -1)),
-        maximum_record_age_in_seconds=int(mapping.get("MaximumRecordAgeInSeconds", -1)),
-        on_failure_destination_arn=destination,
-    )
+    settings = KinesisEventSourceSettings.from_api(mapping)
+    destination = settings.on_failure_destination_arn
     return KinesisTrigger(
         uuid=mapping["UUID"],
         stream_arn=mapping["EventSourceArn"],

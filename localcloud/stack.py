@@ -39,10 +39,10 @@ from chalicelib.observability.logging import SERVICE
 from chalicelib.progress import run_id_for_event
 from chalicelib.settings import Settings, get_settings
 from chalicelib.sinks.postgres_connection import Credentials
-from infra.event_source import KinesisEventSourceSettings
 from infra.postgres_secret import ensure_postgres_secret
 from infra.provision import Provisioned, StackResult, provisioned_from
 from infra.stages import Stage
+from infra.trigger import KinesisEventSourceSettings
 from localcloud.chaos import Chaos
 from localcloud.deployment import (
     STAGE,
@@ -53,12 +53,12 @@ from localcloud.deployment import (
     read_deployed,
 )
 from localcloud.driver import AsyncInvoker, KinesisEventSourceMapping, ShardProgress
+from localcloud.emulators.moto_process import MotoServer
+from localcloud.emulators.postgres import EmbeddedPostgres
 from localcloud.events import EventCapture
 from localcloud.fakeapi import FakeApiServer
 from localcloud.lambda_runtime import LambdaContext, scheduled_event
 from localcloud.monitoring import LocalMonitoring
-from localcloud.postgres import EmbeddedPostgres
-from localcloud.services import MotoServer
 from localcloud.sqs_driver import SqsEventSourceMapping, WorkerProgress
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

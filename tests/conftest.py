@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, settings
 from chalicelib import wiring
 from chalicelib.sinks import postgres_connection
 from chalicelib.sinks.postgres_connection import Credentials
-from localcloud.postgres import EmbeddedPostgres
-from localcloud.services import MotoServer
+from localcloud.emulators.moto_process import MotoServer
+from localcloud.emulators.postgres import EmbeddedPostgres
 
 # No wall-clock judgement in tests: a 2-core CI machine running servers beside the test is slow
 # at times, which says nothing about the code. Tests that need fewer examples say so themselves.

@@ -8,11 +8,11 @@ to get past that check (e.g. to reach a later guard) fill a copy of the project 
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any
 
 from infra import policies, preflight
+from infra.chalice_config import read_config, write_config
 from tests.tls_helpers import make_authority
 
 BUNDLE = "chalicelib/certs/rds-global-bundle.pem"
@@ -49,10 +49,9 @@ def ready_section(section: dict[str, Any]) -> dict[str, Any]:
 def make_ready(project: Path, stage: str = "dev") -> None:
     """Fill in `stage` of the project at `project` in place, write the CA bundle there and
     regenerate the project's IAM policy files (they name the new subnets and groups)."""
-    path = project / ".chalice" / "config.json"
-    config = json.loads(path.read_text())
+    config = read_config(project)
     config["stages"][stage] = ready_section(config["stages"][stage])
-    path.write_text(json.dumps(config, indent=2))
+    write_config(config, project)
     (project / BUNDLE).parent.mkdir(parents=True, exist_ok=True)
     (project / BUNDLE).write_bytes(valid_bundle())
     policies.write_all(project)

@@ -1,9 +1,10 @@
 """A source whose pages parse but whose content is wrong or changing, end to end.
 
-Each case switches on one content fault of the built-in fake API (`localcloud/content_faults.py`)
-and runs the whole local cloud: ingest, Kinesis, load into DynamoDB and PostgreSQL, the
-reconciliation. It asserts what both stores hold, what is quarantined and why, the status and
-its reasons, the schema-drift report and the superseded count. Bounds on time are the ones the
+Each case switches on one content fault of the built-in fake API
+(`localcloud/fakeapi/content_faults.py`) and runs the whole local cloud: ingest, Kinesis,
+load into DynamoDB and PostgreSQL, the reconciliation. It asserts what both stores hold, what
+is quarantined and why, the status and its reasons, the schema-drift report and the superseded
+count. Bounds on time are the ones the
 local cloud already enforces (its drain timeout); nothing here measures wall-clock time.
 """
 
@@ -18,8 +19,8 @@ import pytest
 
 from chalicelib.model.contract import ENTITIES, entity_key
 from localcloud.chaos import Chaos
-from localcloud.content_faults import RENAMED, apply_content_faults
 from localcloud.fakeapi import generate_item
+from localcloud.fakeapi.content_faults import RENAMED, apply_content_faults
 from localcloud.stack import LocalCloud, RunReport
 
 pytestmark = pytest.mark.e2e

@@ -24,11 +24,12 @@ import boto3
 import pytest
 from cfnlint.api import ManualArgs, lint
 
+from infra.chalice_config import read_config, write_config
 from infra.provision import stack_resources
 from infra.spec import StackSpec
 from infra.stages import FUNCTIONS, PROJECT_ROOT, Stage
-from infra.trigger import FailureSettings
-from localcloud.services import MotoServer
+from infra.trigger import KinesisEventSourceSettings
+from localcloud.emulators.moto_process import MotoServer
 from tests.factories import make_commands
 from tests.preflight_helpers import make_ready
 
@@ -306,7 +307,7 @@ def test_the_kinesis_trigger_has_the_failure_settings(deployment: Deployment) ->
     assert mapping["MaximumRecordAgeInSeconds"] == stage.settings.trigger_max_record_age_s
     assert mapping["DestinationConfig"] == {"OnFailure": {"Destination": queue_arn}}
     assert mapping["ParallelizationFactor"] == 1  # one batch per shard: read-compare-write
-    expected = FailureSettings.from_spec(spec).api_parameters(queue_arn)
+    expected = KinesisEventSourceSettings.from_spec(spec, queue_arn).failure_parameters()
     assert {key: mapping[key] for key in expected} == expected
 
 
@@ -649,7 +650,7 @@ def test_the_sam_template_holds_the_infrastructure_and_the_failure_settings(
             assert resources[logical_id] == definition
     load = resources["Load"]
     event = load["Properties"]["Events"]["LoadKinesisEventSource"]["Properties"]
-    expected = FailureSettings.from_spec(spec).api_parameters(
+    expected = KinesisEventSourceSettings.from_spec(spec).failure_parameters(
         {"Fn::GetAtt": ["LoadFailureQueue", "Arn"]}
     )
     assert {key: event[key] for key in expected} == expected
@@ -687,7 +688,8 @@ def test_cfn_lint_checks_the_failure_settings_as_lambda_receives_them(packaged: 
     failure = {
         key: value
         for key, value in event["Properties"].items()
-        if key in FailureSettings.from_spec(spec_of(packaged.stage)).api_parameters("")
+        if key
+        in KinesisEventSourceSettings.from_spec(spec_of(packaged.stage)).failure_parameters("")
     }
     failure["DestinationConfig"] = {
         "OnFailure": {"Destination": "arn:aws:sqs:us-east-1:123456789012:q"}
@@ -822,10 +824,9 @@ def test_a_stage_is_only_deployed_to_the_account_and_region_it_is_pinned_to(
         assert "stage dev is pinned to account 111122223333 in us-east-1" in completed.stderr
         assert f"deploy to account 123456789012 in {region}" in completed.stderr
         assert "infrastructure:" not in completed.stdout  # refused before any change
-    config_path = project / ".chalice" / "config.json"
-    config = json.loads(config_path.read_text())
+    config = read_config(project)
     config["stages"]["dev"]["infra"]["account_id"] = "123456789012"
-    config_path.write_text(json.dumps(config))
+    write_config(config, project)
     from infra.deploy import check_account
 
     with pytest.MonkeyPatch.context() as patch:

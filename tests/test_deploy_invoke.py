@@ -18,7 +18,7 @@ import pytest
 
 from infra.spec import StackSpec
 from infra.stages import PROJECT_ROOT, Stage
-from localcloud.services import MotoServer
+from localcloud.emulators.moto_process import MotoServer
 from tests.test_deploy import Cloud, emulator_environment
 
 STAGE = "localstack"

@@ -18,8 +18,8 @@ from botocore.exceptions import ClientError
 from chalicelib.aws import clients as aws
 from infra.spec import StackSpec
 from infra.stages import FUNCTIONS
-from infra.trigger import FailureSettings
-from localcloud.postgres import EmbeddedPostgres
+from infra.trigger import KinesisEventSourceSettings
+from localcloud.emulators.postgres import EmbeddedPostgres
 from localcloud.stack import LocalCloud
 
 pytestmark = pytest.mark.e2e
@@ -52,14 +52,14 @@ def test_the_stage_is_deployed_and_the_drivers_use_what_was_deployed(
         assert set(deployed.schedules) == {"ingest", "reconcile"}
         assert deployed.schedules["ingest"].endswith(f"rule/{stage.rule_name('ingest')}")
         assert deployed.kinesis is not None
-        failure = FailureSettings.from_spec(StackSpec(stage.settings, stage=stage.name))
+        failure = KinesisEventSourceSettings.from_spec(StackSpec(stage.settings, stage=stage.name))
         trigger = deployed.kinesis.settings
         assert trigger.batch_size == stage.settings.batch_size
         assert trigger.maximum_batching_window_in_seconds == stage.settings.batching_window_s
         assert trigger.reports_batch_item_failures
-        assert trigger.bisect_batch_on_function_error is failure.bisect_on_error
-        assert trigger.maximum_retry_attempts == failure.retry_attempts
-        assert trigger.maximum_record_age_in_seconds == failure.max_record_age_s
+        assert trigger.bisect_batch_on_function_error is failure.bisect_batch_on_function_error
+        assert trigger.maximum_retry_attempts == failure.maximum_retry_attempts
+        assert trigger.maximum_record_age_in_seconds == failure.maximum_record_age_in_seconds
         assert deployed.kinesis.destination_url is not None
         assert deployed.kinesis.destination_url.endswith("-load-failures")
         assert deployed.work is not None

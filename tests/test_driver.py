@@ -21,7 +21,7 @@ from chalicelib.deadletter.failures import (
     RETRY_ATTEMPTS_EXHAUSTED,
     FailureRecord,
 )
-from infra.event_source import KinesisEventSourceSettings
+from infra.trigger import KinesisEventSourceSettings
 from localcloud.driver import AsyncInvoker, KinesisEventSourceMapping
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from chalicelib.aws import clients as aws
-from infra.event_source import KinesisEventSourceSettings
+from infra.trigger import KinesisEventSourceSettings
 from localcloud.driver import KinesisEventSourceMapping
 from localcloud.lambda_runtime import LambdaContext
 from tests.factories import create_stream, unique_name

@@ -21,8 +21,8 @@ import pytest
 from chalicelib import wiring
 from chalicelib.model.contract import ENTITIES, entity_key, validate_item
 from localcloud import cli
+from localcloud.emulators.moto_process import free_port
 from localcloud.fakeapi import FakeApiServer, FaultInjector, iter_items
-from localcloud.services import free_port
 from localcloud.stack import LocalCloud, RunReport
 from tests.contract_server import TOO_MANY_REQUESTS, UNAVAILABLE, ContractServer, odd_rows
 

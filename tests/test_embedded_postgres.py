@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from chalicelib.sinks.postgres_connection import Credentials
-from localcloud.postgres import EmbeddedPostgres, ensure_template, template_dir
+from localcloud.emulators.postgres import EmbeddedPostgres, ensure_template, template_dir
 from tests.postgres_helpers import connect
 
 

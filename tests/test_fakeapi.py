@@ -32,13 +32,13 @@ from localcloud.fakeapi import (
     HOSTILE_STRINGS,
     FakeApiServer,
     FaultInjector,
-    _poison_variants,
     build_app,
     generate_item,
     id_for_index,
     iter_items,
     page_body,
 )
+from localcloud.fakeapi.faults import poison_variants
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = 1000
@@ -429,7 +429,7 @@ def test_poison_is_deterministic_per_item_and_invalid(http: requests.Session) ->
 @given(entity=st.sampled_from(ENTITIES), index=st.integers(0, 999), seed=st.integers(0, 10**6))
 def test_every_poison_variant_fails_validation(entity: str, index: int, seed: int) -> None:
     item = generate_item(entity, index, RECORDS, seed)
-    for variant in _poison_variants(entity, item):
+    for variant in poison_variants(entity, item):
         with pytest.raises(ValidationError):
             validate_item(entity, variant)
     faults = FaultInjector({"poison": 1.0}, seed=seed)

@@ -2,8 +2,8 @@
 never a run without end.
 
 The end-to-end tests run the whole local cloud against the fake API with deterministic source
-faults (`localcloud/source_faults.py`), one fault per resource so that one run shows that a
-resource failing leaves the others untouched. Each asserts what both sinks store, what is
+faults (`localcloud/fakeapi/source_faults.py`), one fault per resource so that one run shows
+that a resource failing leaves the others untouched. Each asserts what both sinks store, what is
 quarantined, the run status, the error text (resource, URL, key) and the log lines, and that
 the run ended; time is bounded by the configured deadlines, never by a stopwatch.
 """
@@ -28,7 +28,7 @@ from chalicelib.model.contract import entity_key, validate_item
 from chalicelib.progress import LEDGER_ITEM_BYTES, PageLedger
 from chalicelib.settings import get_settings
 from localcloud.fakeapi import FakeApiServer, generate_item
-from localcloud.source_faults import OVERFLOW_TIMESTAMP, SourceFaults
+from localcloud.fakeapi.source_faults import OVERFLOW_TIMESTAMP, SourceFaults
 from localcloud.stack import LocalCloud, RunReport
 from tests.factories import use_fresh_stage
 
@@ -427,7 +427,7 @@ def test_source_faults_are_named_parsed_and_documented(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from localcloud import fakeapi
-    from localcloud.source_faults import SOURCE_FAULT_NAMES
+    from localcloud.fakeapi.source_faults import SOURCE_FAULT_NAMES
 
     faults = SourceFaults.parse(["slow-drip", "huge-page@tracks"])
     assert faults.faults == {"slow-drip": "users", "huge-page": "tracks"}

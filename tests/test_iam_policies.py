@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from chalicelib import wiring
 from chalicelib.aws import clients as aws
 from infra import policies
+from infra.chalice_config import read_config, write_config
 from infra.provision import TABLE_KEYS
 from infra.stages import FUNCTIONS, PROJECT_ROOT, Stage
 from localcloud.driver import KinesisEventSourceMapping
@@ -271,7 +272,7 @@ def test_policy_files_are_generated_from_the_template() -> None:
 
 
 def test_no_resource_is_a_bare_wildcard_except_where_aws_allows_nothing_narrower() -> None:
-    config = json.loads((PROJECT_ROOT / ".chalice" / "config.json").read_text())
+    config = read_config()
     for stage_name in config["stages"]:
         for file_name, document in policies.policy_files(Stage.load(stage_name)).items():
             for statement in document["Statement"]:
@@ -288,10 +289,10 @@ def test_no_resource_is_a_bare_wildcard_except_where_aws_allows_nothing_narrower
 def test_a_function_in_a_vpc_gets_exactly_the_network_interface_grants(tmp_path: Path) -> None:
     project = tmp_path / "project"
     (project / ".chalice").mkdir(parents=True)
-    config = json.loads((PROJECT_ROOT / ".chalice" / "config.json").read_text())
+    config = read_config()
     load = config["stages"]["dev"]["lambda_functions"]["load"]
     load.update(subnet_ids=["subnet-0abc"], security_group_ids=["sg-0def"])
-    (project / ".chalice" / "config.json").write_text(json.dumps(config))
+    write_config(config, project)
     stage = Stage.load("dev", project)
     load_policy = policies.function_policy(stage, "load")
     statements = {statement["Sid"]: statement for statement in load_policy["Statement"]}
@@ -327,7 +328,7 @@ ARN_HEAD = re.compile(r"^arn:aws:(?P<service>[a-z0-9-]+):(?P<region>[^:]*):(?P<a
 
 def test_every_arn_names_the_stage_s_region_and_account() -> None:
     """No `*` for region or account in any stage: the stage's config pins both."""
-    config = json.loads((PROJECT_ROOT / ".chalice" / "config.json").read_text())
+    config = read_config()
     for stage_name in config["stages"]:
         stage = Stage.load(stage_name)
         for file_name, document in policies.policy_files(stage).items():
@@ -350,10 +351,10 @@ def test_every_arn_names_the_stage_s_region_and_account() -> None:
 def test_a_stage_without_a_pinned_region_or_account_gets_no_policy(tmp_path: Path) -> None:
     project = tmp_path / "project"
     (project / ".chalice").mkdir(parents=True)
-    config = json.loads((PROJECT_ROOT / ".chalice" / "config.json").read_text())
+    config = read_config()
     config["stages"]["dev"]["infra"]["account_id"] = "*"
     config["stages"]["localstack"]["infra"].pop("region")
-    (project / ".chalice" / "config.json").write_text(json.dumps(config))
+    write_config(config, project)
     with pytest.raises(ValueError, match=r"infra\.account_id .* not '\*'"):
         policies.function_policy(Stage.load("dev", project), "load")
     with pytest.raises(ValueError, match=r"infra\.region"):

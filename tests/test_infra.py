@@ -32,7 +32,7 @@ from infra.provision import (
 from infra.resources import Attr, Change, Topic
 from infra.spec import StackSpec
 from infra.stages import Stage
-from infra.trigger import FailureSettings, apply_failure_settings
+from infra.trigger import KinesisEventSourceSettings, apply_failure_settings
 
 
 @pytest.fixture
@@ -382,10 +382,10 @@ def test_record_age_is_one_lambda_accepts(age: int) -> None:
         return
     spec = StackSpec(settings)
     if age == -1 or 60 <= age <= 604_800:
-        assert FailureSettings.from_spec(spec).max_record_age_s == age
+        assert KinesisEventSourceSettings.from_spec(spec).maximum_record_age_in_seconds == age
     else:
         with pytest.raises(ValueError, match=r"-1 or 60\.\.604800"):
-            FailureSettings.from_spec(spec)
+            KinesisEventSourceSettings.from_spec(spec)
 
 
 def test_stage_settings_come_from_the_config_not_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -560,15 +560,15 @@ def test_production_is_a_stage_setting_that_defaults_to_keeping_data(tmp_path: A
     assert Stage.load("local").production is False
     project = tmp_path / "project"
     (project / ".chalice").mkdir(parents=True)
-    from infra.stages import PROJECT_ROOT
+    from infra.chalice_config import read_config, write_config
 
-    config = json.loads((PROJECT_ROOT / ".chalice" / "config.json").read_text())
+    config = read_config()
     prod = json.loads(json.dumps(config["stages"]["dev"]))
     del prod["infra"]["production"]
     config["stages"]["prod"] = prod
     config["stages"]["local"]["infra"]["production"] = True  # an emulator stage never is
     config["stages"]["bad"] = {**prod, "infra": {**prod["infra"], "production": "yes"}}
-    (project / ".chalice" / "config.json").write_text(json.dumps(config))
+    write_config(config, project)
     assert Stage.load("prod", project).production is True
     assert Stage.load("local", project).production is False
     with pytest.raises(ValueError, match="production must be true or false"):

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from chalicelib.sinks.postgres_connection import Credentials
-from localcloud.stack import stage_environment
+from infra.chalice_config import stage_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 HOOK = ROOT / "localstack" / "init" / "ready.d" / "10-postgres-secret.sh"

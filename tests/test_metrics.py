@@ -25,7 +25,7 @@ from chalicelib.observability.metrics import (
     record_sink_write,
 )
 from chalicelib.settings import Settings, get_settings
-from localcloud.metrics_bridge import emf_metrics
+from localcloud.monitoring.emf_extraction import emf_metrics
 
 ENTITIES = ("users", "tracks", "listen_history")
 
@@ -240,7 +240,7 @@ def test_exhausted_retries_are_not_counted_as_one_more(
 
 
 def test_a_refused_connection_is_counted_as_connection(emitted: list[dict]) -> None:
-    from localcloud.services import free_port
+    from localcloud.emulators.moto_process import free_port
 
     session = build_session(Settings(max_retries=1, backoff_factor_s=0))
     with pytest.raises(requests.ConnectionError):

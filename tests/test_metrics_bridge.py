@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from chalicelib.observability.catalogue import NAMESPACE
 from chalicelib.observability.emf import PipelineMetrics
 from chalicelib.settings import get_settings
-from localcloud.alarm_evaluator import evaluate_alarms
-from localcloud.metrics_bridge import EmfBridge, dimension_list, read_emf_archive
+from localcloud.monitoring.alarm_evaluator import evaluate_alarms
+from localcloud.monitoring.emf_extraction import EmfBridge, dimension_list, read_emf_archive
 
 _unique = itertools.count()
 

@@ -30,9 +30,9 @@ from infra.alarms import alarm_definitions
 from infra.dashboard import dashboard_body, metric_lines
 from infra.stages import FUNCTIONS
 from localcloud.chaos import Chaos
+from localcloud.emulators.moto_process import free_port
 from localcloud.fakeapi import FakeApiServer, FaultInjector
-from localcloud.metrics_bridge import dimension_list
-from localcloud.services import free_port
+from localcloud.monitoring.emf_extraction import dimension_list
 from localcloud.stack import LocalCloud, RunReport
 from tests.contract_server import UNAVAILABLE, ContractServer, odd_rows
 
@@ -225,8 +225,8 @@ def test_every_alarm_has_a_provocation() -> None:
 
 def definitions_for_local() -> list[dict[str, Any]]:
     from chalicelib.settings import Settings
+    from infra.chalice_config import stage_environment
     from infra.stage import StageResources
-    from localcloud.stack import stage_environment
 
     environment = stage_environment("local")
     settings = Settings(

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from moto.kinesis.models import Shard
 
-from localcloud import moto_server
+from localcloud.emulators import moto_server
 
 
 def _shard(count: int) -> Shard:

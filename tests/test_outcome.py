@@ -19,7 +19,7 @@ from chalicelib.outcome import LAST_SUCCESS_RUN_ID, RunOutcomes
 from chalicelib.reconcile import EntityBalance, Reconciliation
 from chalicelib.settings import get_settings
 from localcloud.events import EventCapture
-from localcloud.metrics_bridge import emf_metrics
+from localcloud.monitoring.emf_extraction import emf_metrics
 
 T0 = datetime(2026, 11, 30, 6, 0, tzinfo=UTC)
 

@@ -16,13 +16,9 @@ from chalicelib import wiring
 from chalicelib.aws import clients as aws
 from chalicelib.settings import Settings
 from chalicelib.sinks.postgres import PostgresSink
-from chalicelib.sinks.postgres_connection import (
-    Credentials,
-    PostgresConfigError,
-    database_for,
-)
+from chalicelib.sinks.postgres_connection import Credentials, PostgresConfigError, database_for
 from infra.postgres_secret import ensure_postgres_secret, secret_document
-from localcloud.postgres import EmbeddedPostgres
+from localcloud.emulators.postgres import EmbeddedPostgres
 from tests.postgres_helpers import dsn, envelope, user
 
 

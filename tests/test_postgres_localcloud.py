@@ -13,8 +13,8 @@ import pytest
 
 from chalicelib.aws import clients as aws
 from chalicelib.model.contract import ENTITIES, entity_key
+from localcloud.emulators.postgres import EmbeddedPostgres
 from localcloud.fakeapi import iter_items
-from localcloud.postgres import EmbeddedPostgres
 from localcloud.stack import LocalCloud
 
 ROOT = Path(__file__).resolve().parents[1]

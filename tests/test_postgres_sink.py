@@ -15,8 +15,8 @@ from chalicelib.model.contract import parse_timestamp
 from chalicelib.model.envelope import Envelope
 from chalicelib.sinks.postgres import PostgresSink
 from chalicelib.sinks.postgres_connection import Credentials
+from localcloud.emulators.postgres import EmbeddedPostgres
 from localcloud.fakeapi import HOSTILE_STRINGS
-from localcloud.postgres import EmbeddedPostgres
 from tests.postgres_helpers import connect, envelope, history, make_sink, track, user
 
 BASE = datetime(2025, 1, 1, 12, 0, 0, 123456)

@@ -1,7 +1,7 @@
 """TLS that verifies: the pipeline's connections check the PostgreSQL server's certificate.
 
 An embedded PostgreSQL serves TLS on 127.0.0.1 (PostgreSQL's own TLS negotiation, through
-`localcloud.tls_front`) with a certificate issued by a CA made for this test (the
+`localcloud.emulators.tls_front`) with a certificate issued by a CA made for this test (the
 `cryptography` package). The pipeline's own connection code, reading its
 credentials from the secret in (moto's) Secrets Manager as in AWS, connects with
 `verify-full` against that CA, and refuses the same server when given another CA (same
@@ -23,7 +23,7 @@ from cryptography import x509
 from chalicelib.settings import Settings
 from chalicelib.sinks.postgres_connection import Credentials, connection_factory, tls_parameters
 from infra.postgres_secret import ensure_postgres_secret
-from localcloud.postgres import TLS_HOST, EmbeddedPostgres
+from localcloud.emulators.postgres import TLS_HOST, EmbeddedPostgres
 from tests.tls_helpers import make_authority, server_tls
 
 

@@ -23,6 +23,7 @@ import pytest
 from cfnlint.api import ManualArgs, lint
 
 from infra import policies, preflight
+from infra.chalice_config import read_config, write_config
 from infra.cloudformation import infra_template
 from infra.deploy import check_preflight, spec_for
 from infra.network import ENDPOINT_SERVICES, STAGE_TAG, vpc_endpoint_resources
@@ -42,7 +43,7 @@ REGION = "us-east-1"
 
 
 def shipped_config() -> dict[str, Any]:
-    return json.loads((PROJECT_ROOT / ".chalice" / "config.json").read_text())
+    return read_config()
 
 
 def project_with(
@@ -50,7 +51,7 @@ def project_with(
 ) -> Stage:
     """A project folder holding `config` (and a CA bundle at BUNDLE), loaded as a stage."""
     (tmp_path / ".chalice").mkdir(parents=True, exist_ok=True)
-    (tmp_path / ".chalice" / "config.json").write_text(json.dumps(config))
+    write_config(config, tmp_path)
     if bundle is not None:
         (tmp_path / BUNDLE).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / BUNDLE).write_bytes(bundle)
@@ -73,7 +74,7 @@ def test_a_filled_in_dev_stage_passes(tmp_path: Path) -> None:
 
 def test_make_ready_fills_in_a_copy_of_the_project(tmp_path: Path) -> None:
     (tmp_path / ".chalice").mkdir()
-    (tmp_path / ".chalice" / "config.json").write_text(json.dumps(shipped_config()))
+    write_config(shipped_config(), tmp_path)
     assert preflight.problems(Stage.load("dev", tmp_path))
     make_ready(tmp_path, "dev")
     assert preflight.problems(Stage.load("dev", tmp_path)) == []

@@ -24,7 +24,7 @@ import pytest
 from matplotlib import image as mpimg
 
 from localcloud.cli import main
-from localcloud.report_page import STATE_COLOURS
+from localcloud.monitoring.health_page import STATE_COLOURS
 from tests.browser import HEADLESS_FLAGS, chromium
 
 pytestmark = pytest.mark.e2e

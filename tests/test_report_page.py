@@ -8,8 +8,8 @@ from itertools import pairwise
 from hypothesis import given
 from hypothesis import strategies as st
 
-from localcloud.report import Line, RunSummary, run_bounds
-from localcloud.report_page import label, markdown, number
+from localcloud.monitoring.health_page import label, markdown, number
+from localcloud.monitoring.health_report import Line, RunSummary, run_bounds
 
 T0 = datetime(2026, 11, 30, 13, 0, 0, tzinfo=UTC)
 

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from localcloud.tls_front import ServerTls
+from localcloud.emulators.tls_front import ServerTls
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,9 @@ from chalicelib.observability.catalogue import CATALOGUE, NAMESPACE, PIPELINE, M
 from chalicelib.observability.metrics import metrics
 from chalicelib.settings import Settings
 from infra.stage import StageResources
-from localcloud.alarm_evaluator import evaluate_alarms
-from localcloud.aws_metrics import Handler, ServiceMetrics
-from localcloud.metrics_bridge import EmfBridge, dimension_list
+from localcloud.monitoring.alarm_evaluator import evaluate_alarms
+from localcloud.monitoring.emf_extraction import EmfBridge, dimension_list
+from localcloud.monitoring.service_metrics import Handler, ServiceMetrics
 
 STEPS = ("ingest", "load")
 
@@ -107,7 +107,7 @@ class LocalMonitoring:
         """Evaluate every alarm of the stage as of `now`; returns {alarm name: state}."""
         assert self.resources is not None
         evaluations = evaluate_alarms(
-            aws.client("cloudwatch"), f"{self.resources.prefix}-", now=now
+            aws.client("cloudwatch"), self.resources.alarm_name(""), now=now
         )
         return {name: evaluation.state for name, evaluation in sorted(evaluations.items())}
 

@@ -14,7 +14,8 @@ PutRecords served at once by the threaded server can draw the same sequence numb
 record silently replaces the other. Concurrent producers (the fan-out workers) lost records
 that way (found by the run reconciliation), so shard reads and writes take one lock here.
 
-Run as `python -m localcloud.moto_server -H HOST -p PORT` (the arguments of `moto.server`).
+Run as `python -m localcloud.emulators.moto_server -H HOST -p PORT` (the arguments of
+`moto.server`).
 With `LOCALCLOUD_MOTO_THREADED=0` it serves one request at a time: moto's work is pure Python
 under one interpreter lock, so its threads only add lock hand-offs (measured: ~20 % of its CPU
 under the pipeline's concurrent calls). The benchmark uses that mode; everything else keeps

@@ -27,6 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from infra import names
+
 SeriesKey = tuple[str, str, tuple[tuple[str, str], ...], str, int]
 """(namespace, metric, dimensions, unit, epoch second)."""
 SeriesId = tuple[str, str, tuple[tuple[str, str], ...]]
@@ -148,7 +150,7 @@ class EmfBridge:
             with self.archive.open("a", encoding="utf-8") as handle:
                 handle.write(line.rstrip("\n") + "\n")
             if function is not None and self.logs is not None:
-                self._pending.setdefault(f"/aws/lambda/{function}", []).append(
+                self._pending.setdefault(names.log_group(function), []).append(
                     {"timestamp": int(time.time() * 1000), "message": line.rstrip("\n")}
                 )
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from localcloud.report import AlarmState, Chart, HealthData, Line, RunSummary
+    from localcloud.monitoring.health_report import AlarmState, Chart, HealthData, Line, RunSummary
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RUNBOOK = PROJECT_ROOT / "docs" / "operations.md"

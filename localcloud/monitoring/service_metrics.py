@@ -24,7 +24,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from infra.stage import StageResources
-from localcloud.metrics_bridge import MetricAccumulator
+from localcloud.monitoring.emf_extraction import MetricAccumulator
 
 Handler = Callable[[Any, Any], Any]
 

@@ -8,7 +8,7 @@ moto cannot compute percentiles, so those come from the EMF lines the handlers w
 local log group, `emf.jsonl`), as CloudWatch Logs Insights would compute them in AWS.
 
 The data is collected while the local cloud runs (`collect`), kept as `health.json`, and drawn
-by `localcloud/report_page.py` (`render`): `DIR/index.html` and one PNG per chart in
+by `localcloud/monitoring/health_page.py` (`render`): `DIR/index.html` and one PNG per chart in
 `DIR/charts/`.
 """
 
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from chalicelib.aws import clients as aws
 from chalicelib.outcome import LAST_SUCCESS_RUN_ID
 from infra.dashboard import metric_lines
-from localcloud.metrics_bridge import dimension_list, read_emf_archive
+from localcloud.monitoring.emf_extraction import dimension_list, read_emf_archive
 
 if TYPE_CHECKING:
     from localcloud.stack import LocalCloud
@@ -351,7 +351,7 @@ def _parse(moment: str) -> datetime:
 
 def render(data: HealthData, out_dir: Path) -> Path:
     """Write `out_dir/index.html`, `out_dir/charts/*.png` and `out_dir/health.json`."""
-    from localcloud.report_page import render as render_page
+    from localcloud.monitoring.health_page import render as render_page
 
     return render_page(data, out_dir)
 

@@ -69,12 +69,21 @@ class MotoServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         env = {**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "false"}
-        # localcloud.moto_server is imported from this project, whatever the working directory
-        project_root = str(Path(__file__).resolve().parent.parent)
+        # localcloud.emulators.moto_server is imported from this project, whatever the working
+        # directory
+        project_root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [project_root, env.get("PYTHONPATH")]))
         # our own interpreter with our own arguments, no shell (ruff S603, bandit B603)
         self._process = subprocess.Popen(  # noqa: S603  # nosec B603
-            [sys.executable, "-m", "localcloud.moto_server", "-H", self.host, "-p", str(self.port)],
+            [
+                sys.executable,
+                "-m",
+                "localcloud.emulators.moto_server",
+                "-H",
+                self.host,
+                "-p",
+                str(self.port),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

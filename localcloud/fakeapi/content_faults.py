@@ -1,7 +1,7 @@
 """Content faults of the fake API: pages that parse, with items a real source gets wrong.
 
-The request-level faults (`api-5xx`, ...) and `poison` live in `localcloud/fakeapi.py`; these
-change what a well-formed page holds, the way a changing or careless source does, to prove the
+The request-level faults (`api-5xx`, ...) and `poison` live in `localcloud/fakeapi/faults.py`;
+these change what a well-formed page holds, the way a changing or careless source does, to prove the
 pipeline's version rule, keys, quality gate and schema-drift report end to end. Like `poison`,
 whether an item is hit is a pure function of (seed, fault, entity, index), so fetching a page
 again serves the same content, and a test can compute what was served.

