@@ -26,7 +26,7 @@ from chalicelib.manifest import RunManifests
 from chalicelib.quarantine import Quarantine
 from chalicelib.settings import Settings
 from chalicelib.sinks.dynamodb import DynamoDBSink
-from chalicelib.stream import encode_envelope
+from chalicelib.stream import decode_envelope, encode_envelope
 from localcloud.fakeapi import FakeApiServer, iter_items
 from tests.helpers.factories import use_fresh_stage
 
@@ -216,6 +216,10 @@ SERVED = 30
 """Users the fake API serves for the fail-open tests: 3 pages of 10."""
 
 
+def served_users() -> list[dict[str, Any]]:
+    return [validate_item("users", item) for item in iter_items("users", SERVED, 11)]
+
+
 @pytest.fixture
 def stored_source(aws_env: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     """A fake API serving `SERVED` users, every one of which DynamoDB (the only sink) already
@@ -229,9 +233,29 @@ def stored_source(aws_env: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Set
             PIPELINE_PAGE_SIZE="10",
             PIPELINE_RESOURCES="users",
         )
-        items = [validate_item("users", item) for item in iter_items("users", SERVED, 11)]
+        items = served_users()
         DynamoDBSink(settings).write("users", [_envelope("users", item) for item in items])
         yield settings
+
+
+def _published_items(settings: Settings, run_id: str) -> list[dict[str, Any]]:
+    """The items of `run_id` in the stream, read back from every shard."""
+    kinesis = aws.client("kinesis")
+    items: list[dict[str, Any]] = []
+    for shard in kinesis.list_shards(StreamName=settings.stream_name)["Shards"]:
+        iterator = kinesis.get_shard_iterator(
+            StreamName=settings.stream_name,
+            ShardId=shard["ShardId"],
+            ShardIteratorType="TRIM_HORIZON",
+        )["ShardIterator"]
+        while True:
+            response = kinesis.get_records(ShardIterator=iterator, Limit=1000)
+            envelopes = [decode_envelope(record["Data"]) for record in response["Records"]]
+            items += [e.item for e in envelopes if e.run_id == run_id]
+            if not response["Records"]:
+                break
+            iterator = response["NextShardIterator"]
+    return items
 
 
 def _throttled() -> Exception:
@@ -291,6 +315,9 @@ def test_a_failed_change_look_up_publishes_the_page_in_full(
     assert all(getattr(r, "entity", None) == "users" for r in warnings)
     expected = type(failure()).__name__
     assert all(getattr(r, "error", "").startswith(expected) for r in warnings)
+    in_stream = _published_items(stored_source, result.run_id)
+    assert len(in_stream) == counts.published
+    assert {item["id"] for item in in_stream} == {item["id"] for item in served_users()}
     state = wiring.manifests(stored_source).get(result.run_id) or {}
     assert state["published.users"] == counts.published
     assert state.get("unchanged.users", 0) == 0  # counters start when first added to
