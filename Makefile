@@ -16,7 +16,7 @@ LOCAL_AWS = env -u AWS_PROFILE -u AWS_SESSION_TOKEN \
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1}
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lock run up down report test browser lint typecheck check clean security
+.PHONY: help venv lock run up down report test test-fast browser lint typecheck check clean security
 .PHONY: deploy deploy-local package destroy destroy-local invoke-local
 
 help: ## list the targets
@@ -46,9 +46,13 @@ down: $(STAMP) ## stop the cloud `make up` started, and every process it started
 report: $(STAMP) ## run the local cloud and write its health report to .localcloud/report/ (ARGS="--runs 3")
 	$(BIN)/python -m localcloud report --out .localcloud/report $(ARGS)
 
-test: $(STAMP) ## run the whole test suite against the embedded local cloud (installs Chromium for the report test as root on Debian)
+# pytest's options are in pyproject.toml: 2 xdist workers, random order, a per-test timeout.
+test: $(STAMP) ## run every tier (unit, integration, e2e) in parallel against the embedded local cloud (installs Chromium for the report test as root on Debian)
 	@$(BIN)/python -m tests.browser --install || true
 	$(BIN)/python -m pytest $(ARGS)
+
+test-fast: $(STAMP) ## the unit tier only: no emulated service, under a minute (ARGS="-k source")
+	$(BIN)/python -m pytest tests/unit $(ARGS)
 
 .PHONY: bench
 bench: $(STAMP) ## time to verdict of localcloud run vs the floor (20k/100k), memory to 1M, defaults sweep; targets checked, one results file (ARGS="--quick")

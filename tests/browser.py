@@ -1,6 +1,6 @@
 """Headless Chromium for the health-report test: find it, or say exactly what to install.
 
-Only `tests/test_report_browser.py` needs a browser. `make browser` and `make test` install
+Only `tests/e2e/test_report_browser.py` needs a browser. `make browser` and `make test` install
 Debian's `chromium` package when they run as root on a machine with apt-get; anywhere else
 they print what to install (`make browser` then exits 1, `make test` goes on), and the report
 test fails with the same message. Nothing else in the suite depends on it.

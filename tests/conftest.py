@@ -1,6 +1,9 @@
-"""Shared fixtures: a moto server and an embedded PostgreSQL per test session, a local cloud.
+"""Shared fixtures: a moto server and an embedded PostgreSQL per test session (per xdist
+worker: each has its own, on free ports and in its own temporary folders), and the tier markers.
 
 Tests never reach the internet: AWS is a moto server on loopback, the API is the built-in fake.
+The tiers are folders (docs/testing.md): tests/unit, tests/integration, tests/e2e; every test
+gets its folder's marker, so `-m unit` and `pytest tests/unit` select the same tests.
 """
 
 from __future__ import annotations
@@ -74,6 +77,16 @@ def state_dir(tmp_path: Path) -> Path:
     path = tmp_path / "state"
     path.mkdir()
     return path
+
+
+TIERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = item.path.parent.name
+        if tier in TIERS:
+            item.add_marker(tier)
 
 
 def pytest_configure(config: pytest.Config) -> None:
