@@ -182,6 +182,11 @@ def function_policy(stage: Stage, function: str) -> dict[str, Any]:
                 [arns.function("ingest")],
             ),
             _statement(
+                "RequestVerdict",  # the run is loaded: ask for its verdict now, not at the schedule
+                ["lambda:InvokeFunction"],
+                [arns.function("reconcile")],
+            ),
+            _statement(
                 "FanOutWorkItems",  # page ranges of a large resource, for ingest_worker
                 ["sqs:GetQueueUrl", "sqs:SendMessage"],  # SendMessage covers SendMessageBatch
                 [arns.work_queue],
@@ -206,6 +211,11 @@ def function_policy(stage: Stage, function: str) -> dict[str, Any]:
                 "RunPageLedger",  # the keys each page published, for the reconciliation
                 ["dynamodb:BatchWriteItem"],
                 [arns.table("run-pages")],
+            ),
+            _statement(
+                "RequestVerdict",  # the run is loaded: ask for its verdict now
+                ["lambda:InvokeFunction"],
+                [arns.function("reconcile")],
             ),
             _detect_changes(arns),
             _statement("QuarantineRecords", ["s3:PutObject"], [arns.quarantine_objects]),
@@ -251,6 +261,11 @@ def function_policy(stage: Stage, function: str) -> dict[str, Any]:
                 [arns.table(suffix) for suffix in ENTITY_TABLES],
             ),
             _statement("RunManifests", ["dynamodb:UpdateItem"], [arns.table("runs")]),
+            _statement(
+                "RequestVerdict",  # the run is loaded: ask for its verdict now
+                ["lambda:InvokeFunction"],
+                [arns.function("reconcile")],
+            ),
             _statement("QuarantineRecords", ["s3:PutObject"], [arns.quarantine_objects]),
             _statement(
                 "SendFailedBatches",  # the mapping's on-failure destination, sent with this role
