@@ -551,6 +551,9 @@ class LocalCloud:
         pipeline_logger.addHandler(progress_handler)
         service = self.lambda_service()
         service.on_log = progress_handler.handle
+        lambda_events = aws.client("lambda").meta.events
+        if not service.processes:  # the handlers' async invocations, made in this process
+            lambda_events.register("before-call.lambda.Invoke", service.capture_invoke)
         calls_before = service.aws_calls()
         reconciles_before = len(service.reconciles)
         if deployed.work is None:
@@ -645,6 +648,7 @@ class LocalCloud:
 
         run_id = run_id_for_event(event)
         service.wait_reconciles()  # a verdict request of the pipeline, still running
+        lambda_events.unregister("before-call.lambda.Invoke", service.capture_invoke)
         report = self._reconcile(run_id, ingest_outcome, shards, work.progress, backstop_only=True)
         invocations = service.reconciles[reconciles_before:]
         if report.status == "succeeded":
@@ -699,9 +703,6 @@ class LocalCloud:
                 chaos=self.chaos,
             )
             self._service_environment = environment
-            if not self.function_processes:
-                events = aws.client("lambda").meta.events
-                events.register("before-call.lambda.Invoke", self._service.capture_invoke)
         return self._service
 
     def _shard_ids(self) -> list[str]:

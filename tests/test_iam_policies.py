@@ -54,7 +54,10 @@ NOT_EXERCISED_LOCALLY = {
     ("reconcile", "cloudwatch:PutMetricData"): "metrics may be flushed as EMF log lines",
     ("reconcile", "s3:GetObject"): "reads only records quarantined by the load function",
     ("reconcile", "secretsmanager:GetSecretValue"): "read once per process; the load read it",
-    ("ingest", "lambda:InvokeFunction"): "only when a run continues past the Lambda timeout",
+    ("ingest", "lambda:InvokeFunction"): "only when a run continues past the Lambda timeout, "
+    "or the load finished before the ingest (it asks for the verdict then)",
+    ("ingest_worker", "lambda:InvokeFunction"): "only when the load finished before the last "
+    "work item (the recording drains the stream before the workers run)",
     ("ingest", "dynamodb:Query"): "only when a delivery resumes a run (test_resume.py)",
     ("ingest_worker", "logs:CreateLogGroup"): "Lambda writes the logs, not the code",
     ("ingest_worker", "logs:CreateLogStream"): "Lambda writes the logs, not the code",
@@ -87,6 +90,12 @@ def recorded_calls(tmp_path_factory: pytest.TempPathFactory) -> list[Call]:
     ):
         import app
 
+        invoked: list[dict[str, Any]] = []
+        # Lambda answers an async Invoke with 202 and runs the function later: the recording
+        # only needs the call (the reconcile function is called below)
+        aws.client("lambda").meta.events.register_first(
+            "before-call.lambda.Invoke", lambda params, **_: accept_invoke(params, invoked)
+        )
         settings = cloud.settings
         assert cloud.provisioned is not None
         rule_arn = f"arn:aws:events:{REGION}:123456789012:rule/moovitamix-pipeline-local-ingest"
@@ -99,11 +108,13 @@ def recorded_calls(tmp_path_factory: pytest.TempPathFactory) -> list[Call]:
             stream_name=settings.stream_name,
             stream_arn=cloud.provisioned.stream_arn,
             handler=app.load,
+            function_name="moovitamix-pipeline-local-load",  # its verdict request names it
             region=REGION,
             batch_size=settings.batch_size,
         )
         with recorder.acting_as("load"):
             mapping.run(done)
+            assert [event["detail-type"] for event in invoked] == ["RunLoaded"]
             garbage = {
                 "PartitionKey": "users:1",
                 "SequenceNumber": "49000000000000000000000000000000000000000000000000000001",
@@ -154,6 +165,13 @@ def recorded_calls(tmp_path_factory: pytest.TempPathFactory) -> list[Call]:
             assert second_faults.injected["poison"] > 0
         wiring.reset()
     return recorder.calls
+
+
+def accept_invoke(params: dict[str, Any], invoked: list[dict[str, Any]]) -> Any:
+    from botocore.awsrequest import AWSResponse, HTTPHeaders
+
+    invoked.append(json.loads(params.get("body") or b"{}"))
+    return AWSResponse("", 202, HTTPHeaders(), None), {"StatusCode": 202}
 
 
 def cloud_kinesis() -> Any:
