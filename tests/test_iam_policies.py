@@ -547,6 +547,8 @@ WORK_ITEM_CALLS = [
     ),
     ("s3:PutObject", "arn:aws:s3:::moovitamix-local-quarantine/run/users/p3.json"),
     ("logs:CreateLogStream", local_arn("logs", LOG_GROUP + ":log-stream:2026/11/26/x")),
+    # the last work item of a run the load already finished asks for its verdict
+    ("lambda:InvokeFunction", local_arn("lambda", "function:moovitamix-pipeline-local-reconcile")),
 ]
 
 
@@ -625,3 +627,23 @@ def test_the_recorder_names_sqs_batch_calls_by_the_action_iam_checks() -> None:
     (call,) = recorder.calls
     assert call.action == "sqs:SendMessage"
     assert call.resources == (local_arn("sqs", name),)
+
+
+@pytest.mark.parametrize("function", ["ingest", "ingest_worker", "load"])
+def test_the_verdict_request_may_invoke_the_reconcile_function_only(function: str) -> None:
+    """The early verdict request (chalicelib/verdict_request.py): the reconcile function of
+    the same stage, nothing else (not the load, not another stage's reconcile)."""
+    policy = local_policy(function)
+
+    def invoke(name: str) -> Call:
+        return Call(function, "lambda:InvokeFunction", (local_arn("lambda", f"function:{name}"),))
+
+    assert allows(policy, invoke("moovitamix-pipeline-local-reconcile"))
+    for other in (
+        "moovitamix-pipeline-local-load",
+        "moovitamix-pipeline-local-ingest_worker",
+        "moovitamix-pipeline-dev-reconcile",
+        "moovitamix-pipeline-local-reconcile2",
+    ):
+        assert not allows(policy, invoke(other))
+    assert not allows(local_policy("reconcile"), invoke("moovitamix-pipeline-local-reconcile"))
