@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -157,11 +158,17 @@ class FunctionHost:
                     raise FunctionError(value)
                 return value
 
-    def close(self) -> None:
+    def stop(self, *, kill: bool = False) -> None:
+        """Ask the process to end after its invocation (or end it now: `kill`)."""
+        if kill:
+            self.process.kill()
         with contextlib.suppress(OSError):
             self.send.send(("stop",))
         with contextlib.suppress(OSError):
             self.send.close()
+
+    def close(self, *, kill: bool = False) -> None:
+        self.stop(kill=kill)
         try:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -259,11 +266,14 @@ class FunctionPool:
     def processes(self) -> int:
         return len(self._all)
 
-    def close(self) -> None:
+    def close(self, *, kill: bool = False) -> None:
+        """End every process: after its current invocation, or at once (`kill`)."""
         with self._lock:
             hosts, self._all, self._idle = self._all, [], []
         for host in hosts:
-            host.close()
+            host.stop(kill=kill)  # all of them first: they end in parallel
+        for host in hosts:
+            host.close(kill=kill)
 
 
 # -- the function's process ------------------------------------------------------------------
@@ -443,6 +453,8 @@ class _Forwarder(logging.Handler):
 
 
 def main(argv: list[str]) -> int:
+    # Ctrl-C in a terminal reaches the whole process group: the parent ends its functions
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     receive = Connection(int(argv[0]), writable=False)
     send = Connection(int(argv[1]), readable=False)
     _Child(receive, send).run()

@@ -225,7 +225,10 @@ class LambdaService:
             total.update(pool.chaos_counts())
         return total
 
-    def close(self) -> None:
-        self.wait_reconciles()
+    def close(self, *, interrupted: bool = False) -> None:
+        """End the function processes; `interrupted`: at once, without waiting for a
+        reconcile invocation still running."""
+        if not interrupted:
+            self.wait_reconciles()
         for pool in self.pools.values():
-            pool.close()
+            pool.close(kill=interrupted)

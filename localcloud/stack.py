@@ -341,7 +341,8 @@ class LocalCloud:
         tb: TracebackType | None,
     ) -> None:
         if self._service is not None:
-            self._service.close()
+            interrupted = exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
+            self._service.close(interrupted=interrupted)
             self._service = None
         if self.fake_api is not None:
             self.fake_api.stop()
