@@ -559,14 +559,10 @@ class LocalCloud:
         reconciles_before = len(service.reconciles)
         if deployed.work is None:
             raise DeploymentError("no enabled event-source mapping from the work queue")
-        service.warm(
-            {
-                "ingest": 1,
-                "load": len(self._shard_ids()),
-                "ingest_worker": self.workers,
-                "reconcile": 1,
-            }
-        )
+        # cold starts on the run's critical path: the ingest and one load per shard now; the
+        # reconcile function once the ingest is done (it imports while the load drains); the
+        # fan-out workers on their first work item, as Lambda starts them
+        service.warm({"ingest": 1, "load": len(self._shard_ids())})
 
         producer_done = threading.Event()
         ingest_outcome: dict[str, Any] = {}
@@ -598,6 +594,7 @@ class LocalCloud:
                     ingest_outcome["result"] = last.result
             finally:
                 ingest_done.set()
+                service.warm({"reconcile": 1})
 
         if deployed.work.batch_size != 1:
             raise DeploymentError(
