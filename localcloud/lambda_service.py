@@ -6,7 +6,10 @@ processes of its own (`localcloud.function_host`: one per concurrent execution, 
 keeps one execution environment per concurrent invocation), and its AWS calls are counted
 there, at the botocore boundary. Without, the handlers run as threads of this process: kept for
 tests that hook the functions' AWS clients from the test process; that mode counts no AWS calls
-(its `aws_calls` is empty) and is never what the command runs.
+(its `aws_calls` is empty), runs a verdict request only once the drivers are done (the
+handlers share one process-wide metrics buffer there, which Lambda never does, so a reconcile
+running beside a load would flush the load's metrics as its own) and is never what the command
+runs.
 
 An async `lambda:Invoke` a function makes goes to `invoke_async`, which routes it by function
 name as Lambda would: the ingest's continuations to the ingest's `AsyncInvoker` (the run's
@@ -83,6 +86,8 @@ class LambdaService:
         """Where the ingest's own async invocations (continuations) go: the run's invoker."""
         self.reconciles: list[ReconcileInvocation] = []
         self._threads: list[threading.Thread] = []
+        self._deferred: list[dict[str, Any]] = []
+        """Verdict requests of the in-process mode, run by `wait_reconciles`."""
         self._lock = threading.Lock()
         if processes:
             for function in FUNCTIONS:
@@ -148,7 +153,11 @@ class LambdaService:
         if name == self.names.get("ingest") and self.ingest_queue is not None:
             self.ingest_queue(event)
         elif name == self.names.get("reconcile"):
-            self.start_reconcile(event, "request")
+            if self.processes:
+                self.start_reconcile(event, "request")
+            else:
+                with self._lock:
+                    self._deferred.append(event)
         else:
             raise ValueError(f"the local cloud runs no async invocation of {function_name}")
 
@@ -198,6 +207,11 @@ class LambdaService:
         return invocation
 
     def wait_reconciles(self) -> None:
+        """Wait for every reconcile invocation (starting the deferred ones first)."""
+        with self._lock:
+            deferred, self._deferred = self._deferred, []
+        for event in deferred:
+            self.start_reconcile(event, "request")
         while True:
             with self._lock:
                 pending = [thread for thread in self._threads if thread.is_alive()]
