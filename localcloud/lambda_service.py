@@ -133,16 +133,34 @@ class LambdaService:
             if function in self.pools:
                 self.pools[function].warm(count)
 
-    def handler(self, function: str, in_process: Handler | None = None) -> Handler:
-        """The function as its triggers call it, instrumented as Lambda sees it."""
-        if function not in self._handlers:
-            if self.processes:
-                inner: Handler = self.pools[function]
-            else:
-                assert in_process is not None
-                inner = in_process
-            self._handlers[function] = self.instrument(function, inner)
-        return self._handlers[function]
+    def handler(
+        self, function: str, in_process: Handler | None = None, *, chaos: bool = True
+    ) -> Handler:
+        """The function as its triggers call it, instrumented as Lambda sees it.
+
+        In-process: `in_process` itself (what the caller built, chaos or not). With
+        processes: the function's pool; `chaos=False` a pool of its own without the chaos
+        run's faults (the redrive after a chaos run)."""
+        if not self.processes:
+            assert in_process is not None
+            return self.instrument(function, in_process)
+        key = function if chaos or self.chaos is None else f"{function}:clean"
+        if key not in self.pools:
+            clean = self.pools[function].config
+            self.pools[key] = FunctionPool(
+                HostConfig(
+                    function=function,
+                    environment=clean.environment,
+                    log_path=clean.log_path,
+                    output_path=clean.output_path,
+                ),
+                on_log=self._forward_log,
+                on_invoke=self.invoke_async,
+                emf_output=self.pools[function].emf_output,
+            )
+        if key not in self._handlers:
+            self._handlers[key] = self.instrument(function, self.pools[key])
+        return self._handlers[key]
 
     # -- async invocations -------------------------------------------------------------------
 
@@ -231,7 +249,10 @@ class LambdaService:
 
     def aws_calls(self) -> Counter[str]:
         """{function: AWS calls so far} (empty in in-process mode)."""
-        return Counter({name: pool.total_calls() for name, pool in self.pools.items()})
+        calls: Counter[str] = Counter()
+        for name, pool in self.pools.items():
+            calls[name.split(":", 1)[0]] += pool.total_calls()
+        return calls
 
     def chaos_counts(self) -> Counter[str]:
         total: Counter[str] = Counter()

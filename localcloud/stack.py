@@ -774,7 +774,8 @@ class LocalCloud:
             redriver.redrive_failures(report)
         drained = threading.Event()
         drained.set()
-        shards = self._mapping(self.lambda_service().handler("load", app.load)).run(drained)
+        load = self.lambda_service().handler("load", app.load, chaos=False)
+        shards = self._mapping(load).run(drained)
         self._remember_positions(shards)
         return report, self._reconcile(run_id, {}, shards)
 
