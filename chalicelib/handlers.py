@@ -18,7 +18,9 @@ from chalicelib.load import process_batch
 from chalicelib.observability.logging import logger
 from chalicelib.observability.metrics import metrics
 from chalicelib.progress import Deadline, run_id_for_event
+from chalicelib.reconcile import SETTLED
 from chalicelib.settings import get_settings
+from chalicelib.verdict_request import VerdictRequests, handled_per_run, requested_run
 
 
 @metrics.log_metrics
@@ -40,6 +42,8 @@ def handle_schedule(event: dict[str, Any], context: Any) -> dict[str, Any]:
         dependencies.publisher.close()
     if result.continuing:
         continue_in_new_invocation(event, context)
+    else:
+        VerdictRequests(get_settings().table_name("runs"), context).after_ingest(result.run_id)
     return result.as_dict()
 
 
@@ -47,27 +51,44 @@ def handle_schedule(event: dict[str, Any], context: Any) -> dict[str, Any]:
 def handle_reconcile(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Scheduled: settle every run whose stream records should all be loaded by now; write the
     run-outcome metrics, the last success and DatasetUpdated of each run settled
-    (`chalicelib.outcome`)."""
+    (`chalicelib.outcome`). A `RunLoaded` event (`chalicelib.verdict_request`) settles its
+    one run if it balances; a run that does not yet is left to the schedule (never final).
+    Short of time, the function invokes itself with the same event and resumes there."""
     from chalicelib.reconcile import STOP_MARGIN_S  # only this function loads the reconciler
 
     settings = get_settings()
     reconciler = wiring.reconciler(settings)
     deadline = Deadline(context, STOP_MARGIN_S)
-    results = reconciler.reconcile_pending(settings.reconcile_grace_s, deadline=deadline)
+    run_id = requested_run(event)
+    if run_id is not None:
+        manifest = reconciler.manifests.get(run_id) or {}
+        status = str(manifest.get("status", "unknown"))
+        if status in SETTLED:  # a repeated request: the verdict stands
+            return {"runs": {run_id: status}, "requested": run_id, "already_settled": True}
+        results = [reconciler.settle(run_id, final=False, deadline=deadline)]
+        interrupted = results[0].continuing
+    else:
+        results = reconciler.reconcile_pending(settings.reconcile_grace_s, deadline=deadline)
+        interrupted = reconciler.interrupted
     recorded = wiring.run_outcomes(settings).record(results)
-    if reconciler.interrupted:  # short of time: a new invocation resumes where this one stopped
+    if interrupted:  # short of time: a new invocation resumes where this one stopped
         continue_in_new_invocation(event, context)
-    return {
+    answer = {
         "runs": {result.run_id: result.status for result in results},
         "last_success_at": recorded["last_success_at"],
         "events": recorded["events"],
     }
+    if run_id is not None:
+        answer["requested"] = run_id
+    return answer
 
 
 @metrics.log_metrics
 def handle_kinesis(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Kinesis batch -> sinks; returns `batchItemFailures` for Lambda to re-deliver."""
     outcome = process_batch(event["Records"], wiring.load_dependencies())
+    handled = handled_per_run(event["Records"], outcome.failed_sequence_numbers)
+    VerdictRequests(get_settings().table_name("runs"), context).after_load(handled)
     return outcome.response()
 
 
@@ -89,4 +110,7 @@ def handle_work(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 "published": counts.published,
             }
         )
+    verdicts = VerdictRequests(get_settings().table_name("runs"), context)
+    for run_id in dict.fromkeys(item["run_id"] for item in done):
+        verdicts.after_ingest(str(run_id))
     return {"work_items": done}

@@ -185,6 +185,11 @@ def function_policy(stage: Stage, function: str) -> dict[str, Any]:
                 [arns.function("ingest")],
             ),
             _statement(
+                "RequestVerdict",  # the run is loaded: ask for its verdict now, not at the schedule
+                ["lambda:InvokeFunction"],
+                [arns.function("reconcile")],
+            ),
+            _statement(
                 "FanOutWorkItems",  # page ranges of a large resource, for ingest_worker
                 ["sqs:GetQueueUrl", "sqs:SendMessage"],  # SendMessage covers SendMessageBatch
                 [arns.work_queue],
@@ -209,6 +214,11 @@ def function_policy(stage: Stage, function: str) -> dict[str, Any]:
                 "RunPageLedger",  # the keys each page published, for the reconciliation
                 ["dynamodb:BatchWriteItem"],
                 [arns.table("run-pages")],
+            ),
+            _statement(
+                "RequestVerdict",  # the run is loaded: ask for its verdict now
+                ["lambda:InvokeFunction"],
+                [arns.function("reconcile")],
             ),
             _detect_changes(arns),
             _statement("QuarantineRecords", ["s3:PutObject"], [arns.quarantine_objects]),
@@ -271,6 +281,11 @@ def function_policy(stage: Stage, function: str) -> dict[str, Any]:
                 Condition={
                     "ForAllValues:StringLike": {"dynamodb:LeadingKeys": [f"*{EVIDENCE_SUFFIX}"]}
                 },
+            ),
+            _statement(
+                "RequestVerdict",  # the run is loaded: ask for its verdict now
+                ["lambda:InvokeFunction"],
+                [arns.function("reconcile")],
             ),
             _statement("QuarantineRecords", ["s3:PutObject"], [arns.quarantine_objects]),
             _statement(

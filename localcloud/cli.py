@@ -60,9 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="start the local cloud, run one scheduled ingestion, report and stop",
         description=(
             "Start the local cloud and deploy the local stage, fire the ingestion schedule once, "
-            "drive the deployed Kinesis and SQS mappings until everything is drained, fire the "
-            "reconcile schedule, then read the verdict and the counts back. Exits 0 only when "
-            "the reconcile function found every fetched record stored or quarantined. "
+            "drive the deployed Kinesis and SQS mappings until everything is drained (each "
+            "function runs in warm worker processes of its own, one per concurrent execution, "
+            "as Lambda runs it), run the reconcile function when the pipeline asks for the "
+            "run's verdict (once the run is loaded; the reconcile schedule fires as the backstop "
+            "if it has not settled the run), then read the verdict and the counts back. Exits 0 "
+            "only when the reconcile function found every fetched record stored or quarantined. "
+            "--json adds timings.verdict_s (schedule fired -> verdict written), "
+            "timings.reconcile_s and aws_calls per function. "
             "PIPELINE_* variables of the shell are deployed as the functions' environment."
         ),
     )
@@ -246,6 +251,7 @@ def _cloud(args: argparse.Namespace, state_dir: Path, **options: Any) -> LocalCl
         seed=args.seed,
         shard_count=args.shards,
         extra_env=shell_settings(),
+        function_processes=True,
         **options,
     )
 
@@ -429,7 +435,7 @@ def command_attach(args: argparse.Namespace) -> int:
         return 2
     console = Console(stderr=args.json)
     with attach_lock():
-        cloud = LocalCloud.attach(state, chaos=chaos, workers=args.workers)
+        cloud = LocalCloud.attach(state, chaos=chaos, workers=args.workers, function_processes=True)
         with cloud:
             report = cloud.run() if args.json else _run_with_progress(cloud, console)
             if args.dump:
@@ -529,9 +535,15 @@ def _print_report(console: Console, report: RunReport, cloud: LocalCloud) -> Non
         injected = ", ".join(f"{name} x{times}" for name, times in report.chaos.items())
         console.print(f"chaos injected: {injected}")
     colour = "green" if report.status == "succeeded" else "red"
+    verdict = report.timings.get("verdict_s")
     console.print(
-        f"[{colour} bold]{report.status}[/] in {report.timings['pipeline_s']:.1f} s "
-        f"(total {report.timings['total_s']:.1f} s); Lambda logs: {cloud.log_path}"
+        f"[{colour} bold]{report.status}[/] in {report.timings['pipeline_s']:.1f} s"
+        + (
+            f", verdict at {verdict:.1f} s ({report.verdict_trigger or 'schedule'})"
+            if verdict is not None
+            else ""
+        )
+        + f" (total {report.timings['total_s']:.1f} s); Lambda logs: {cloud.log_path}"
     )
     if report.event is not None:
         console.print(

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 from botocore.awsrequest import AWSResponse, HTTPHeaders
@@ -374,6 +375,11 @@ class AsyncInvoker:
         finally:
             events.unregister("before-call.lambda.Invoke", self._capture_invoke)
 
+    def enqueue(self, event: dict[str, Any]) -> None:
+        """An async invocation of this function made elsewhere (a function process's
+        captured `Invoke`): it runs after the current one, like a captured self-invoke."""
+        self._queued.append(event)
+
     def _invoke_with_retries(self, event: dict[str, Any]) -> InvocationRecord:
         first: int | None = None
         record = InvocationRecord(0)
@@ -397,8 +403,13 @@ class AsyncInvoker:
 
     def _capture_invoke(
         self, params: dict[str, Any], **_: Any
-    ) -> tuple[AWSResponse, dict[str, Any]]:
-        """Queue an async `Invoke` instead of sending it (moto cannot run our function)."""
+    ) -> tuple[AWSResponse, dict[str, Any]] | None:
+        """Queue an async `Invoke` of this function instead of sending it (moto cannot run
+        our function); an `Invoke` of another function is left to the next handler."""
+        path = str(params.get("url_path", ""))
+        target = unquote(path.split("/functions/", 1)[-1].split("/", 1)[0])
+        if target and target.rsplit(":function:", 1)[-1].split(":", 1)[0] != self.function_name:
+            return None
         body = params.get("body") or b"{}"
         self._queued.append(orjson.loads(body))
         response = AWSResponse(params.get("url", ""), 202, HTTPHeaders(), None)

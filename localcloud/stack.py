@@ -14,6 +14,7 @@ localcloud/monitoring.py).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -36,7 +37,9 @@ from chalicelib.deadletter.redrive import RedriveReport, new_redrive_id
 from chalicelib.manifest import schema_drift
 from chalicelib.model.contract import ENTITIES, entity_key
 from chalicelib.observability.logging import SERVICE
+from chalicelib.observability.metrics import metrics
 from chalicelib.progress import run_id_for_event
+from chalicelib.reconcile import SETTLED
 from chalicelib.settings import Settings, get_settings
 from chalicelib.sinks.postgres_connection import Credentials
 from infra.postgres_secret import ensure_postgres_secret
@@ -58,6 +61,7 @@ from localcloud.emulators.postgres import EmbeddedPostgres
 from localcloud.events import EventCapture
 from localcloud.fakeapi import FakeApiServer
 from localcloud.lambda_runtime import LambdaContext, scheduled_event
+from localcloud.lambda_service import LambdaService, ReconcileInvocation
 from localcloud.monitoring import LocalMonitoring
 from localcloud.sqs_driver import SqsEventSourceMapping, WorkerProgress
 
@@ -103,6 +107,11 @@ class RunReport:
     """The reconcile function's answer to the sweep that settled the run."""
     schema_drift: dict[str, list[str]] = field(default_factory=dict)
     """{entity: [unknown field, ...]}, read back from the run manifest the ingest wrote."""
+    aws_calls: dict[str, int] | None = None
+    """{function: AWS API calls its processes made for this run} (worker-process mode only)."""
+    verdict_trigger: str | None = None
+    """What ran the reconcile invocation that settled the run: "request" (the pipeline asked
+    once the run was loaded) or "schedule" (the backstop)."""
 
     def as_dict(self) -> dict[str, Any]:
         summary: dict[str, Any] = {
@@ -122,6 +131,10 @@ class RunReport:
             summary["event"] = self.event
         if self.reconcile is not None:
             summary["reconcile"] = self.reconcile
+        if self.aws_calls is not None:
+            summary["aws_calls"] = self.aws_calls
+        if self.verdict_trigger is not None:
+            summary["verdict_trigger"] = self.verdict_trigger
         return summary
 
 
@@ -188,8 +201,14 @@ class LocalCloud:
         chaos: Chaos | None = None,
         event_source: KinesisEventSourceSettings | None = None,
         workers: int = 2,
+        function_processes: bool = False,
     ) -> None:
         self.state_dir = state_dir
+        self.function_processes = function_processes
+        """Run each function in warm worker processes (`localcloud.lambda_service`), as the
+        command does; False runs them as threads of this process (tests that hook them)."""
+        self._service: LambdaService | None = None
+        self._service_environment: dict[str, str] = {}
         self.api_url = api_url
         self.records = records
         self.seed = seed
@@ -221,13 +240,22 @@ class LocalCloud:
 
     @classmethod
     def attach(
-        cls, state: dict[str, Any], *, chaos: Chaos | None = None, workers: int = 2
+        cls,
+        state: dict[str, Any],
+        *,
+        chaos: Chaos | None = None,
+        workers: int = 2,
+        function_processes: bool = False,
     ) -> LocalCloud:
         """A cloud that runs the pipeline on the services of a running `localcloud up` (its
         state file's content): it starts and stops nothing, and continues the load trigger
         where the previous run stopped."""
         cloud = cls(
-            Path(state["state_dir"]), api_url=state["api_url"], chaos=chaos, workers=workers
+            Path(state["state_dir"]),
+            api_url=state["api_url"],
+            chaos=chaos,
+            workers=workers,
+            function_processes=function_processes,
         )
         cloud.attached = state
         cloud.positions = dict(state.get("positions", {}))
@@ -313,6 +341,10 @@ class LocalCloud:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._service is not None:
+            interrupted = exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
+            self._service.close(interrupted=interrupted)
+            self._service = None
         if self.fake_api is not None:
             self.fake_api.stop()
             self.fake_api = None
@@ -501,7 +533,13 @@ class LocalCloud:
         )
 
     def run(self, progress: ProgressCallback | None = None) -> RunReport:
-        """Fire the schedule once, drive the stream until drained, and reconcile the counts."""
+        """Fire the schedule once, drive the stream until drained, and reconcile the counts.
+
+        The run is loaded when the pipeline asks for its verdict (`chalicelib.verdict_request`):
+        the reconcile function runs then, as Lambda runs the async invocation. Once the drivers
+        have drained everything, a run it has not settled (no request came, or it came early)
+        is settled by firing the reconcile schedule, as on AWS the schedule would.
+        """
         import app  # the Chalice app: imported after the environment points at the cloud
 
         assert self.provisioned is not None
@@ -513,6 +551,19 @@ class LocalCloud:
         progress_handler = _ProgressHandler(progress or (lambda *_: None))
         pipeline_logger = logging.getLogger(SERVICE)
         pipeline_logger.addHandler(progress_handler)
+        service = self.lambda_service()
+        service.on_log = progress_handler.handle
+        lambda_events = aws.client("lambda").meta.events
+        if not service.processes:  # the handlers' async invocations, made in this process
+            lambda_events.register("before-call.lambda.Invoke", service.capture_invoke)
+        calls_before = service.aws_calls()
+        reconciles_before = len(service.reconciles)
+        if deployed.work is None:
+            raise DeploymentError("no enabled event-source mapping from the work queue")
+        # cold starts on the run's critical path: the ingest and one load per shard now; the
+        # reconcile function once the ingest is done (it imports while the load drains); the
+        # fan-out workers on their first work item, as Lambda starts them
+        service.warm({"ingest": 1, "load": len(self._shard_ids())})
 
         producer_done = threading.Event()
         ingest_outcome: dict[str, Any] = {}
@@ -520,17 +571,18 @@ class LocalCloud:
         chaos = self.chaos
         ingest_name = deployed.function("ingest").name
         invoker = AsyncInvoker(
-            handler=self.monitoring.instrument("ingest", app.ingest),
+            handler=service.handler("ingest", app.ingest),
             lambda_client=aws.client("lambda"),
             function_name=ingest_name,
             region=REGION,
             max_invocations=settings.ingest_max_invocations + 10,
             context_factory=(
                 (lambda number: chaos.ingest_context_for(number, ingest_name, REGION))
-                if chaos is not None
+                if chaos is not None and not service.processes
                 else self._context("ingest")
             ),
         )
+        service.ingest_queue = invoker.enqueue
 
         ingest_done = threading.Event()
 
@@ -543,9 +595,8 @@ class LocalCloud:
                     ingest_outcome["result"] = last.result
             finally:
                 ingest_done.set()
+                service.warm({"reconcile": 1})
 
-        if deployed.work is None:
-            raise DeploymentError("no enabled event-source mapping from the work queue")
         if deployed.work.batch_size != 1:
             raise DeploymentError(
                 f"the work queue's mapping has batch size {deployed.work.batch_size}: the local "
@@ -555,7 +606,7 @@ class LocalCloud:
         work = SqsEventSourceMapping(
             sqs=aws.client("sqs"),
             queue_url=deployed.work.queue_url,
-            handler=self.monitoring.instrument("ingest_worker", app.ingest_worker),
+            handler=service.handler("ingest_worker", app.ingest_worker),
             function_name=worker.name,
             concurrency=self.workers,
             region=REGION,
@@ -571,12 +622,12 @@ class LocalCloud:
                 producer_done.set()
 
         load_handler: Any = app.load
-        if chaos is not None:
+        if chaos is not None and not service.processes:
             wiring.load_dependencies()  # builds the sinks, hence PynamoDB's clients, to hook
             chaos.attach(self._aws_clients())
             load_handler = chaos.wrap_load(load_handler, lambda: chaos.attach(self._aws_clients()))
         # Lambda sees a crash injected by chaos as the function's error, like any other
-        mapping = self._mapping(self.monitoring.instrument("load", load_handler))
+        mapping = self._mapping(service.handler("load", load_handler))
         producer = threading.Thread(target=fire_schedule, name="ingest", daemon=True)
         producer.start()
         workers = threading.Thread(target=run_workers, name="workers", daemon=True)
@@ -587,24 +638,79 @@ class LocalCloud:
             workers.join()
             self._remember_positions(shards)
         finally:
-            if chaos is not None:
+            if chaos is not None and not service.processes:
                 chaos.detach()
             pipeline_logger.removeHandler(progress_handler)
+            service.on_log = None
+            service.ingest_queue = None
         pipeline_s = time.monotonic() - started
 
         run_id = run_id_for_event(event)
-        report = self._reconcile(run_id, ingest_outcome, shards, work.progress)
+        service.wait_reconciles()  # a verdict request of the pipeline, still running
+        lambda_events.unregister("before-call.lambda.Invoke", service.capture_invoke)
+        report = self._reconcile(run_id, ingest_outcome, shards, work.progress, backstop_only=True)
+        invocations = service.reconciles[reconciles_before:]
         if report.status == "succeeded":
             self._receive_dataset_updated(report)
         report.metrics, report.alarms = self.monitoring.end_run(window_start)
         report.ingest_invocations = len(invoker.invocations)
         if chaos is not None:
-            report.chaos = chaos.counts()
+            counts = chaos.counts()
+            for name, count in service.chaos_counts().items():
+                counts[name] = counts.get(name, 0) + count
+            report.chaos = counts
         report.timings = {
             "total_s": round(self.started_s + time.monotonic() - started, 3),
             "pipeline_s": round(pipeline_s, 3),
+            **_verdict_timings(run_id, invocations, started),
         }
+        report.verdict_trigger = verdict_trigger(run_id, invocations)
+        if service.processes:
+            calls = service.aws_calls()
+            report.aws_calls = {
+                function: calls[function] - calls_before.get(function, 0)
+                for function in ("ingest", "ingest_worker", "load", "reconcile")
+            }
         return report
+
+    def lambda_service(self) -> LambdaService:
+        """Where the functions run: worker processes (`function_processes`) or this process.
+
+        Made once per cloud (warm across runs); made anew when the functions' deployed
+        environment changed since."""
+        environment = dict(os.environ)
+        if self._service is not None and self._service_environment != environment:
+            self._service.close()
+            self._service = None
+        if self._service is None:
+            assert self.deployed is not None
+            deployed = self.deployed
+            self._service = LambdaService(
+                processes=self.function_processes,
+                state_dir=self.state_dir,
+                names={
+                    function: deployed.function(function).name
+                    for function in ("ingest", "load", "ingest_worker", "reconcile")
+                },
+                contexts={
+                    function: functools.partial(self._context(function), 1)
+                    for function in ("ingest", "load", "ingest_worker", "reconcile")
+                },
+                instrument=self.monitoring.instrument,
+                emf_output=lambda line: metrics.output(line),
+                environment=environment,
+                chaos=self.chaos,
+            )
+            self._service_environment = environment
+        return self._service
+
+    def _shard_ids(self) -> list[str]:
+        deployed = self.read_deployment()
+        if deployed.kinesis is None:
+            return []
+        stream = deployed.kinesis.stream_arn.rsplit("/", 1)[-1]
+        shards = aws.client("kinesis").list_shards(StreamName=stream)["Shards"]
+        return [shard["ShardId"] for shard in shards]
 
     def _receive_dataset_updated(self, report: RunReport) -> None:
         """The DatasetUpdated event the reconcile function published, as the subscriber (an
@@ -669,7 +775,8 @@ class LocalCloud:
             redriver.redrive_failures(report)
         drained = threading.Event()
         drained.set()
-        shards = self._mapping(self.monitoring.instrument("load", app.load)).run(drained)
+        load = self.lambda_service().handler("load", app.load, chaos=False)
+        shards = self._mapping(load).run(drained)
         self._remember_positions(shards)
         return report, self._reconcile(run_id, {}, shards)
 
@@ -685,13 +792,12 @@ class LocalCloud:
     def fire_reconcile(self) -> dict[str, Any]:
         """Fire the reconcile schedule once: the deployed function settles the pending runs,
         writes their run-outcome metrics and publishes DatasetUpdated. Returns its answer."""
-        import app
-
         deployed = self.read_deployment()
         event = scheduled_event(deployed.schedule("reconcile"), REGION)
-        handler = self.monitoring.instrument("reconcile", app.reconcile)
-        answer: dict[str, Any] = handler(event, self._context("reconcile")(1))
-        return answer
+        invocation = self.lambda_service().fire_reconcile(event)
+        if invocation.error is not None or invocation.answer is None:
+            raise RuntimeError(invocation.error or "the reconcile function answered nothing")
+        return invocation.answer
 
     def _reconcile(
         self,
@@ -699,17 +805,33 @@ class LocalCloud:
         ingest_outcome: dict[str, Any],
         shards: dict[str, ShardProgress],
         work: WorkerProgress | None = None,
+        *,
+        backstop_only: bool = False,
     ) -> RunReport:
         """Fire the reconcile schedule and report the run: its verdict as the reconcile function
         wrote it in the runs table, its counts read back from the stores, and what the local
-        drivers saw (ingest errors, records sent to the on-failure queue) as errors."""
+        drivers saw (ingest errors, records sent to the on-failure queue) as errors.
+        `backstop_only`: the schedule fires only when the run is not settled yet (its verdict
+        request came early, or never)."""
         settings = self.settings
         errors: list[str] = []
         answer: dict[str, Any] | None = None
-        try:
-            answer = self.fire_reconcile()
-        except Exception as error:  # the function failed: Lambda would retry it later
-            errors.append(f"reconcile: {type(error).__name__}: {error}")
+        settled = (wiring.manifests(settings).get(run_id) or {}).get("status") in SETTLED
+        service = self.lambda_service()
+        requested = [
+            invocation.answer
+            for invocation in service.reconciles
+            if invocation.trigger == "request"
+            and invocation.answer
+            and invocation.answer.get("requested") == run_id
+        ]
+        if backstop_only and settled and requested:
+            answer = requested[-1]
+        else:
+            try:
+                answer = self.fire_reconcile()
+            except Exception as error:  # the function failed: Lambda would retry it later
+                errors.append(f"reconcile: {type(error).__name__}: {error}")
         manifest = wiring.manifests(settings).get(run_id) or {}
         quarantined = wiring.quarantine(settings).count_by_entity(run_id)
         sinks = wiring.build_sinks(settings)
@@ -825,3 +947,40 @@ class LocalCloud:
                         handle.write(orjson.dumps(item) + b"\n")
                 written.append(path)
         return written
+
+
+def _verdict_timings(
+    run_id: str, invocations: list[ReconcileInvocation], started: float
+) -> dict[str, float]:
+    """`verdict_s`: from the schedule firing to the end of the reconcile invocation that wrote
+    the run's verdict; `reconcile_s`: the reconcile function's time spent on the run (every
+    invocation that worked on it: an early request that found it not loaded yet counts too).
+    Neither when no invocation settled the run."""
+    timings: dict[str, float] = {}
+    worked = [
+        invocation
+        for invocation in invocations
+        if invocation.error is not None or run_id in (invocation.answer or {}).get("runs", {})
+    ]
+    if worked:
+        timings["reconcile_s"] = round(sum(i.duration_s for i in worked), 3)
+    settling = sorted(
+        (
+            invocation
+            for invocation in worked
+            if (invocation.answer or {}).get("runs", {}).get(run_id) in SETTLED
+            and invocation.ended is not None
+        ),
+        key=lambda invocation: invocation.ended or 0.0,
+    )
+    if settling and settling[0].ended is not None:
+        timings["verdict_s"] = round(settling[0].ended - started, 3)
+    return timings
+
+
+def verdict_trigger(run_id: str, invocations: list[ReconcileInvocation]) -> str | None:
+    """Which trigger's reconcile invocation settled the run first."""
+    for invocation in sorted(invocations, key=lambda i: i.ended or float("inf")):
+        if (invocation.answer or {}).get("runs", {}).get(run_id) in SETTLED:
+            return invocation.trigger
+    return None

@@ -113,6 +113,8 @@ def test_cli_json_summary_and_dump(tmp_path: Path) -> None:
         "report",
         "reconcile",
         "schema_drift",
+        "aws_calls",
+        "verdict_trigger",
     }
     assert summary["schema_drift"] == {}
     assert summary["event"]["detail-type"] == "DatasetUpdated"
@@ -135,9 +137,14 @@ def test_cli_json_summary_and_dump(tmp_path: Path) -> None:
             "stored": dict.fromkeys(SINKS, records),
             "superseded": 0,
         }
-    assert set(summary["timings"]) == {"total_s", "pipeline_s"}
+    assert set(summary["timings"]) == {"total_s", "pipeline_s", "verdict_s", "reconcile_s"}
     assert all(isinstance(value, float) for value in summary["timings"].values())
     assert 0 < summary["timings"]["pipeline_s"] <= summary["timings"]["total_s"]
+    assert 0 < summary["timings"]["reconcile_s"] < summary["timings"]["verdict_s"]
+    # the pipeline asked for its verdict once loaded; the schedule was not needed
+    assert summary["verdict_trigger"] == "request"
+    assert set(summary["aws_calls"]) == {"ingest", "ingest_worker", "load", "reconcile"}
+    assert all(summary["aws_calls"][f] > 0 for f in ("ingest", "load", "reconcile"))
 
     for sink in SINKS:
         assert sorted(p.name for p in (dump / sink).iterdir()) == sorted(

@@ -56,7 +56,10 @@ NOT_EXERCISED_LOCALLY = {
     ("reconcile", "cloudwatch:PutMetricData"): "metrics may be flushed as EMF log lines",
     ("reconcile", "s3:GetObject"): "reads only records quarantined by the load function",
     ("reconcile", "secretsmanager:GetSecretValue"): "read once per process; the load read it",
-    ("ingest", "lambda:InvokeFunction"): "only when a run continues past the Lambda timeout",
+    ("ingest", "lambda:InvokeFunction"): "only when a run continues past the Lambda timeout, "
+    "or the load finished before the ingest (it asks for the verdict then)",
+    ("ingest_worker", "lambda:InvokeFunction"): "only when the load finished before the last "
+    "work item (the recording drains the stream before the workers run)",
     ("reconcile", "lambda:InvokeFunction"): "only when a reconciliation continues past it",
     ("reconcile", "dynamodb:BatchGetItem"): "only for a page that does not balance",
     ("ingest", "dynamodb:Query"): "only when a delivery resumes a run (test_resume.py)",
@@ -92,6 +95,12 @@ def recorded_calls(tmp_path_factory: pytest.TempPathFactory) -> list[Call]:
     ):
         import app
 
+        invoked: list[dict[str, Any]] = []
+        # Lambda answers an async Invoke with 202 and runs the function later: the recording
+        # only needs the call (the reconcile function is called below)
+        aws.client("lambda").meta.events.register_first(
+            "before-call.lambda.Invoke", lambda params, **_: accept_invoke(params, invoked)
+        )
         settings = cloud.settings
         assert cloud.provisioned is not None
         rule_arn = f"arn:aws:events:{REGION}:123456789012:rule/moovitamix-pipeline-local-ingest"
@@ -104,11 +113,13 @@ def recorded_calls(tmp_path_factory: pytest.TempPathFactory) -> list[Call]:
             stream_name=settings.stream_name,
             stream_arn=cloud.provisioned.stream_arn,
             handler=app.load,
+            function_name="moovitamix-pipeline-local-load",  # its verdict request names it
             region=REGION,
             batch_size=settings.batch_size,
         )
         with recorder.acting_as("load"):
             mapping.run(done)
+            assert [event["detail-type"] for event in invoked] == ["RunLoaded"]
             garbage = {
                 "PartitionKey": "users:1",
                 "SequenceNumber": "49000000000000000000000000000000000000000000000000000001",
@@ -159,6 +170,13 @@ def recorded_calls(tmp_path_factory: pytest.TempPathFactory) -> list[Call]:
             assert second_faults.injected["poison"] > 0
         wiring.reset()
     return recorder.calls
+
+
+def accept_invoke(params: dict[str, Any], invoked: list[dict[str, Any]]) -> Any:
+    from botocore.awsrequest import AWSResponse, HTTPHeaders
+
+    invoked.append(json.loads(params.get("body") or b"{}"))
+    return AWSResponse("", 202, HTTPHeaders(), None), {"StatusCode": 202}
 
 
 def cloud_kinesis() -> Any:
@@ -543,6 +561,8 @@ WORK_ITEM_CALLS = [
     ),
     ("s3:PutObject", "arn:aws:s3:::moovitamix-local-quarantine/run/users/p3.json"),
     ("logs:CreateLogStream", local_arn("logs", LOG_GROUP + ":log-stream:2026/11/26/x")),
+    # the last work item of a run the load already finished asks for its verdict
+    ("lambda:InvokeFunction", local_arn("lambda", "function:moovitamix-pipeline-local-reconcile")),
 ]
 
 
@@ -621,3 +641,23 @@ def test_the_recorder_names_sqs_batch_calls_by_the_action_iam_checks() -> None:
     (call,) = recorder.calls
     assert call.action == "sqs:SendMessage"
     assert call.resources == (local_arn("sqs", name),)
+
+
+@pytest.mark.parametrize("function", ["ingest", "ingest_worker", "load"])
+def test_the_verdict_request_may_invoke_the_reconcile_function_only(function: str) -> None:
+    """The early verdict request (chalicelib/verdict_request.py): the reconcile function of
+    the same stage, nothing else (not the load, not another stage's reconcile)."""
+    policy = local_policy(function)
+
+    def invoke(name: str) -> Call:
+        return Call(function, "lambda:InvokeFunction", (local_arn("lambda", f"function:{name}"),))
+
+    assert allows(policy, invoke("moovitamix-pipeline-local-reconcile"))
+    for other in (
+        "moovitamix-pipeline-local-load",
+        "moovitamix-pipeline-local-ingest_worker",
+        "moovitamix-pipeline-dev-reconcile",
+        "moovitamix-pipeline-local-reconcile2",
+    ):
+        assert not allows(policy, invoke(other))
+    assert not allows(local_policy("reconcile"), invoke("moovitamix-pipeline-local-reconcile"))

@@ -32,6 +32,8 @@ _ACTION_NAMES = {
     # SQS authorises its batch operations with the single-message action
     ("sqs", "SendMessageBatch"): "SendMessage",
     ("sqs", "DeleteMessageBatch"): "DeleteMessage",
+    # the Invoke API is authorised as lambda:InvokeFunction
+    ("lambda", "Invoke"): "InvokeFunction",
     ("sqs", "ChangeMessageVisibilityBatch"): "ChangeMessageVisibility",
 }
 
