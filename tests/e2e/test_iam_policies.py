@@ -180,7 +180,7 @@ def accept_invoke(params: dict[str, Any], invoked: list[dict[str, Any]]) -> Any:
 
 
 def cloud_kinesis() -> Any:
-    from chalicelib.aws.clients import clients as aws
+    from chalicelib.aws import clients as aws
 
     return aws.client("kinesis")
 

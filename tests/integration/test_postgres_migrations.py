@@ -50,15 +50,15 @@ def schema_snapshot(connection: psycopg.Connection) -> list[tuple[object, ...]]:
 
 def test_migration_files_are_versioned_and_ordered() -> None:
     migrations = load_migrations()
-    assert [m.version for m in migrations] == ["0001", "0002", "0003"]
-    assert [m.name for m in migrations] == ["schema", "views", "version_rank"]
+    assert [m.version for m in migrations] == ["0001", "0002", "0003", "0004"]
+    assert [m.name for m in migrations] == ["schema", "views", "version_rank", "run_rows"]
 
 
 def test_migrates_an_empty_database(postgres_credentials: Credentials) -> None:
     with connect(postgres_credentials) as connection:
         assert relations(connection) == {}
         applied = migrate(connection)
-        assert applied == ["0001", "0002", "0003"]
+        assert applied == ["0001", "0002", "0003", "0004"]
         kinds = relations(connection)
         assert {name for name, kind in kinds.items() if kind == "r"} == TABLES
         assert {name for name, kind in kinds.items() if kind == "v"} == VIEWS
@@ -82,7 +82,7 @@ def test_reapplying_changes_nothing(postgres_credentials: Credentials) -> None:
 
 
 def test_only_pending_migrations_are_applied(postgres_credentials: Credentials) -> None:
-    first, second, _ = load_migrations()
+    first, second, *_ = load_migrations()
     with connect(postgres_credentials) as connection:
         assert migrate(connection, [first]) == ["0001"]
         assert "user_track_interactions" not in relations(connection)
@@ -115,10 +115,10 @@ def test_concurrent_migrations_apply_once(postgres_credentials: Credentials) -> 
     for thread in threads:
         thread.join(timeout=60)
     assert failures == []
-    assert sorted(results) == [[], [], [], ["0001", "0002", "0003"]]
+    assert sorted(results) == [[], [], [], ["0001", "0002", "0003", "0004"]]
     with connect(postgres_credentials) as connection:
         count = connection.execute("SELECT count(*) FROM schema_migrations").fetchone()
-        assert count == (3,)
+        assert count == (4,)
 
 
 def test_a_failing_migration_leaves_nothing_behind(postgres_credentials: Credentials) -> None:
@@ -171,7 +171,7 @@ def test_the_version_rank_migration_keeps_the_fetch_instant_of_existing_rows(
 ) -> None:
     """Rows stored before 0003 get `fetched_at_utc` from their text when it is the pipeline's
     ISO form, NULL (ranks before any fetch) otherwise."""
-    first, second, third = load_migrations()
+    first, second, third, *_ = load_migrations()
     with connect(postgres_credentials) as connection:
         migrate(connection, [first, second])
         for user_id, fetched_at in ((1, "2026-01-02T03:04:05.000006+00:00"), (2, "t")):
