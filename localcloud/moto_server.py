@@ -27,7 +27,8 @@ moto in tests/test_moto_server.py):
   JSON round trip. For KEYS_ONLY / INCLUDE indexes the projection here keeps the attributes
   whose round trip is the identity (S, BOOL, N already in canonical form) as they are and hands
   any other item to moto's own projection; since it builds new items, the deep copy before it
-  is skipped (only in that query).
+  is skipped (only in that query). The size of a string or number value (counted twice per row
+  for the 1 MB page limit) is computed without moto's chain of type tests.
 
 Run as `python -m localcloud.moto_server -H HOST -p PORT` (the arguments of `moto.server`).
 With `LOCALCLOUD_MOTO_THREADED=0` it serves one request at a time: moto's work is pure Python
@@ -54,7 +55,7 @@ from moto.awslambda.models import EventSourceMapping, LambdaBackend
 from moto.core.responses import ActionContext, ActionResult
 from moto.core.serialize import JSONSerializer
 from moto.dynamodb.models import table as dynamodb_table
-from moto.dynamodb.models.dynamo_type import Item, LimitedSizeDict
+from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
 from moto.dynamodb.models.table import SecondaryIndex, Table
 from moto.dynamodb.responses import DynamoResult
 from moto.events.models import Rule
@@ -71,6 +72,7 @@ _original_execute_result = DynamoResult.execute_result
 _original_project = SecondaryIndex.project
 _original_query = Table.query
 _stock_copy = dynamodb_table.copy
+_original_size = DynamoType.size
 
 
 def _create_event_source_mapping(self: LambdaBackend, spec: dict[str, Any]) -> EventSourceMapping:
@@ -291,6 +293,17 @@ def _project(self: SecondaryIndex, item: Item) -> Item:
     return projected
 
 
+def _value_size(self: DynamoType) -> int:
+    """moto's `DynamoType.size` (the 1 MB page limit counts it twice per row), without its chain
+    of type tests for the common scalar kinds."""
+    kind, value = self.type, self.value
+    if kind == "S" and type(value) is str:
+        return len(value.encode("utf-8"))
+    if kind == "N":
+        return len(str(value))
+    return _original_size(self)
+
+
 _projecting_query = threading.local()
 
 
@@ -331,6 +344,7 @@ def apply() -> None:
     DynamoResult.execute_result = _dynamo_execute_result  # type: ignore[method-assign,assignment]
     SecondaryIndex.project = _project  # type: ignore[method-assign]
     Table.query = _query  # type: ignore[method-assign]
+    DynamoType.size = _value_size  # type: ignore[method-assign]
     dynamodb_table.copy = SimpleNamespace(  # type: ignore[assignment]
         copy=_stock_copy.copy, deepcopy=_deepcopy
     )

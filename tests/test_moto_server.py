@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from moto import mock_aws
 from moto.dynamodb.models import table as dynamodb_table
+from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import SecondaryIndex, Table
 from moto.dynamodb.responses import DynamoResult
 from moto.kinesis.models import Shard
@@ -73,6 +74,7 @@ _DYNAMODB_PATCHES = (
     (DynamoResult, "execute_result", "_dynamo_execute_result", "_original_execute_result"),
     (SecondaryIndex, "project", "_project", "_original_project"),
     (Table, "query", "_query", "_original_query"),
+    (DynamoType, "size", "_value_size", "_original_size"),
 )
 
 
@@ -403,3 +405,10 @@ def test_index_projection_of_every_value_kind_matches_stock_moto(
         }
         assert len(_both(client.query, **request)["Items"]) == len(_EVERY_KIND)
         _pages(client, "query", Limit=3, **request)
+
+
+@given(value=_values)
+def test_value_size_matches_moto(value: dict[str, Any]) -> None:
+    """The size moto's page limit and item limit count is the same with the fast path."""
+    typed = DynamoType(value)
+    assert moto_server._value_size(typed) == moto_server._original_size(typed)
