@@ -1,8 +1,10 @@
 """Per-row cost of moto's DynamoDB read path, stock or with localcloud.moto_server's patches.
 
 Run: `python -m bench.moto_reads [--patched] [--rows N]`. In-process moto (`mock_aws`) goes
-through the same handler and serializer as the moto server, without HTTP, so the figure is
-moto's own Python per row: a GSI Query read of N rows (hash `run_id`, range `run_page`,
+through the same handler and serializer as the moto server, without HTTP (the client's parsing
+is included). With `--endpoint-url` it reads from a running moto server instead (stock:
+`python -m moto.server -p PORT`; patched: `python -m localcloud.moto_server -p PORT`). Measured:
+a GSI Query read of N rows (hash `run_id`, range `run_page`,
 INCLUDE `updated_at`, 1 MB pages, as the reconciliation reads a run back), and BatchGetItem
 of 100 keys (N / 100 calls).
 """
@@ -10,6 +12,7 @@ of 100 keys (N / 100 calls).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from typing import Any
 
@@ -62,13 +65,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patched", action="store_true", help="apply localcloud's patches")
     parser.add_argument("--rows", type=int, default=20_000)
+    parser.add_argument("--endpoint-url", help="a running moto server (else in-process moto)")
     args = parser.parse_args()
     if args.patched:
         from localcloud import moto_server
 
         moto_server.apply()
-    with mock_aws():
-        client: Any = boto3.client("dynamodb", region_name="us-east-1")
+    with contextlib.nullcontext() if args.endpoint_url else mock_aws():
+        client: Any = boto3.client(
+            "dynamodb",
+            region_name="us-east-1",
+            endpoint_url=args.endpoint_url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
         _table(client, args.rows)
         page: dict[str, Any] = {}
         started, rows, calls = time.perf_counter(), 0, 0
@@ -91,7 +101,7 @@ def main() -> None:
             answer = client.batch_get_item(RequestItems={"t": {"Keys": keys}})
             got += len(answer["Responses"]["t"])
         batch_s = time.perf_counter() - started
-    mode = "patched" if args.patched else "stock"
+    mode = args.endpoint_url or ("patched" if args.patched else "stock")
     print(
         f"{mode}: GSI query {rows} rows in {calls} calls {gsi_s:.2f} s "
         f"({gsi_s / rows * 1e6:.0f} us/row); BatchGetItem {got} rows "
