@@ -200,7 +200,12 @@ def _wire_list_member(member: Any) -> Any:
 
 
 def _wire_attribute_map(attributes: dict[str, Any]) -> dict[str, Any]:
-    return {name: _wire_attribute_value(value) for name, value in attributes.items()}
+    """A map of AttributeValues; like moto's serializer, a None value leaves its key out."""
+    return {
+        name: _wire_attribute_value(value)
+        for name, value in attributes.items()
+        if value is not None
+    }
 
 
 def _dynamo_execute_result(self: DynamoResult, context: ActionContext) -> Any:
