@@ -75,6 +75,9 @@ _DYNAMODB_PATCHES = (
     (SecondaryIndex, "project", "_project", "_original_project"),
     (Table, "query", "_query", "_original_query"),
     (DynamoType, "size", "_value_size", "_original_size"),
+    (Table, "all_items", "_all_items", "_original_all_items"),
+    (Table, "sorted_items", "_sorted_items", "_original_sorted_items"),
+    (Table, "_item_comes_before_dct", "_item_comes_before_dct", "_original_comes_before"),
 )
 
 
