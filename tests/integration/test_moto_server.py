@@ -1,11 +1,25 @@
-"""The local cloud's fix of moto's Kinesis shard answers exactly what moto itself answers."""
+"""The local cloud's fixes of moto (Kinesis shard, DynamoDB read path) answer exactly what moto
+itself answers."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import threading
+from collections.abc import Callable, Iterator
+from types import SimpleNamespace
+from typing import Any
 
-from hypothesis import given
+import boto3
+import botocore.exceptions
+import pytest
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from moto import mock_aws
+from moto.dynamodb.models import table as dynamodb_table
+from moto.dynamodb.models.dynamo_type import DynamoType
+from moto.dynamodb.models.table import SecondaryIndex, Table
+from moto.dynamodb.responses import DynamoResult
 from moto.kinesis.models import Shard
 
 from localcloud.emulators import moto_server
@@ -52,3 +66,352 @@ def test_concurrent_puts_lose_no_record() -> None:
         thread.join()
     assert len(shard.records) == 1800
     assert list(shard.records) == list(range(1, 1801))
+
+
+# --- DynamoDB read path: the patched handler answers byte for byte what stock moto answers ---
+
+_DYNAMODB_PATCHES = (
+    (DynamoResult, "execute_result", "_dynamo_execute_result", "_original_execute_result"),
+    (SecondaryIndex, "project", "_project", "_original_project"),
+    (Table, "query", "_query", "_original_query"),
+    (DynamoType, "size", "_value_size", "_original_size"),
+    (Table, "all_items", "_all_items", "_original_all_items"),
+    (Table, "sorted_items", "_sorted_items", "_original_sorted_items"),
+    (Table, "_item_comes_before_dct", "_item_comes_before_dct", "_original_comes_before"),
+)
+
+
+@contextlib.contextmanager
+def _dynamodb_read_path(patched: bool) -> Iterator[None]:
+    """moto's DynamoDB read path as the local cloud's moto server installs it, or stock moto's."""
+    saved = [(owner, name, owner.__dict__.get(name)) for owner, name, _, _ in _DYNAMODB_PATCHES]
+    saved_copy = dynamodb_table.copy
+    for owner, name, fast, stock in _DYNAMODB_PATCHES:
+        setattr(owner, name, getattr(moto_server, fast if patched else stock))
+    shim = SimpleNamespace(copy=copy.copy, deepcopy=moto_server._deepcopy)
+    dynamodb_table.copy = shim if patched else copy  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        for owner, name, value in saved:
+            if value is None:  # inherited (DynamoResult.execute_result)
+                delattr(owner, name)
+            else:
+                setattr(owner, name, value)
+        dynamodb_table.copy = saved_copy
+
+
+def _answer(call: Callable[..., Any], **request: Any) -> dict[str, Any]:
+    """A response as the client sees it, with what differs per request (ids, date) dropped: the
+    x-amz-crc32 header left in it is the checksum of the body's bytes."""
+    try:
+        answer = call(**request)
+    except botocore.exceptions.ClientError as error:
+        answer = dict(error.response)
+    meta = answer.pop("ResponseMetadata", {})
+    headers = {
+        name: value
+        for name, value in meta.get("HTTPHeaders", {}).items()
+        if name not in ("date", "x-amzn-requestid", "x-amz-request-id")
+    }
+    return {"status": meta.get("HTTPStatusCode"), "headers": headers, **answer}
+
+
+def _both(call: Callable[..., Any], **request: Any) -> dict[str, Any]:
+    with _dynamodb_read_path(patched=False):
+        stock = _answer(call, **request)
+    with _dynamodb_read_path(patched=True):
+        fast = _answer(call, **request)
+    assert fast == stock, request
+    return fast
+
+
+_NAMES = ["pk", "sk", "gk", "gr", "a", "b", "c"]
+_numbers = st.sampled_from(
+    ["0", "1", "-1", "01", "1.50", "1e2", "1E+2", "-0", "12345678901234567890", "0.001"]
+)
+_strings = st.text(alphabet="ab#é", min_size=1, max_size=4)
+_scalars = st.one_of(
+    _strings.map(lambda s: {"S": s}),
+    _numbers.map(lambda n: {"N": n}),
+    st.binary(min_size=1, max_size=4).map(lambda b: {"B": b}),
+    st.booleans().map(lambda b: {"BOOL": b}),
+    st.just({"NULL": True}),
+    st.sets(_strings, min_size=1, max_size=3).map(lambda s: {"SS": sorted(s)}),
+    st.sets(st.sampled_from(["1", "2", "3.5", "10"]), min_size=1, max_size=3).map(
+        lambda s: {"NS": sorted(s)}
+    ),
+    st.sets(st.binary(min_size=1, max_size=3), min_size=1, max_size=2).map(
+        lambda s: {"BS": sorted(s)}
+    ),
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3).map(lambda v: {"L": v}),
+        st.dictionaries(st.sampled_from(["x", "y"]), inner, max_size=2).map(lambda v: {"M": v}),
+    ),
+    max_leaves=4,
+)
+
+
+@st.composite
+def _tables(draw: st.DrawFn) -> dict[str, Any]:
+    """A table (hash key, maybe a range key), a GSI with any projection, and items."""
+    types = {name: draw(st.sampled_from(["S", "N"])) for name in ("pk", "sk", "gk", "gr")}
+    has_range = draw(st.booleans())
+    index_range = draw(st.booleans())
+    projection = draw(
+        st.sampled_from(["ALL", "KEYS_ONLY", "INCLUDE"]).flatmap(
+            lambda kind: (
+                st.just({"ProjectionType": kind})
+                if kind != "INCLUDE"
+                else st.lists(
+                    st.sampled_from(["a", "b", "c"]), min_size=1, max_size=3, unique=True
+                ).map(lambda names: {"ProjectionType": "INCLUDE", "NonKeyAttributes": names})
+            )
+        )
+    )
+    key_value = {
+        "S": st.sampled_from(["k1", "k2", "k3"]).map(lambda s: {"S": s}),
+        "N": st.sampled_from(["1", "2", "3"]).map(lambda n: {"N": n}),
+    }
+    items: dict[tuple[str, ...], dict[str, Any]] = {}
+    for _ in range(draw(st.integers(min_value=0, max_value=14))):
+        item = {"pk": draw(key_value[types["pk"]])}
+        if has_range:
+            item["sk"] = draw(key_value[types["sk"]])
+        if draw(st.integers(min_value=0, max_value=5)):  # mostly in the index
+            item["gk"] = draw(key_value[types["gk"]])
+        if index_range and draw(st.booleans()):
+            item["gr"] = draw(key_value[types["gr"]])
+        for name in draw(st.lists(st.sampled_from(["a", "b", "c"]), unique=True)):
+            item[name] = draw(_values)
+        items[tuple(str(item[k]) for k in ("pk", "sk") if k in item)] = item
+    return {
+        "types": types,
+        "has_range": has_range,
+        "index_range": index_range,
+        "projection": projection,
+        "items": list(items.values()),
+    }
+
+
+def _create(client: Any, table: dict[str, Any]) -> None:
+    keys = [("pk", "HASH")] + ([("sk", "RANGE")] if table["has_range"] else [])
+    index_keys = [("gk", "HASH")] + ([("gr", "RANGE")] if table["index_range"] else [])
+    client.create_table(
+        TableName="t",
+        KeySchema=[{"AttributeName": n, "KeyType": k} for n, k in keys],
+        AttributeDefinitions=[
+            {"AttributeName": n, "AttributeType": table["types"][n]} for n, _ in keys + index_keys
+        ],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "gsi",
+                "KeySchema": [{"AttributeName": n, "KeyType": k} for n, k in index_keys],
+                "Projection": table["projection"],
+            }
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for item in table["items"]:
+        client.put_item(TableName="t", Item=item)
+
+
+def _pages(client: Any, call: str, **request: Any) -> None:
+    """Every page of a Query or Scan, stock and patched alike (each page compared)."""
+    for _ in range(40):
+        answer = _both(getattr(client, call), **request)
+        if "LastEvaluatedKey" not in answer:
+            return
+        request["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+    raise AssertionError(f"{call} did not finish in 40 pages: {request}")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    table=_tables(),
+    limit=st.none() | st.integers(min_value=1, max_value=4),
+    forward=st.booleans(),
+    projection=st.none() | st.sampled_from(["pk, a", "a", "#c, b, gk"]),
+    capacity=st.sampled_from(["NONE", "TOTAL", "INDEXES"]),
+    data=st.data(),
+)
+def test_dynamodb_reads_match_stock_moto(
+    table: dict[str, Any],
+    limit: int | None,
+    forward: bool,
+    projection: str | None,
+    capacity: str,
+    data: st.DataObject,
+) -> None:
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        _create(client, table)
+        common: dict[str, Any] = {"TableName": "t", "ReturnConsumedCapacity": capacity}
+        if limit is not None:
+            common["Limit"] = limit
+        if projection is not None:
+            common["ProjectionExpression"] = projection
+            if "#c" in projection:
+                common["ExpressionAttributeNames"] = {"#c": "c"}
+        hashes = {str(item["pk"]): item["pk"] for item in table["items"]} or {"-": {"S": "none"}}
+        for value in hashes.values():
+            _pages(
+                client,
+                "query",
+                KeyConditionExpression="pk = :h",
+                ExpressionAttributeValues={":h": value},
+                ScanIndexForward=forward,
+                **common,
+            )
+        index_hashes = {str(item["gk"]): item["gk"] for item in table["items"] if "gk" in item}
+        for value in index_hashes.values():
+            request = dict(common, IndexName="gsi", ScanIndexForward=forward)
+            if projection is not None and table["projection"]["ProjectionType"] != "ALL":
+                request.pop("ProjectionExpression")
+                request.pop("ExpressionAttributeNames", None)
+            _pages(
+                client,
+                "query",
+                KeyConditionExpression="gk = :h",
+                ExpressionAttributeValues={":h": value},
+                **request,
+            )
+        _pages(client, "scan", **common)
+        _pages(client, "scan", **dict(common, IndexName="gsi", Limit=limit or 5))
+        stored = [{k: item[k] for k in ("pk", "sk") if k in item} for item in table["items"]]
+        missing = {"pk": {table["types"]["pk"]: "404" if table["types"]["pk"] == "N" else "no"}}
+        if table["has_range"]:
+            missing["sk"] = {table["types"]["sk"]: "1" if table["types"]["sk"] == "N" else "k1"}
+        keys = data.draw(st.lists(st.sampled_from([*stored, missing]), unique_by=str, max_size=6))
+        request = {"Keys": keys} if keys else {"Keys": [missing]}
+        if projection is not None:
+            request["ProjectionExpression"] = projection
+            if "#c" in projection:
+                request["ExpressionAttributeNames"] = {"#c": "c"}
+        _both(client.batch_get_item, RequestItems={"t": request}, ReturnConsumedCapacity=capacity)
+        for key in keys[:2]:
+            get = {k: v for k, v in common.items() if k != "Limit"}
+            _both(client.get_item, Key=key, **get)
+
+
+def test_size_limited_index_pages_match_stock_moto() -> None:
+    """Pages cut by moto's 1 MB limit (not by Limit) start and end where stock moto's do."""
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        table = {
+            "types": {"pk": "N", "sk": "S", "gk": "S", "gr": "S"},
+            "has_range": False,
+            "index_range": True,
+            "projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["a"]},
+            "items": [
+                {
+                    "pk": {"N": str(number)},
+                    "gk": {"S": "run"},
+                    "gr": {"S": f"page#{number // 7:04d}"},
+                    "a": {"S": "2024-01-01"},
+                    "b": {"S": "x" * 90_000},
+                }
+                for number in range(40)
+            ],
+        }
+        _create(client, table)
+        pages = 0
+        request: dict[str, Any] = {
+            "TableName": "t",
+            "IndexName": "gsi",
+            "KeyConditionExpression": "gk = :h",
+            "ExpressionAttributeValues": {":h": {"S": "run"}},
+        }
+        while True:
+            answer = _both(client.query, **request)
+            pages += 1
+            if "LastEvaluatedKey" not in answer:
+                break
+            request["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+        assert pages == 4  # 40 items of ~90 KB: 11 per 1 MB page
+
+
+def test_errors_and_invalid_requests_match_stock_moto() -> None:
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        _create(
+            client,
+            {
+                "types": {"pk": "S", "sk": "S", "gk": "S", "gr": "S"},
+                "has_range": False,
+                "index_range": False,
+                "projection": {"ProjectionType": "KEYS_ONLY"},
+                "items": [{"pk": {"S": "k1"}, "gk": {"S": "g"}}],
+            },
+        )
+        expression = {
+            "KeyConditionExpression": "gk = :h",
+            "ExpressionAttributeValues": {":h": {"S": "g"}},
+        }
+        assert _both(client.query, TableName="t", IndexName="nope", **expression)["status"] == 400
+        assert _both(client.query, TableName="missing", **expression)["status"] == 400
+        too_many = [{"pk": {"S": f"k{n}"}} for n in range(101)]
+        assert _both(client.batch_get_item, RequestItems={"t": {"Keys": too_many}})["status"] == 400
+        assert _both(client.get_item, TableName="t", Key={"pk": {"S": "absent"}})["status"] == 200
+
+
+_EVERY_KIND = [
+    *({"N": number} for number in ["1", "01", "1.50", "1e2", "-0", "12345678901234567890"]),
+    {"S": "é"},
+    {"B": b"\x00\xff"},
+    {"BOOL": False},
+    {"NULL": True},
+    {"SS": ["b", "a", "c"]},
+    {"NS": ["10", "2", "3.5"]},
+    {"BS": [b"b", b"a"]},
+    {"M": {"x": {"N": "1e2"}, "y": {"L": [{"S": "s"}, {"B": b"z"}]}}},
+    {"L": []},
+]
+
+
+@pytest.mark.parametrize(
+    "projection",
+    [
+        {"ProjectionType": "ALL"},
+        {"ProjectionType": "KEYS_ONLY"},
+        {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["a"]},
+    ],
+)
+def test_index_projection_of_every_value_kind_matches_stock_moto(
+    projection: dict[str, Any],
+) -> None:
+    """Values moto's projection round trip changes (numbers not in canonical form, sets, binary)
+    or keeps (strings, booleans) come out of an index query as stock moto gives them."""
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        _create(
+            client,
+            {
+                "types": {"pk": "N", "sk": "S", "gk": "S", "gr": "N"},
+                "has_range": False,
+                "index_range": True,
+                "projection": projection,
+                "items": [
+                    {"pk": {"N": str(n)}, "gk": {"S": "g"}, "gr": {"N": str(n)}, "a": value}
+                    for n, value in enumerate(_EVERY_KIND)
+                ],
+            },
+        )
+        request = {
+            "TableName": "t",
+            "IndexName": "gsi",
+            "KeyConditionExpression": "gk = :h",
+            "ExpressionAttributeValues": {":h": {"S": "g"}},
+        }
+        assert len(_both(client.query, **request)["Items"]) == len(_EVERY_KIND)
+        _pages(client, "query", Limit=3, **request)
+
+
+@given(value=_values)
+def test_value_size_matches_moto(value: dict[str, Any]) -> None:
+    """The size moto's page limit and item limit count is the same with the fast path."""
+    typed = DynamoType(value)
+    assert moto_server._value_size(typed) == moto_server._original_size(typed)
