@@ -26,9 +26,9 @@ from bench import callcount
 from bench.command import Knobs
 from bench.floor import postgres_row_counts, run_floor
 from chalicelib import wiring
+from chalicelib.load.sinks.postgres_connection import database_for
 from chalicelib.model.contract import ENTITIES
-from chalicelib.progress import run_id_for_event
-from chalicelib.sinks.postgres_connection import database_for
+from chalicelib.runs.ledger import run_id_for_event
 from localcloud.driver import ShardProgress
 from localcloud.lambda_runtime import scheduled_event
 from localcloud.stack import PROJECT_ROOT, REGION, LocalCloud

@@ -34,14 +34,14 @@ import orjson
 from chalicelib import wiring
 from chalicelib.aws import clients as aws
 from chalicelib.deadletter.redrive import RedriveReport, new_redrive_id
-from chalicelib.manifest import schema_drift
+from chalicelib.load.sinks.postgres_connection import Credentials
 from chalicelib.model.contract import ENTITIES, entity_key
 from chalicelib.observability.logging import SERVICE
 from chalicelib.observability.metrics import metrics
-from chalicelib.progress import run_id_for_event
-from chalicelib.reconcile import SETTLED
+from chalicelib.reconcile.verdict import SETTLED
+from chalicelib.runs.ledger import run_id_for_event
+from chalicelib.runs.manifest import schema_drift
 from chalicelib.settings import Settings, get_settings
-from chalicelib.sinks.postgres_connection import Credentials
 from infra.postgres_secret import ensure_postgres_secret
 from infra.provision import Provisioned, StackResult, provisioned_from
 from infra.stages import Stage
@@ -535,8 +535,9 @@ class LocalCloud:
     def run(self, progress: ProgressCallback | None = None) -> RunReport:
         """Fire the schedule once, drive the stream until drained, and reconcile the counts.
 
-        The run is loaded when the pipeline asks for its verdict (`chalicelib.verdict_request`):
-        the reconcile function runs then, as Lambda runs the async invocation. Once the drivers
+        The run is loaded when the pipeline asks for its verdict
+        (`chalicelib.reconcile.verdict_request`): the reconcile function runs then, as Lambda runs
+        the async invocation. Once the drivers
         have drained everything, a run it has not settled (no request came, or it came early)
         is settled by firing the reconcile schedule, as on AWS the schedule would.
         """
@@ -782,7 +783,7 @@ class LocalCloud:
 
     def _aws_clients(self) -> list[Any]:
         """The pipeline's AWS clients: boto3's cached ones and PynamoDB's (chaos hooks them)."""
-        from chalicelib.sinks.dynamodb import ROW_MODELS
+        from chalicelib.load.sinks.dynamodb import ROW_MODELS
 
         clients = [aws.client("kinesis"), aws.client("dynamodb")]
         for model in ROW_MODELS.values():

@@ -38,7 +38,8 @@ from pynamodb.models import Model
 
 from chalicelib.aws import clients as aws
 from chalicelib.aws.dynamo_batch import get_all, write_all
-from chalicelib.evidence import RUN_ROWS_INDEX, page_number
+from chalicelib.load.evidence import RUN_ROWS_INDEX, page_number
+from chalicelib.load.sinks import newest_per_key
 from chalicelib.model.contract import (
     canonical_instant,
     fetch_rank,
@@ -53,7 +54,6 @@ from chalicelib.model.fingerprint import (
     fingerprint_salt,
 )
 from chalicelib.settings import Settings
-from chalicelib.sinks import newest_per_key
 
 
 class _Stored(Model):
@@ -67,7 +67,7 @@ class _Stored(Model):
     """Fingerprint of the stored content, when change detection is on (chalicelib/changes.py)."""
     run_page = NumberAttribute(null=True)
     """The page of `run_id` the row came from: the key of the `by_run` index the
-    reconciliation reads a run's rows back from (chalicelib/evidence.py)."""
+    reconciliation reads a run's rows back from (chalicelib/load/evidence.py)."""
 
     fields: ClassVar[tuple[str, ...]]
 

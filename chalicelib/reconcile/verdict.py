@@ -1,6 +1,6 @@
 """Reconciliation: did every record a run fetched end up stored (newest) or quarantined?
 
-The ingest's page ledger (`chalicelib.progress`) lists every fetched record of a run: its key
+The ingest's page ledger (`chalicelib.runs.ledger`) lists every fetched record of a run: its key
 and version, or the position it was quarantined at. Once the stream is drained, the reconciler
 walks the ledger page by page and settles each page from evidence that costs O(pages), not
 O(records), in calls:
@@ -8,7 +8,7 @@ O(records), in calls:
 - the rows the run wrote, read back in bulk from every sink (each row carries `run_id` and
   `run_page`: a DynamoDB Query on the `by_run` index returns 1 MB of them per call, PostgreSQL
   a keyset page of 5,000 per statement), in page order beside the ledger;
-- the load's evidence (`chalicelib.evidence`): per page and sink, the digests of the records
+- the load's evidence (`chalicelib.load.evidence`): per page and sink, the digests of the records
   the sink handled without writing them (its stored version was not older);
 - the ledger's count of records the ingest did not publish because every sink stores them
   (`unchanged`, change detection), and the run's quarantine.
@@ -70,13 +70,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
 from chalicelib.deadletter.quarantine import Quarantine, QuarantinedRecord
-from chalicelib.evidence import LoadEvidence, PageEvidence, record_digest
-from chalicelib.manifest import RunManifests
+from chalicelib.load.evidence import LoadEvidence, PageEvidence, record_digest
 from chalicelib.model.contract import entity_key, parse_timestamp, validate_item
 from chalicelib.model.envelope import decode_envelope
 from chalicelib.observability.logging import logger
 from chalicelib.observability.metrics import record_run_balance
-from chalicelib.progress import NEVER, Deadline, PageLedger, RunProgress
+from chalicelib.runs.ledger import NEVER, Deadline, PageLedger, RunProgress
+from chalicelib.runs.manifest import RunManifests
 
 LOOKUP_CHUNK: Final = 100
 """Keys looked up in the sinks at once (one BatchGetItem)."""

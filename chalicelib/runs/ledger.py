@@ -33,7 +33,7 @@ import orjson
 from botocore.exceptions import ClientError
 
 from chalicelib.aws.dynamo_batch import write_all
-from chalicelib.manifest import RunManifests, plain_item
+from chalicelib.runs.manifest import RunManifests, plain_item
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

@@ -20,8 +20,8 @@ import orjson
 from pydantic import ValidationError
 
 from chalicelib.deadletter.quarantine import UNATTRIBUTED_RUN, Quarantine, QuarantinedRecord
-from chalicelib.evidence import LoadEvidence, PageEvidence, page_number, record_digest
-from chalicelib.manifest import RunManifests
+from chalicelib.load.evidence import LoadEvidence, PageEvidence, page_number, record_digest
+from chalicelib.load.sinks import Sink, rejection
 from chalicelib.model.contract import (
     ENTITIES,
     describe_validation_error,
@@ -37,7 +37,7 @@ from chalicelib.observability.metrics import (
     record_sink_failure,
     record_sink_write,
 )
-from chalicelib.sinks import Sink, rejection
+from chalicelib.runs.manifest import RunManifests
 
 
 class PoisonRecord(ValueError):
@@ -50,7 +50,7 @@ class LoadDependencies:
     quarantine: Quarantine
     manifests: RunManifests
     evidence: LoadEvidence | None = None
-    """Where the load notes what each sink handled without writing (chalicelib/evidence.py);
+    """Where the load notes what each sink handled without writing (chalicelib/load/evidence.py);
     without it the reconciliation looks those records up key by key."""
 
 

@@ -32,11 +32,11 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from chalicelib.evidence import page_number
+from chalicelib.load.evidence import page_number
+from chalicelib.load.sinks.postgres_connection import PostgresDatabase, database_for
 from chalicelib.model.contract import fetch_rank, max_future, parse_timestamp, version_rank
 from chalicelib.model.envelope import Envelope
 from chalicelib.settings import Settings
-from chalicelib.sinks.postgres_connection import PostgresDatabase, database_for
 
 StoredKey = tuple[int] | tuple[int, datetime]
 TIMESTAMP_FIELDS = ("created_at", "updated_at")
