@@ -123,7 +123,7 @@ def process_batch(records: Sequence[Mapping[str, Any]], deps: LoadDependencies) 
             if failed.intersection(sequence for sequence, _ in members):
                 # Re-delivered anyway, and written to every sink then. Skipping the sinks after
                 # a failed one keeps DynamoDB (always last) from storing a change-detection
-                # fingerprint for content another sink lacks (chalicelib/changes.py).
+                # fingerprint for content another sink lacks (chalicelib/ingest/changes.py).
                 break
             started = time.monotonic()
             try:

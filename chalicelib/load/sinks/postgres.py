@@ -4,7 +4,7 @@ One `write` call is one transaction and a handful of statements whatever the bat
 batch is `COPY`ed into a temporary staging table of the session, then merged with one
 `INSERT ... SELECT ... ON CONFLICT ... DO UPDATE ... WHERE stored version < new version`,
 which keeps the newest version. A version is `(updated_at, fetched_at_utc)`
-(`chalicelib.contract.version_rank`): on an equal `updated_at` the later fetch wins, so a
+(`chalicelib.model.contract.version_rank`): on an equal `updated_at` the later fetch wins, so a
 changed content is applied; the same record again changes nothing, so re-delivery is a no-op.
 `RETURNING` tells which envelopes were actually stored. The track ids of the histories go in
 with one `COPY` too. Values never enter SQL text. `python -m bench` measures this against
