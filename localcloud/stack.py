@@ -39,6 +39,7 @@ from chalicelib.model.contract import ENTITIES, entity_key
 from chalicelib.observability.logging import SERVICE
 from chalicelib.observability.metrics import metrics
 from chalicelib.reconcile.verdict import SETTLED
+from chalicelib.runs import counters
 from chalicelib.runs.ledger import run_id_for_event
 from chalicelib.runs.manifest import schema_drift
 from chalicelib.settings import Settings, get_settings
@@ -861,19 +862,19 @@ class LocalCloud:
             errors.extend(reason.strip() for reason in reasons.split(";") if reason.strip())
         for entity in settings.resource_list:
             counts: dict[str, Any] = {
-                "fetched": int(manifest.get(f"fetched.{entity}", 0)),
-                "published": int(manifest.get(f"published.{entity}", 0)),
-                "unchanged": int(manifest.get(f"unchanged.{entity}", 0)),
+                "fetched": int(manifest.get(counters.fetched(entity), 0)),
+                "published": int(manifest.get(counters.published(entity), 0)),
+                "unchanged": int(manifest.get(counters.unchanged(entity), 0)),
                 "quarantined": int(quarantined.get(entity, 0)),
                 "work_items": int(manifest.get(f"work_items.{entity}", 0)),
                 "written": {
-                    sink.name: int(manifest.get(f"written.{sink.name}.{entity}", 0))
+                    sink.name: int(manifest.get(counters.written(sink.name, entity), 0))
                     for sink in sinks
                 },
                 "stored": {sink.name: sink.count(entity) for sink in sinks},
             }
-            counts["superseded"] = int(manifest.get(f"reconciled.superseded.{entity}", 0))
-            missing = int(manifest.get(f"reconciled.missing.{entity}", 0))
+            counts["superseded"] = int(manifest.get(counters.reconciled("superseded", entity), 0))
+            missing = int(manifest.get(counters.reconciled("missing", entity), 0))
             if missing:
                 counts["missing"] = missing
                 counts["missing_records"] = orjson.loads(

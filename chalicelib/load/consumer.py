@@ -37,6 +37,7 @@ from chalicelib.observability.metrics import (
     record_sink_failure,
     record_sink_write,
 )
+from chalicelib.runs import counters
 from chalicelib.runs.manifest import RunManifests
 
 
@@ -140,8 +141,8 @@ def process_batch(records: Sequence[Mapping[str, Any]], deps: LoadDependencies) 
                 entity, sink.name, envelopes, len(written), time.monotonic() - started
             )
             for envelope in written:
-                outcome.add(envelope.run_id, f"written.{sink.name}.{entity}", 1)
-                pages.add(envelope.page, f"written.{sink.name}")
+                outcome.add(envelope.run_id, counters.written(sink.name, entity), 1)
+                pages.add(envelope.page, counters.written_to(sink.name))
             _note_skipped(skipped, entity, sink.name, envelopes, written)
     outcome.failed_sequence_numbers.extend(
         record["kinesis"]["sequenceNumber"]
@@ -226,7 +227,7 @@ def _quarantine(
         logger.exception("quarantine write failed", extra={"step": "load", "entity": entity})
         return False
     if created:  # a re-delivered record is already quarantined and counted
-        outcome.add(run_id, f"quarantined.load.{entity}", 1)
+        outcome.add(run_id, counters.quarantined("load", entity), 1)
         record_quarantined(entity, "load")
     logger.warning(
         "record quarantined",

@@ -75,6 +75,7 @@ from chalicelib.model.contract import entity_key, parse_timestamp, validate_item
 from chalicelib.model.envelope import decode_envelope
 from chalicelib.observability.logging import logger
 from chalicelib.observability.metrics import record_run_balance
+from chalicelib.runs import counters
 from chalicelib.runs.ledger import NEVER, Deadline, PageLedger, RunProgress
 from chalicelib.runs.manifest import RunManifests
 
@@ -303,7 +304,7 @@ class Reconciler:
         if ingest_status != "published":
             result.reasons.append(f"ingest is {ingest_status}, not published")
         for entity, balance in result.entities.items():
-            counted = int(manifest.get(f"fetched.{entity}", 0))
+            counted = int(manifest.get(counters.fetched(entity), 0))
             if counted != balance.fetched:
                 result.reasons.append(
                     f"{entity}: the manifest counts {counted} fetched, the ledger {balance.fetched}"
@@ -409,16 +410,16 @@ class Reconciler:
             "reconcile_reasons": {"S": "; ".join(result.reasons)[:2000] or "balanced"},
         }
         for entity, balance in result.entities.items():
-            fields[f"reconciled.stored.{entity}"] = {"N": str(balance.stored)}
-            fields[f"reconciled.quarantined.{entity}"] = {"N": str(balance.quarantined)}
-            fields[f"reconciled.missing.{entity}"] = {"N": str(balance.missing)}
-            fields[f"reconciled.superseded.{entity}"] = {"N": str(balance.superseded)}
+            fields[counters.reconciled("stored", entity)] = {"N": str(balance.stored)}
+            fields[counters.reconciled("quarantined", entity)] = {"N": str(balance.quarantined)}
+            fields[counters.reconciled("missing", entity)] = {"N": str(balance.missing)}
+            fields[counters.reconciled("superseded", entity)] = {"N": str(balance.superseded)}
             if balance.missing_records:
                 fields[f"missing_records.{entity}"] = {
                     "S": orjson.dumps(balance.missing_records).decode()
                 }
-        fields["reconciled.pages_balanced"] = {"N": str(result.pages_balanced)}
-        fields["reconciled.pages_by_key"] = {"N": str(result.pages_by_key)}
+        fields[counters.PAGES_BALANCED] = {"N": str(result.pages_balanced)}
+        fields[counters.PAGES_BY_KEY] = {"N": str(result.pages_by_key)}
         names = {f"#f{i}": name for i, name in enumerate(fields)}
         values = {f":v{i}": value for i, value in enumerate(fields.values())}
         names["#position"] = POSITION_FIELD

@@ -26,6 +26,7 @@ from chalicelib.deadletter.quarantine import Quarantine
 from chalicelib.observability.logging import logger
 from chalicelib.observability.metrics import metrics, record_run_outcome
 from chalicelib.reconcile.notify import publish_dataset_updated
+from chalicelib.runs import counters
 from chalicelib.runs.manifest import RunManifests
 
 if TYPE_CHECKING:
@@ -99,12 +100,12 @@ class RunOutcomes:
             written = {sink: 0 for sink in self.sinks} | {
                 name.split(".")[1]: int(value)
                 for name, value in manifest.items()
-                if name.startswith("written.") and name.endswith(f".{entity}")
+                if name.startswith(counters.WRITTEN_PREFIX) and name.endswith(f".{entity}")
             }
             counts[entity] = {
                 **balance.as_dict(),
-                "published": int(manifest.get(f"published.{entity}", 0)),
-                "unchanged": int(manifest.get(f"unchanged.{entity}", 0)),
+                "published": int(manifest.get(counters.published(entity), 0)),
+                "unchanged": int(manifest.get(counters.unchanged(entity), 0)),
                 "written": written,
             }
         return counts
