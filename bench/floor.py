@@ -33,13 +33,13 @@ from psycopg import sql
 
 from chalicelib.aws import clients as aws
 from chalicelib.aws.dynamo_batch import write_all
+from chalicelib.load.sinks.dynamodb import to_wire
+from chalicelib.load.sinks.postgres import TABLES, row_values
+from chalicelib.load.sinks.postgres_connection import connection_factory
 from chalicelib.model.contract import partition_key
 from chalicelib.model.envelope import Envelope, encode_envelope, page_id
 from chalicelib.model.fingerprint import content_fingerprint, fingerprint_salt
 from chalicelib.settings import Settings
-from chalicelib.sinks.dynamodb import to_wire
-from chalicelib.sinks.postgres import TABLES, row_values
-from chalicelib.sinks.postgres_connection import connection_factory
 
 FLOOR_RUN_ID: Final = "20000101T000000Z-f1007000"
 PUT_BATCH: Final = 500

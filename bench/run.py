@@ -26,9 +26,10 @@ from bench import callcount
 from bench.command import Knobs
 from bench.floor import postgres_row_counts, run_floor
 from chalicelib import wiring
+from chalicelib.load.sinks.postgres_connection import database_for
 from chalicelib.model.contract import ENTITIES
-from chalicelib.progress import run_id_for_event
-from chalicelib.sinks.postgres_connection import database_for
+from chalicelib.runs import counters
+from chalicelib.runs.ledger import run_id_for_event
 from localcloud.driver import ShardProgress
 from localcloud.lambda_runtime import scheduled_event
 from localcloud.stack import PROJECT_ROOT, REGION, LocalCloud
@@ -228,7 +229,10 @@ def _manifest_counts(cloud: LocalCloud, run_id: str) -> dict[str, dict[str, Any]
     manifest = wiring.manifests(cloud.settings).get(run_id) or {}
     return {
         entity: {name: int(manifest.get(f"{name}.{entity}", 0)) for name in MANIFEST_COUNTERS}
-        | {"quarantined": int(manifest.get(f"quarantined.ingest.{entity}", 0)), "written": {}}
+        | {
+            "quarantined": int(manifest.get(counters.quarantined("ingest", entity), 0)),
+            "written": {},
+        }
         for entity in cloud.settings.resource_list
     }
 

@@ -62,7 +62,7 @@ def run_ingest() -> dict[str, Any]:
     continuations, if it ever stops before its timeout) with the same event."""
     import app
     from chalicelib.aws import clients as aws
-    from chalicelib.progress import run_id_for_event
+    from chalicelib.runs.ledger import run_id_for_event
     from localcloud.driver import AsyncInvoker
 
     region = os.environ["AWS_REGION"]

@@ -11,7 +11,7 @@ Both write the same number of distinct users (different keys, same table) in one
 
 PostgreSQL, on the embedded server, per load batch (one transaction each):
 
-* `copy_staging_merge`: the sink's own strategy (`chalicelib/sinks/postgres.py`): `COPY` the
+* `copy_staging_merge`: the sink's own strategy (`chalicelib/load/sinks/postgres.py`): `COPY` the
   batch into a temporary staging table, then one `INSERT ... SELECT FROM staging ... ON
   CONFLICT DO UPDATE ... WHERE older`;
 * `unnest_upsert`: one statement, `INSERT ... SELECT FROM unnest(array parameters) ... ON
@@ -30,11 +30,16 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from chalicelib.load.sinks.dynamodb import DynamoDBSink, UserRow, to_row
+from chalicelib.load.sinks.postgres import (
+    TABLES,
+    PostgresSink,
+    column_values,
+    newest_per_stored_key,
+)
 from chalicelib.model.contract import validate_item
 from chalicelib.model.envelope import Envelope
 from chalicelib.settings import Settings
-from chalicelib.sinks.dynamodb import DynamoDBSink, UserRow, to_row
-from chalicelib.sinks.postgres import TABLES, PostgresSink, column_values, newest_per_stored_key
 from localcloud.fakeapi import generate_item
 
 

@@ -14,13 +14,13 @@ from chalicelib.ingest.continuation import continue_in_new_invocation
 from chalicelib.ingest.fanout import WorkItem
 from chalicelib.ingest.run import run_ingest
 from chalicelib.ingest.worker import run_work_item
-from chalicelib.load import process_batch
+from chalicelib.load.consumer import process_batch
 from chalicelib.observability.logging import logger
 from chalicelib.observability.metrics import metrics
-from chalicelib.progress import Deadline, run_id_for_event
-from chalicelib.reconcile import SETTLED
+from chalicelib.reconcile.verdict import SETTLED
+from chalicelib.reconcile.verdict_request import VerdictRequests, handled_per_run, requested_run
+from chalicelib.runs.ledger import Deadline, run_id_for_event
 from chalicelib.settings import get_settings
-from chalicelib.verdict_request import VerdictRequests, handled_per_run, requested_run
 
 
 @metrics.log_metrics
@@ -51,10 +51,13 @@ def handle_schedule(event: dict[str, Any], context: Any) -> dict[str, Any]:
 def handle_reconcile(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Scheduled: settle every run whose stream records should all be loaded by now; write the
     run-outcome metrics, the last success and DatasetUpdated of each run settled
-    (`chalicelib.outcome`). A `RunLoaded` event (`chalicelib.verdict_request`) settles its
-    one run if it balances; a run that does not yet is left to the schedule (never final).
+    (`chalicelib.runs.outcome`). A `RunLoaded` event
+    (`chalicelib.reconcile.verdict_request`) settles its one run if it balances;
+    a run that does not yet is left to the schedule (never final).
     Short of time, the function invokes itself with the same event and resumes there."""
-    from chalicelib.reconcile import STOP_MARGIN_S  # only this function loads the reconciler
+    from chalicelib.reconcile.verdict import (
+        STOP_MARGIN_S,  # only this function loads the reconciler
+    )
 
     settings = get_settings()
     reconciler = wiring.reconciler(settings)

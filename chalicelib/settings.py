@@ -1,7 +1,9 @@
 """Typed settings, read from environment variables in one place.
 
 Stages in `.chalice/config.json` set these variables for Lambda; the local cloud sets them for
-its in-process handlers. AWS endpoints are not settings: boto3 and PynamoDB read the standard
+its in-process handlers. `DeploySettings` holds what shapes the deployed resources,
+`RunSettings` what the functions read as they run; `Settings` is both, under the same
+variable names. AWS endpoints are not settings: boto3 and PynamoDB read the standard
 `AWS_ENDPOINT_URL` themselves.
 """
 
@@ -14,8 +16,55 @@ from pydantic import Field, HttpUrl, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class Settings(BaseSettings):
-    """Every knob of the pipeline, with the production default."""
+class DeploySettings(BaseSettings):
+    """Read when a stage is deployed (app.py, infra/): schedules, the trigger, shards, retention.
+
+    Changing one of these changes the deployed resources, not only what a function does next.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="PIPELINE_", frozen=True)
+
+    schedule: str = Field(
+        default="rate(1 day)", description="EventBridge schedule expression of the ingestion"
+    )
+    batch_size: int = Field(
+        default=500,
+        ge=1,
+        le=10_000,
+        description="Kinesis records per load invocation (500: the defaults sweep's best with "
+        "AWS's limits, docs/performance.md#defaults-batch-size-batching-window-shards-concurrency)",
+    )
+    batching_window_s: int = Field(
+        default=5, ge=0, le=300, description="Seconds the trigger waits to fill a batch"
+    )
+    trigger_retry_attempts: int = Field(
+        default=10, ge=-1, le=10_000, description="Retries of a failing batch (-1: until expiry)"
+    )
+    trigger_max_record_age_s: int = Field(
+        default=21_600,
+        ge=-1,
+        le=604_800,
+        description="Records older than this go to the on-failure queue (-1: never)",
+    )
+    trigger_bisect_on_error: bool = Field(
+        default=True, description="Split a failing batch in two to isolate the bad record"
+    )
+    stream_shards: int = Field(default=2, ge=1, description="Shards of the Kinesis stream")
+    quarantine_retention_days: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        description="Days a quarantined record (personal data: emails) is kept before the "
+        "bucket's lifecycle rule deletes it (read at deploy)",
+    )
+    reconcile_schedule: str = Field(
+        default="rate(15 minutes)",
+        description="EventBridge schedule of the reconciliation of finished runs (read at deploy)",
+    )
+
+
+class RunSettings(BaseSettings):
+    """Read by the functions as they run: the source, the stores, deadlines, limits."""
 
     model_config = SettingsConfigDict(env_prefix="PIPELINE_", frozen=True)
 
@@ -48,24 +97,9 @@ class Settings(BaseSettings):
     resources: str = Field(
         default="users,tracks,listen_history", description="Comma list of resources to ingest"
     )
-
-    schedule: str = Field(
-        default="rate(1 day)", description="EventBridge schedule expression of the ingestion"
-    )
     stream_name: str = Field(default="moovitamix-dev-events", description="Kinesis stream")
-    batch_size: int = Field(
-        default=500,
-        ge=1,
-        le=10_000,
-        description="Kinesis records per load invocation (500: the defaults sweep's best with "
-        "AWS's limits, docs/performance.md#defaults-batch-size-batching-window-shards-concurrency)",
-    )
-    batching_window_s: int = Field(
-        default=5, ge=0, le=300, description="Seconds the trigger waits to fill a batch"
-    )
     put_records_max_attempts: int = Field(default=8, ge=1, description="PutRecords attempts")
     put_records_backoff_s: float = Field(default=0.1, ge=0, description="PutRecords backoff")
-
     table_prefix: str = Field(default="moovitamix-dev", description="Prefix of DynamoDB tables")
     quarantine_bucket: str = Field(
         default="moovitamix-dev-quarantine",
@@ -106,27 +140,6 @@ class Settings(BaseSettings):
 
     # Read at deploy time: the Kinesis trigger's failure handling (issue 4), applied to the
     # event-source mapping after `chalice deploy` and in the packaged templates.
-    trigger_retry_attempts: int = Field(
-        default=10, ge=-1, le=10_000, description="Retries of a failing batch (-1: until expiry)"
-    )
-    trigger_max_record_age_s: int = Field(
-        default=21_600,
-        ge=-1,
-        le=604_800,
-        description="Records older than this go to the on-failure queue (-1: never)",
-    )
-    trigger_bisect_on_error: bool = Field(
-        default=True, description="Split a failing batch in two to isolate the bad record"
-    )
-    stream_shards: int = Field(default=2, ge=1, description="Shards of the Kinesis stream")
-    quarantine_retention_days: int = Field(
-        default=30,
-        ge=1,
-        le=3650,
-        description="Days a quarantined record (personal data: emails) is kept before the "
-        "bucket's lifecycle rule deletes it (read at deploy)",
-    )
-
     ingest_stop_margin_s: float = Field(
         default=120.0,
         ge=0,
@@ -136,17 +149,12 @@ class Settings(BaseSettings):
     ingest_max_invocations: int = Field(
         default=24, ge=1, description="Invocations one run may use before it is declared failed"
     )
-    reconcile_schedule: str = Field(
-        default="rate(15 minutes)",
-        description="EventBridge schedule of the reconciliation of finished runs (read at deploy)",
-    )
     reconcile_grace_s: int = Field(
         default=7 * 3600,
         ge=0,
         description="Seconds after its start within which a run may still balance; after it, "
         "an unbalanced run is declared failed (more than the mapping's maximum record age)",
     )
-
     write_concurrency: int = Field(
         default=4, ge=1, le=32, description="Concurrent batch writes per sink and load batch"
     )
@@ -179,6 +187,12 @@ class Settings(BaseSettings):
         default="moovitamix-dev-ingest-work",
         description="SQS queue of ingest work items (page ranges) for the ingest_worker function",
     )
+
+
+class Settings(RunSettings, DeploySettings):
+    """Every knob of the pipeline, with the production default (both groups, one namespace)."""
+
+    model_config = SettingsConfigDict(env_prefix="PIPELINE_", frozen=True)
 
     @property
     def resource_list(self) -> list[str]:

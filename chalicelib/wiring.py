@@ -11,22 +11,22 @@ from typing import TYPE_CHECKING
 
 from chalicelib.aws import clients as aws
 from chalicelib.deadletter.quarantine import Quarantine
-from chalicelib.evidence import LoadEvidence
 from chalicelib.ingest.changes import ChangeDetector
 from chalicelib.ingest.context import IngestDependencies
 from chalicelib.ingest.fanout import WorkQueue
 from chalicelib.ingest.source_session import build_session
-from chalicelib.load import LoadDependencies
-from chalicelib.manifest import RunManifests
-from chalicelib.progress import RunProgress
+from chalicelib.load.consumer import LoadDependencies
+from chalicelib.load.evidence import LoadEvidence
+from chalicelib.load.sinks import Sink
+from chalicelib.runs.ledger import RunProgress
+from chalicelib.runs.manifest import RunManifests
 from chalicelib.settings import Settings, get_settings
-from chalicelib.sinks import Sink
 from chalicelib.stream.publisher import KinesisPublisher
 
 if TYPE_CHECKING:
     from chalicelib.deadletter.redrive import Redriver
-    from chalicelib.outcome import RunOutcomes
-    from chalicelib.reconcile import Reconciler
+    from chalicelib.reconcile.verdict import Reconciler
+    from chalicelib.runs.outcome import RunOutcomes
 
 
 def manifests(settings: Settings) -> RunManifests:
@@ -40,7 +40,7 @@ def progress(settings: Settings) -> RunProgress:
 
 
 def reconciler(settings: Settings) -> Reconciler:
-    from chalicelib.reconcile import Reconciler
+    from chalicelib.reconcile.verdict import Reconciler
 
     return Reconciler(
         progress=progress(settings),
@@ -53,7 +53,7 @@ def reconciler(settings: Settings) -> Reconciler:
 
 
 def run_outcomes(settings: Settings) -> RunOutcomes:
-    from chalicelib.outcome import RunOutcomes
+    from chalicelib.runs.outcome import RunOutcomes
 
     return RunOutcomes(
         manifests=manifests(settings),
@@ -95,7 +95,7 @@ def change_detector(settings: Settings) -> ChangeDetector | None:
     there is no DynamoDB sink to keep them (then every run publishes everything)."""
     if not settings.change_detection or "dynamodb" not in settings.sink_list:
         return None
-    from chalicelib.sinks.dynamodb import DynamoDBSink
+    from chalicelib.load.sinks.dynamodb import DynamoDBSink
 
     return ChangeDetector(DynamoDBSink(settings).stored_fingerprints, settings.sink_list)
 
@@ -117,11 +117,11 @@ def build_sinks(settings: Settings) -> list[Sink]:
     sinks: list[Sink] = []
     for name in sorted(settings.sink_list, key=lambda sink: sink == "dynamodb"):
         if name == "dynamodb":
-            from chalicelib.sinks.dynamodb import DynamoDBSink
+            from chalicelib.load.sinks.dynamodb import DynamoDBSink
 
             sinks.append(DynamoDBSink(settings))
         elif name == "postgres":
-            from chalicelib.sinks.postgres import PostgresSink
+            from chalicelib.load.sinks.postgres import PostgresSink
 
             sinks.append(PostgresSink(settings))
         else:
@@ -177,6 +177,6 @@ def reset() -> None:
     _session.cache_clear()
     _change_detector.cache_clear()
     load_dependencies.cache_clear()
-    from chalicelib.sinks import postgres_connection
+    from chalicelib.load.sinks import postgres_connection
 
     postgres_connection.close_all()

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chalicelib.evidence import EVIDENCE_SUFFIX, RUN_ROWS_INDEX
+from chalicelib.load.evidence import EVIDENCE_SUFFIX, RUN_ROWS_INDEX
 from infra import names
 from infra.chalice_config import PROJECT_ROOT, read_config, stage_names
 from infra.provision import TABLE_KEYS

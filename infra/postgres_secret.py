@@ -18,7 +18,7 @@ import orjson
 from botocore.exceptions import ClientError
 
 from chalicelib.aws import clients as aws
-from chalicelib.sinks.postgres_connection import Credentials
+from chalicelib.load.sinks.postgres_connection import Credentials
 
 
 def secret_document(credentials: Credentials) -> str:

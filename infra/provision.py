@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from chalicelib.evidence import RUN_ROWS_INDEX
+from chalicelib.load.evidence import RUN_ROWS_INDEX
 from chalicelib.settings import Settings
 from infra.network import vpc_endpoint_resources
 from infra.resources import (
@@ -42,7 +42,7 @@ TABLE_KEYS: dict[str, list[tuple[str, str, str]]] = {
 }
 
 # the rows each run wrote, page by page: the reconciliation reads them back in bulk
-# (chalicelib/evidence.py, `DynamoDBSink.run_rows`)
+# (chalicelib/load/evidence.py, `DynamoDBSink.run_rows`)
 TABLE_INDEXES: dict[str, list[TableIndex]] = {
     suffix: [
         TableIndex(

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from chalicelib.aws import clients as aws
-from chalicelib.notify import DETAIL_TYPE, SOURCE
+from chalicelib.reconcile.notify import DETAIL_TYPE, SOURCE
 
 
 class EventCapture:

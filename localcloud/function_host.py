@@ -419,7 +419,7 @@ class _Child:
         def clients() -> list[Any]:
             found = [aws.client("kinesis"), aws.client("dynamodb")]
             if function == "load":
-                from chalicelib.sinks.dynamodb import ROW_MODELS
+                from chalicelib.load.sinks.dynamodb import ROW_MODELS
 
                 wiring.load_dependencies()  # builds the sinks, hence PynamoDB's clients
                 found += [m._get_connection().connection.client for m in ROW_MODELS.values()]

@@ -13,7 +13,8 @@ runs.
 
 An async `lambda:Invoke` a function makes goes to `invoke_async`, which routes it by function
 name as Lambda would: the ingest's continuations to the ingest's `AsyncInvoker` (the run's
-invocation chain), a verdict request (`chalicelib.verdict_request`) to the reconcile function,
+invocation chain), a verdict request (`chalicelib.reconcile.verdict_request`) to the reconcile
+function,
 run at once on a thread of its own with Lambda's two retries of an async invocation. Each
 reconcile invocation's start, end and answer is kept for the run's timings.
 """

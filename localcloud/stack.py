@@ -34,14 +34,15 @@ import orjson
 from chalicelib import wiring
 from chalicelib.aws import clients as aws
 from chalicelib.deadletter.redrive import RedriveReport, new_redrive_id
-from chalicelib.manifest import schema_drift
+from chalicelib.load.sinks.postgres_connection import Credentials
 from chalicelib.model.contract import ENTITIES, entity_key
 from chalicelib.observability.logging import SERVICE
 from chalicelib.observability.metrics import metrics
-from chalicelib.progress import run_id_for_event
-from chalicelib.reconcile import SETTLED
+from chalicelib.reconcile.verdict import SETTLED
+from chalicelib.runs import counters
+from chalicelib.runs.ledger import run_id_for_event
+from chalicelib.runs.manifest import schema_drift
 from chalicelib.settings import Settings, get_settings
-from chalicelib.sinks.postgres_connection import Credentials
 from infra.postgres_secret import ensure_postgres_secret
 from infra.provision import Provisioned, StackResult, provisioned_from
 from infra.stages import Stage
@@ -535,8 +536,9 @@ class LocalCloud:
     def run(self, progress: ProgressCallback | None = None) -> RunReport:
         """Fire the schedule once, drive the stream until drained, and reconcile the counts.
 
-        The run is loaded when the pipeline asks for its verdict (`chalicelib.verdict_request`):
-        the reconcile function runs then, as Lambda runs the async invocation. Once the drivers
+        The run is loaded when the pipeline asks for its verdict
+        (`chalicelib.reconcile.verdict_request`): the reconcile function runs then, as Lambda runs
+        the async invocation. Once the drivers
         have drained everything, a run it has not settled (no request came, or it came early)
         is settled by firing the reconcile schedule, as on AWS the schedule would.
         """
@@ -782,7 +784,7 @@ class LocalCloud:
 
     def _aws_clients(self) -> list[Any]:
         """The pipeline's AWS clients: boto3's cached ones and PynamoDB's (chaos hooks them)."""
-        from chalicelib.sinks.dynamodb import ROW_MODELS
+        from chalicelib.load.sinks.dynamodb import ROW_MODELS
 
         clients = [aws.client("kinesis"), aws.client("dynamodb")]
         for model in ROW_MODELS.values():
@@ -860,19 +862,19 @@ class LocalCloud:
             errors.extend(reason.strip() for reason in reasons.split(";") if reason.strip())
         for entity in settings.resource_list:
             counts: dict[str, Any] = {
-                "fetched": int(manifest.get(f"fetched.{entity}", 0)),
-                "published": int(manifest.get(f"published.{entity}", 0)),
-                "unchanged": int(manifest.get(f"unchanged.{entity}", 0)),
+                "fetched": int(manifest.get(counters.fetched(entity), 0)),
+                "published": int(manifest.get(counters.published(entity), 0)),
+                "unchanged": int(manifest.get(counters.unchanged(entity), 0)),
                 "quarantined": int(quarantined.get(entity, 0)),
                 "work_items": int(manifest.get(f"work_items.{entity}", 0)),
                 "written": {
-                    sink.name: int(manifest.get(f"written.{sink.name}.{entity}", 0))
+                    sink.name: int(manifest.get(counters.written(sink.name, entity), 0))
                     for sink in sinks
                 },
                 "stored": {sink.name: sink.count(entity) for sink in sinks},
             }
-            counts["superseded"] = int(manifest.get(f"reconciled.superseded.{entity}", 0))
-            missing = int(manifest.get(f"reconciled.missing.{entity}", 0))
+            counts["superseded"] = int(manifest.get(counters.reconciled("superseded", entity), 0))
+            missing = int(manifest.get(counters.reconciled("missing", entity), 0))
             if missing:
                 counts["missing"] = missing
                 counts["missing_records"] = orjson.loads(

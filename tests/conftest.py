@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from chalicelib import wiring
-from chalicelib.sinks import postgres_connection
-from chalicelib.sinks.postgres_connection import Credentials
+from chalicelib.load.sinks import postgres_connection
+from chalicelib.load.sinks.postgres_connection import Credentials
 from localcloud.emulators.moto_process import MotoServer
 from localcloud.emulators.postgres import EmbeddedPostgres
 

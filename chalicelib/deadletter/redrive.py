@@ -32,7 +32,6 @@ from pydantic import ValidationError
 
 from chalicelib.deadletter.failures import FailureRecord
 from chalicelib.deadletter.quarantine import UNATTRIBUTED_RUN, Quarantine, QuarantinedRecord
-from chalicelib.manifest import RunManifests
 from chalicelib.model.contract import (
     ENTITIES,
     describe_validation_error,
@@ -42,6 +41,7 @@ from chalicelib.model.contract import (
 )
 from chalicelib.model.envelope import decode_envelope, encode_envelope
 from chalicelib.observability.logging import logger
+from chalicelib.runs.manifest import RunManifests
 from chalicelib.stream.publisher import MAX_RECORDS_PER_CALL, KinesisPublisher, OutgoingRecord
 
 

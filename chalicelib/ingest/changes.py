@@ -5,7 +5,8 @@ publish and write again what did not change. Each DynamoDB row keeps `fp`, a fin
 content it stores, written in the same PutRequest as the row. Why that is enough, and safe:
 
 * the load writes the DynamoDB sink **last**, and only when every sink before it succeeded for
-  the batch (`chalicelib/load.py`). So a row holding fingerprint F means every sink processed
+  the batch (`chalicelib/load/consumer.py`).
+  So a row holding fingerprint F means every sink processed
   content F: stored it, or kept a newer version. A record that failed (re-delivered) or was
   quarantined never gets its fingerprint stored, so the next run publishes it again;
 * the ingest looks up the fingerprints of each page through the DynamoDB sink's own read

@@ -14,8 +14,8 @@ import requests
 from chalicelib.deadletter.quarantine import Quarantine
 from chalicelib.ingest.changes import ChangeDetector
 from chalicelib.ingest.fanout import WorkQueue
-from chalicelib.manifest import RunManifests
-from chalicelib.progress import RunProgress
+from chalicelib.runs.ledger import RunProgress
+from chalicelib.runs.manifest import RunManifests
 from chalicelib.settings import Settings
 from chalicelib.stream.publisher import KinesisPublisher
 

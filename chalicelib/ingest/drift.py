@@ -17,10 +17,10 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any, Final
 
-from chalicelib.manifest import RunManifests
 from chalicelib.model.contract import unknown_fields
 from chalicelib.observability.logging import logger
 from chalicelib.observability.metrics import record_unknown_fields
+from chalicelib.runs.manifest import RunManifests
 
 MAX_FIELDS: Final = 50
 """Field names reported per resource and page: a source sending random keys cannot bloat the

@@ -5,7 +5,7 @@ into consecutive page ranges, one SQS message each, and the worker function fetc
 publishes each range (`chalicelib/ingest/worker.py`). Ranges cover pages 1..N exactly once; the last
 range is open-ended, so pages that appear while the run goes on are still read. A message may
 be delivered more than once (SQS is at-least-once): a work item's counts go to the run
-manifest once, under its `work_id` (`chalicelib/progress.py`). Records of one
+manifest once, under its `work_id` (`chalicelib/runs/ledger.py`). Records of one
 entity key keep their order on the stream because each key lives on exactly one page of one
 range, whichever worker publishes it.
 """

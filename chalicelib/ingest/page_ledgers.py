@@ -7,7 +7,7 @@ counts to the run once, when its whole range is in the stream.
 
 from __future__ import annotations
 
-from chalicelib.progress import (
+from chalicelib.runs.ledger import (
     PageLedger,
     ResourceCheckpoint,
     RunProgress,

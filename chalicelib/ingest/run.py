@@ -30,7 +30,7 @@ from chalicelib.ingest.page_ledgers import CheckpointLedger
 from chalicelib.ingest.pages import ANNOUNCED_TOTAL, ingest_pages
 from chalicelib.observability.logging import logger
 from chalicelib.observability.metrics import record_api_error, record_resource_ingested
-from chalicelib.progress import NEVER, Deadline, ResourceCheckpoint, RunState, RunSuperseded
+from chalicelib.runs.ledger import NEVER, Deadline, ResourceCheckpoint, RunState, RunSuperseded
 from chalicelib.stream.publisher import PublishError
 
 

@@ -33,7 +33,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from chalicelib.sinks.postgres_connection import Credentials
+from chalicelib.load.sinks.postgres_connection import Credentials
 from localcloud.emulators.tls_front import ServerTls, TlsFront
 
 if TYPE_CHECKING:

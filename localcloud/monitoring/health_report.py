@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.aws import clients as aws
-from chalicelib.outcome import LAST_SUCCESS_RUN_ID
+from chalicelib.runs.outcome import LAST_SUCCESS_RUN_ID
 from infra.dashboard import metric_lines
 from localcloud.monitoring.emf_extraction import dimension_list, read_emf_archive
 

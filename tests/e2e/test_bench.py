@@ -28,11 +28,11 @@ from bench.cli import (
 from bench.command import Knobs, calls_total, command_environment, summarize
 from bench.markdown import render
 from bench.sweep import NOISE, best_values
+from chalicelib.load.sinks.dynamodb import to_row
+from chalicelib.load.sinks.postgres import TABLES, column_values
 from chalicelib.model.contract import ENTITIES, validate_item
 from chalicelib.model.envelope import Envelope
 from chalicelib.model.fingerprint import content_fingerprint, fingerprint_salt
-from chalicelib.sinks.dynamodb import to_row
-from chalicelib.sinks.postgres import TABLES, column_values
 from localcloud.fakeapi import generate_item
 
 TINY = [

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from chalicelib import handlers, wiring
 from chalicelib.ingest.fanout import WorkItem, plan_ranges
 from chalicelib.ingest.page import SourceError
-from chalicelib.progress import RunProgress
+from chalicelib.runs.ledger import RunProgress
 from chalicelib.settings import get_settings
 from localcloud.stack import LocalCloud, RunReport
 from tests.helpers.factories import use_fresh_stage

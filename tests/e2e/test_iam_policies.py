@@ -645,8 +645,8 @@ def test_the_recorder_names_sqs_batch_calls_by_the_action_iam_checks() -> None:
 
 @pytest.mark.parametrize("function", ["ingest", "ingest_worker", "load"])
 def test_the_verdict_request_may_invoke_the_reconcile_function_only(function: str) -> None:
-    """The early verdict request (chalicelib/verdict_request.py): the reconcile function of
-    the same stage, nothing else (not the load, not another stage's reconcile)."""
+    """The early verdict request (chalicelib/reconcile/verdict_request.py): the reconcile function
+    of the same stage, nothing else (not the load, not another stage's reconcile)."""
     policy = local_policy(function)
 
     def invoke(name: str) -> Call:

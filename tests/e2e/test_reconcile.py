@@ -18,9 +18,9 @@ from botocore.exceptions import ClientError
 
 from chalicelib import wiring
 from chalicelib.aws import clients as aws
+from chalicelib.load.sinks.dynamodb import ROW_MODELS, UserRow
 from chalicelib.model.contract import entity_key
-from chalicelib.reconcile import Reconciler
-from chalicelib.sinks.dynamodb import ROW_MODELS, UserRow
+from chalicelib.reconcile.verdict import Reconciler
 from localcloud.chaos import Chaos
 from localcloud.stack import LocalCloud
 from tests.helpers.dynamo_snapshot import restored_tables

@@ -16,10 +16,10 @@ import pytest
 
 from chalicelib import wiring
 from chalicelib.aws import clients as aws
-from chalicelib.evidence import PageEvidence, record_digest
-from chalicelib.progress import Deadline
-from chalicelib.reconcile import POSITION_FIELD, Reconciler
-from chalicelib.sinks.dynamodb import UserRow
+from chalicelib.load.evidence import PageEvidence, record_digest
+from chalicelib.load.sinks.dynamodb import UserRow
+from chalicelib.reconcile.verdict import POSITION_FIELD, Reconciler
+from chalicelib.runs.ledger import Deadline
 from localcloud.stack import LocalCloud
 
 pytestmark = pytest.mark.e2e

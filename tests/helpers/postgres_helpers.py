@@ -7,11 +7,15 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import make_conninfo
 
+from chalicelib.load.sinks.postgres import PostgresSink
+from chalicelib.load.sinks.postgres_connection import (
+    Credentials,
+    PostgresDatabase,
+    connection_factory,
+)
 from chalicelib.model.contract import validate_item
 from chalicelib.model.envelope import Envelope
 from chalicelib.settings import Settings
-from chalicelib.sinks.postgres import PostgresSink
-from chalicelib.sinks.postgres_connection import Credentials, PostgresDatabase, connection_factory
 
 FETCHED_AT = "2025-07-15T12:00:00.000000+00:00"
 

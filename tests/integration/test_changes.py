@@ -22,13 +22,13 @@ from chalicelib.aws import clients as aws
 from chalicelib.deadletter.quarantine import Quarantine
 from chalicelib.ingest.changes import ChangeDetector
 from chalicelib.ingest.run import run_ingest
-from chalicelib.load import LoadDependencies, process_batch
-from chalicelib.manifest import RunManifests
+from chalicelib.load.consumer import LoadDependencies, process_batch
+from chalicelib.load.sinks.dynamodb import DynamoDBSink
 from chalicelib.model.contract import partition_key, validate_item
 from chalicelib.model.envelope import Envelope, decode_envelope, encode_envelope
 from chalicelib.model.fingerprint import FINGERPRINT_ATTRIBUTE
+from chalicelib.runs.manifest import RunManifests
 from chalicelib.settings import Settings
-from chalicelib.sinks.dynamodb import DynamoDBSink
 from localcloud.fakeapi import FakeApiServer, iter_items
 from tests.helpers.factories import use_fresh_stage
 

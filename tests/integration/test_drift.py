@@ -9,7 +9,7 @@ import pytest
 
 from chalicelib.aws import clients as aws
 from chalicelib.ingest.drift import page_drift, report_drift
-from chalicelib.manifest import RunManifests, schema_drift
+from chalicelib.runs.manifest import RunManifests, schema_drift
 from tests.helpers.factories import provision_stores, unique_name, user
 
 

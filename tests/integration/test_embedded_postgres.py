@@ -8,7 +8,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from chalicelib.sinks.postgres_connection import Credentials
+from chalicelib.load.sinks.postgres_connection import Credentials
 from localcloud.emulators.postgres import EmbeddedPostgres, ensure_template, template_dir
 from tests.helpers.postgres_helpers import connect
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from chalicelib import wiring
 from chalicelib.deadletter.quarantine import QuarantinedRecord
-from chalicelib.load import process_batch
+from chalicelib.load.consumer import process_batch
 from chalicelib.model.contract import ENTITIES, entity_key, parse_timestamp, partition_key
 from chalicelib.model.envelope import encode_envelope
 from chalicelib.settings import get_settings

@@ -12,8 +12,8 @@ from cfnlint.api import ManualArgs, lint
 from hypothesis import given
 from hypothesis import strategies as st
 
+from chalicelib.load.sinks.postgres_connection import Credentials
 from chalicelib.settings import Settings
-from chalicelib.sinks.postgres_connection import Credentials
 from infra import provision as provisioning
 from infra.cloudformation import infra_template, sam_merge_template
 from infra.monitoring import cloudformation_resources

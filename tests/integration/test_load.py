@@ -18,13 +18,13 @@ import pytest
 from chalicelib import handlers, wiring
 from chalicelib.aws import clients as aws
 from chalicelib.deadletter.quarantine import UNATTRIBUTED_RUN, Quarantine, QuarantinedRecord
-from chalicelib.load import LoadDependencies, PoisonRecord, decode_record, process_batch
-from chalicelib.manifest import RunManifests
+from chalicelib.load.consumer import LoadDependencies, PoisonRecord, decode_record, process_batch
+from chalicelib.load.sinks import Sink
+from chalicelib.load.sinks.dynamodb import DynamoDBSink
 from chalicelib.model.contract import partition_key
 from chalicelib.model.envelope import Envelope, encode_envelope
+from chalicelib.runs.manifest import RunManifests
 from chalicelib.settings import Settings
-from chalicelib.sinks import Sink
-from chalicelib.sinks.dynamodb import DynamoDBSink
 from localcloud.lambda_runtime import LambdaContext
 from tests.helpers.factories import (
     envelope_record,

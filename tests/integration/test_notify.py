@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from chalicelib.aws import clients as aws
-from chalicelib.notify import (
+from chalicelib.reconcile.notify import (
     DETAIL_TYPE,
     SOURCE,
     NotifyError,

@@ -1,5 +1,5 @@
 """The reconcile function's outcome of settled runs: run-outcome metrics, the last success kept
-in the runs table, DatasetUpdated (chalicelib/outcome.py), against moto."""
+in the runs table, DatasetUpdated (chalicelib/runs/outcome.py), against moto."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import pytest
 
 from chalicelib.aws import clients as aws
 from chalicelib.deadletter.quarantine import Quarantine
-from chalicelib.manifest import RunManifests
 from chalicelib.observability.metrics import metrics
-from chalicelib.outcome import LAST_SUCCESS_RUN_ID, RunOutcomes
-from chalicelib.reconcile import EntityBalance, Reconciliation
+from chalicelib.reconcile.verdict import EntityBalance, Reconciliation
+from chalicelib.runs.manifest import RunManifests
+from chalicelib.runs.outcome import LAST_SUCCESS_RUN_ID, RunOutcomes
 from chalicelib.settings import get_settings
 from localcloud.events import EventCapture
 from localcloud.monitoring.emf_extraction import emf_metrics

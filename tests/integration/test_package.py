@@ -34,8 +34,8 @@ from typing import Any
 import boto3
 import pytest
 
+from chalicelib.load.sinks.postgres_connection import Credentials
 from chalicelib.settings import Settings
-from chalicelib.sinks.postgres_connection import Credentials
 from infra.deploy import run_chalice
 from infra.postgres_secret import ensure_postgres_secret
 from infra.provision import provision

@@ -14,9 +14,9 @@ from psycopg import sql
 
 from chalicelib import wiring
 from chalicelib.aws import clients as aws
+from chalicelib.load.sinks.postgres import PostgresSink
+from chalicelib.load.sinks.postgres_connection import Credentials, PostgresConfigError, database_for
 from chalicelib.settings import Settings
-from chalicelib.sinks.postgres import PostgresSink
-from chalicelib.sinks.postgres_connection import Credentials, PostgresConfigError, database_for
 from infra.postgres_secret import ensure_postgres_secret, secret_document
 from localcloud.emulators.postgres import EmbeddedPostgres
 from tests.helpers.postgres_helpers import dsn, envelope, user

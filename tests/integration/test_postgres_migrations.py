@@ -9,8 +9,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from chalicelib.sinks.postgres_connection import Credentials
-from chalicelib.sinks.postgres_migrations import Migration, MigrationError, load_migrations, migrate
+from chalicelib.load.sinks.postgres_connection import Credentials
+from chalicelib.load.sinks.postgres_migrations import (
+    Migration,
+    MigrationError,
+    load_migrations,
+    migrate,
+)
 from tests.helpers.postgres_helpers import connect, make_sink
 
 TABLES = {"users", "tracks", "listen_history", "listen_history_item", "schema_migrations"}

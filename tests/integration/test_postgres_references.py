@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from chalicelib.load.sinks.postgres import PostgresSink
+from chalicelib.load.sinks.postgres_connection import Credentials
 from chalicelib.model.envelope import Envelope
-from chalicelib.sinks.postgres import PostgresSink
-from chalicelib.sinks.postgres_connection import Credentials
 from tests.helpers.postgres_helpers import connect, envelope, history, make_sink, track, user
 
 USERS = [user(1), user(2), user(3, updated_at="2025-02-01T00:00:00")]

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from chalicelib.load.sinks.postgres import PostgresSink
+from chalicelib.load.sinks.postgres_connection import Credentials
 from chalicelib.model.contract import parse_timestamp
 from chalicelib.model.envelope import Envelope
-from chalicelib.sinks.postgres import PostgresSink
-from chalicelib.sinks.postgres_connection import Credentials
 from localcloud.emulators.postgres import EmbeddedPostgres
 from localcloud.fakeapi import HOSTILE_STRINGS
 from tests.helpers.postgres_helpers import connect, envelope, history, make_sink, track, user

@@ -20,8 +20,12 @@ import psycopg
 import pytest
 from cryptography import x509
 
+from chalicelib.load.sinks.postgres_connection import (
+    Credentials,
+    connection_factory,
+    tls_parameters,
+)
 from chalicelib.settings import Settings
-from chalicelib.sinks.postgres_connection import Credentials, connection_factory, tls_parameters
 from infra.postgres_secret import ensure_postgres_secret
 from localcloud.emulators.postgres import TLS_HOST, EmbeddedPostgres
 from tests.helpers.tls_helpers import make_authority, server_tls

@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from chalicelib.sinks.postgres_connection import Credentials
+from chalicelib.load.sinks.postgres_connection import Credentials
 from tests.helpers.postgres_helpers import (
     T1,
     T3,

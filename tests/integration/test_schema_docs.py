@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from chalicelib.load.sinks.postgres_connection import Credentials
 from chalicelib.settings import Settings
-from chalicelib.sinks.postgres_connection import Credentials
 from tests.helpers.postgres_helpers import connect, envelope, load_known_dataset, make_sink, track
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "schema.md").read_text()

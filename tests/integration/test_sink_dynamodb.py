@@ -13,11 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chalicelib.model.contract import ENTITIES, entity_key, validate_item
-from chalicelib.model.envelope import Envelope
-from chalicelib.settings import Settings
-from chalicelib.sinks import newest_per_key
-from chalicelib.sinks.dynamodb import (
+from chalicelib.load.sinks import newest_per_key
+from chalicelib.load.sinks.dynamodb import (
     MAX_ITEM_BYTES,
     ROW_MODELS,
     DynamoDBSink,
@@ -25,6 +22,9 @@ from chalicelib.sinks.dynamodb import (
     row_to_item,
     row_values,
 )
+from chalicelib.model.contract import ENTITIES, entity_key, validate_item
+from chalicelib.model.envelope import Envelope
+from chalicelib.settings import Settings
 from localcloud.fakeapi import HOSTILE_STRINGS, iter_items
 from tests.helpers.factories import (
     item_for,

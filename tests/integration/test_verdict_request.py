@@ -1,4 +1,4 @@
-"""The early verdict request (`chalicelib.verdict_request`) against moto's DynamoDB.
+"""The early verdict request (`chalicelib.reconcile.verdict_request`) against moto's DynamoDB.
 
 A run's manifest item in a runs table of its own; the async `Invoke` of the reconcile function
 is answered 202 at the botocore boundary (as Lambda answers an async invocation) and recorded,
@@ -23,7 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chalicelib.aws import clients as aws
-from chalicelib.verdict_request import (
+from chalicelib.reconcile.verdict_request import (
     LOADED,
     VerdictRequests,
     handled_per_run,

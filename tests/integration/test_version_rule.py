@@ -15,6 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from chalicelib.load.sinks.dynamodb import ROW_MODELS, DynamoDBSink, key_to_wire
+from chalicelib.load.sinks.postgres import PostgresSink
+from chalicelib.load.sinks.postgres_connection import Credentials
 from chalicelib.model.contract import entity_key, validate_item, version_rank
 from chalicelib.model.envelope import Envelope
 from chalicelib.model.fingerprint import (
@@ -23,9 +26,6 @@ from chalicelib.model.fingerprint import (
     fingerprint_salt,
 )
 from chalicelib.settings import Settings
-from chalicelib.sinks.dynamodb import ROW_MODELS, DynamoDBSink, key_to_wire
-from chalicelib.sinks.postgres import PostgresSink
-from chalicelib.sinks.postgres_connection import Credentials
 from tests.helpers.factories import listen_history, next_id, provision_stores, unique_name, user
 from tests.helpers.postgres_helpers import make_sink
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chalicelib.load.sinks.dynamodb import key_from_wire, key_to_wire, to_row, to_wire
 from chalicelib.model.contract import validate_item
 from chalicelib.model.envelope import Envelope
-from chalicelib.sinks.dynamodb import key_from_wire, key_to_wire, to_row, to_wire
 from localcloud.fakeapi import generate_item, iter_items
 
 

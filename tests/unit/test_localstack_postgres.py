@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from chalicelib.sinks.postgres_connection import Credentials
+from chalicelib.load.sinks.postgres_connection import Credentials
 from infra.chalice_config import stage_environment
 
 ROOT = Path(__file__).resolve().parents[2]

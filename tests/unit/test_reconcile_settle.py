@@ -9,9 +9,9 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chalicelib.evidence import PageEvidence, record_digest
-from chalicelib.progress import PageLedger
-from chalicelib.reconcile import _QuarantineIndex, _settle_page
+from chalicelib.load.evidence import PageEvidence, record_digest
+from chalicelib.reconcile.verdict import _QuarantineIndex, _settle_page
+from chalicelib.runs.ledger import PageLedger
 
 SINKS = ("postgres", "dynamodb")
 VERSION = "2024-01-01T00:00:00"

@@ -15,11 +15,11 @@ through the process's shared boto3 client (`chalicelib.aws`): PynamoDB's generic
 serialization and its client's parameter validation were a third of the load's CPU.
 
 With change detection on, each row also keeps `fp`, the fingerprint of the content it stores
-(`chalicelib/changes.py`), written in the same PutRequest as that content and never on its
+(`chalicelib/ingest/changes.py`), written in the same PutRequest as that content and never on its
 own, so it always describes the row it is in; the load writes this sink after every other
 one, so a row's `fp` means every sink processed that content.
 
-Versions follow `chalicelib.contract.version_rank`: `updated_at`, then the later `fetched_at`
+Versions follow `chalicelib.model.contract.version_rank`: `updated_at`, then the later `fetched_at`
 (a changed content with an equal `updated_at` is applied). A listen history's sort key is the
 canonical instant of `created_at` (`canonical_instant`); the text as served is kept in
 `created_at_served`, and `row_to_item` gives it back.
@@ -38,7 +38,8 @@ from pynamodb.models import Model
 
 from chalicelib.aws import clients as aws
 from chalicelib.aws.dynamo_batch import get_all, write_all
-from chalicelib.evidence import RUN_ROWS_INDEX, page_number
+from chalicelib.load.evidence import RUN_ROWS_INDEX, page_number
+from chalicelib.load.sinks import newest_per_key
 from chalicelib.model.contract import (
     canonical_instant,
     fetch_rank,
@@ -53,7 +54,6 @@ from chalicelib.model.fingerprint import (
     fingerprint_salt,
 )
 from chalicelib.settings import Settings
-from chalicelib.sinks import newest_per_key
 
 
 class _Stored(Model):
@@ -64,10 +64,10 @@ class _Stored(Model):
     run_id = UnicodeAttribute()
     fetched_at = UnicodeAttribute()
     fingerprint = BinaryAttribute(attr_name=FINGERPRINT_ATTRIBUTE, null=True, legacy_encoding=False)
-    """Fingerprint of the stored content, when change detection is on (chalicelib/changes.py)."""
+    """Fingerprint of the stored content, when change detection is on (ingest/changes.py)."""
     run_page = NumberAttribute(null=True)
     """The page of `run_id` the row came from: the key of the `by_run` index the
-    reconciliation reads a run's rows back from (chalicelib/evidence.py)."""
+    reconciliation reads a run's rows back from (chalicelib/load/evidence.py)."""
 
     fields: ClassVar[tuple[str, ...]]
 

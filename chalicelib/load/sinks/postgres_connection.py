@@ -23,13 +23,13 @@ import orjson
 import psycopg
 
 from chalicelib.aws import clients as aws
+from chalicelib.load.sinks.postgres_migrations import migrate
 from chalicelib.observability.logging import logger
 from chalicelib.settings import Settings
-from chalicelib.sinks.postgres_migrations import migrate
 
 T = TypeVar("T")
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
+PACKAGE_ROOT = Path(__file__).resolve().parents[3]
 """The project root locally, /var/task on Lambda: where Chalice unpacks app.py and chalicelib."""
 APPLICATION_NAME = "moovitamix-pipeline"
 STATEMENT_TIMEOUT_MS = 60_000

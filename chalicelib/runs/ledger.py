@@ -33,7 +33,8 @@ import orjson
 from botocore.exceptions import ClientError
 
 from chalicelib.aws.dynamo_batch import write_all
-from chalicelib.manifest import RunManifests, plain_item
+from chalicelib.runs import counters
+from chalicelib.runs.manifest import RunManifests, plain_item
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -511,10 +512,10 @@ def ledger_full(pages: Sequence[PageLedger]) -> bool:
 def page_counts(resource: str, pages: Sequence[PageLedger]) -> dict[str, int]:
     """The manifest counters a set of ledger pages adds to."""
     return {
-        f"fetched.{resource}": sum(page.fetched for page in pages),
-        f"published.{resource}": sum(page.published for page in pages),
-        f"unchanged.{resource}": sum(page.unchanged for page in pages),
-        f"quarantined.ingest.{resource}": sum(page.quarantined for page in pages),
+        counters.fetched(resource): sum(page.fetched for page in pages),
+        counters.published(resource): sum(page.published for page in pages),
+        counters.unchanged(resource): sum(page.unchanged for page in pages),
+        counters.quarantined("ingest", resource): sum(page.quarantined for page in pages),
         f"pages.{resource}": len(pages),
     }
 

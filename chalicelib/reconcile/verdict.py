@@ -1,6 +1,6 @@
 """Reconciliation: did every record a run fetched end up stored (newest) or quarantined?
 
-The ingest's page ledger (`chalicelib.progress`) lists every fetched record of a run: its key
+The ingest's page ledger (`chalicelib.runs.ledger`) lists every fetched record of a run: its key
 and version, or the position it was quarantined at. Once the stream is drained, the reconciler
 walks the ledger page by page and settles each page from evidence that costs O(pages), not
 O(records), in calls:
@@ -8,7 +8,7 @@ O(records), in calls:
 - the rows the run wrote, read back in bulk from every sink (each row carries `run_id` and
   `run_page`: a DynamoDB Query on the `by_run` index returns 1 MB of them per call, PostgreSQL
   a keyset page of 5,000 per statement), in page order beside the ledger;
-- the load's evidence (`chalicelib.evidence`): per page and sink, the digests of the records
+- the load's evidence (`chalicelib.load.evidence`): per page and sink, the digests of the records
   the sink handled without writing them (its stored version was not older);
 - the ledger's count of records the ingest did not publish because every sink stores them
   (`unchanged`, change detection), and the run's quarantine.
@@ -70,13 +70,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
 from chalicelib.deadletter.quarantine import Quarantine, QuarantinedRecord
-from chalicelib.evidence import LoadEvidence, PageEvidence, record_digest
-from chalicelib.manifest import RunManifests
+from chalicelib.load.evidence import LoadEvidence, PageEvidence, record_digest
 from chalicelib.model.contract import entity_key, parse_timestamp, validate_item
 from chalicelib.model.envelope import decode_envelope
 from chalicelib.observability.logging import logger
 from chalicelib.observability.metrics import record_run_balance
-from chalicelib.progress import NEVER, Deadline, PageLedger, RunProgress
+from chalicelib.runs import counters
+from chalicelib.runs.ledger import NEVER, Deadline, PageLedger, RunProgress
+from chalicelib.runs.manifest import RunManifests
 
 LOOKUP_CHUNK: Final = 100
 """Keys looked up in the sinks at once (one BatchGetItem)."""
@@ -303,7 +304,7 @@ class Reconciler:
         if ingest_status != "published":
             result.reasons.append(f"ingest is {ingest_status}, not published")
         for entity, balance in result.entities.items():
-            counted = int(manifest.get(f"fetched.{entity}", 0))
+            counted = int(manifest.get(counters.fetched(entity), 0))
             if counted != balance.fetched:
                 result.reasons.append(
                     f"{entity}: the manifest counts {counted} fetched, the ledger {balance.fetched}"
@@ -409,16 +410,16 @@ class Reconciler:
             "reconcile_reasons": {"S": "; ".join(result.reasons)[:2000] or "balanced"},
         }
         for entity, balance in result.entities.items():
-            fields[f"reconciled.stored.{entity}"] = {"N": str(balance.stored)}
-            fields[f"reconciled.quarantined.{entity}"] = {"N": str(balance.quarantined)}
-            fields[f"reconciled.missing.{entity}"] = {"N": str(balance.missing)}
-            fields[f"reconciled.superseded.{entity}"] = {"N": str(balance.superseded)}
+            fields[counters.reconciled("stored", entity)] = {"N": str(balance.stored)}
+            fields[counters.reconciled("quarantined", entity)] = {"N": str(balance.quarantined)}
+            fields[counters.reconciled("missing", entity)] = {"N": str(balance.missing)}
+            fields[counters.reconciled("superseded", entity)] = {"N": str(balance.superseded)}
             if balance.missing_records:
                 fields[f"missing_records.{entity}"] = {
                     "S": orjson.dumps(balance.missing_records).decode()
                 }
-        fields["reconciled.pages_balanced"] = {"N": str(result.pages_balanced)}
-        fields["reconciled.pages_by_key"] = {"N": str(result.pages_by_key)}
+        fields[counters.PAGES_BALANCED] = {"N": str(result.pages_balanced)}
+        fields[counters.PAGES_BY_KEY] = {"N": str(result.pages_by_key)}
         names = {f"#f{i}": name for i, name in enumerate(fields)}
         values = {f":v{i}": value for i, value in enumerate(fields.values())}
         names["#position"] = POSITION_FIELD

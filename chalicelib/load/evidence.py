@@ -58,7 +58,7 @@ def page_number(page_ref: str | None) -> int | None:
 
 
 def page_key(entity: str, page: int) -> str:
-    """The ledger's `page_id` of a page (`chalicelib.progress.PageLedger.page_id`)."""
+    """The ledger's `page_id` of a page (`chalicelib.runs.ledger.PageLedger.page_id`)."""
     return f"{entity}#{page:09d}"
 
 

@@ -20,8 +20,8 @@ import orjson
 from pydantic import ValidationError
 
 from chalicelib.deadletter.quarantine import UNATTRIBUTED_RUN, Quarantine, QuarantinedRecord
-from chalicelib.evidence import LoadEvidence, PageEvidence, page_number, record_digest
-from chalicelib.manifest import RunManifests
+from chalicelib.load.evidence import LoadEvidence, PageEvidence, page_number, record_digest
+from chalicelib.load.sinks import Sink, rejection
 from chalicelib.model.contract import (
     ENTITIES,
     describe_validation_error,
@@ -37,7 +37,8 @@ from chalicelib.observability.metrics import (
     record_sink_failure,
     record_sink_write,
 )
-from chalicelib.sinks import Sink, rejection
+from chalicelib.runs import counters
+from chalicelib.runs.manifest import RunManifests
 
 
 class PoisonRecord(ValueError):
@@ -50,7 +51,7 @@ class LoadDependencies:
     quarantine: Quarantine
     manifests: RunManifests
     evidence: LoadEvidence | None = None
-    """Where the load notes what each sink handled without writing (chalicelib/evidence.py);
+    """Where the load notes what each sink handled without writing (chalicelib/load/evidence.py);
     without it the reconciliation looks those records up key by key."""
 
 
@@ -123,7 +124,7 @@ def process_batch(records: Sequence[Mapping[str, Any]], deps: LoadDependencies) 
             if failed.intersection(sequence for sequence, _ in members):
                 # Re-delivered anyway, and written to every sink then. Skipping the sinks after
                 # a failed one keeps DynamoDB (always last) from storing a change-detection
-                # fingerprint for content another sink lacks (chalicelib/changes.py).
+                # fingerprint for content another sink lacks (chalicelib/ingest/changes.py).
                 break
             started = time.monotonic()
             try:
@@ -140,8 +141,8 @@ def process_batch(records: Sequence[Mapping[str, Any]], deps: LoadDependencies) 
                 entity, sink.name, envelopes, len(written), time.monotonic() - started
             )
             for envelope in written:
-                outcome.add(envelope.run_id, f"written.{sink.name}.{entity}", 1)
-                pages.add(envelope.page, f"written.{sink.name}")
+                outcome.add(envelope.run_id, counters.written(sink.name, entity), 1)
+                pages.add(envelope.page, counters.written_to(sink.name))
             _note_skipped(skipped, entity, sink.name, envelopes, written)
     outcome.failed_sequence_numbers.extend(
         record["kinesis"]["sequenceNumber"]
@@ -226,7 +227,7 @@ def _quarantine(
         logger.exception("quarantine write failed", extra={"step": "load", "entity": entity})
         return False
     if created:  # a re-delivered record is already quarantined and counted
-        outcome.add(run_id, f"quarantined.load.{entity}", 1)
+        outcome.add(run_id, counters.quarantined("load", entity), 1)
         record_quarantined(entity, "load")
     logger.warning(
         "record quarantined",

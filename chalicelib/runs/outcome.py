@@ -1,6 +1,7 @@
 """What a settled run means downstream: its run-outcome metrics, the last success, the event.
 
-The reconcile function (`handlers.handle_reconcile`) settles runs with `chalicelib.reconcile`;
+The reconcile function (`handlers.handle_reconcile`) settles runs with
+`chalicelib.reconcile.verdict`;
 this module turns each settled verdict into what monitoring and subscribers watch:
 
 - `RunSucceeded` / `RunFailed`, `ReconciliationDifference` per entity and `QuarantineBacklog`
@@ -8,7 +9,7 @@ this module turns each settled verdict into what monitoring and subscribers watc
 - `Freshness`: the age of the last successful run. Its time is kept in the runs table (one
   item, `LAST_SUCCESS_RUN_ID`), so every sweep, on AWS as locally, can say how old the data
   is, also when no run settled (a stopped schedule makes it grow);
-- `DatasetUpdated` on the event bus for each run that succeeded (`chalicelib.notify`).
+- `DatasetUpdated` on the event bus for each run that succeeded (`chalicelib.reconcile.notify`).
 
 The marker item carries `status = succeeded`, so the sweep, which only looks at runs that
 are not settled, never mistakes it for a run.
@@ -22,15 +23,16 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from chalicelib.deadletter.quarantine import Quarantine
-from chalicelib.manifest import RunManifests
-from chalicelib.notify import publish_dataset_updated
 from chalicelib.observability.logging import logger
 from chalicelib.observability.metrics import metrics, record_run_outcome
+from chalicelib.reconcile.notify import publish_dataset_updated
+from chalicelib.runs import counters
+from chalicelib.runs.manifest import RunManifests
 
 if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
 
-    from chalicelib.reconcile import Reconciliation
+    from chalicelib.reconcile.verdict import Reconciliation
 
 LAST_SUCCESS_RUN_ID: Final = "#last-success"
 """Key of the runs-table item holding the last success (`#` never starts a run id)."""
@@ -98,12 +100,12 @@ class RunOutcomes:
             written = {sink: 0 for sink in self.sinks} | {
                 name.split(".")[1]: int(value)
                 for name, value in manifest.items()
-                if name.startswith("written.") and name.endswith(f".{entity}")
+                if name.startswith(counters.WRITTEN_PREFIX) and name.endswith(f".{entity}")
             }
             counts[entity] = {
                 **balance.as_dict(),
-                "published": int(manifest.get(f"published.{entity}", 0)),
-                "unchanged": int(manifest.get(f"unchanged.{entity}", 0)),
+                "published": int(manifest.get(counters.published(entity), 0)),
+                "unchanged": int(manifest.get(counters.unchanged(entity), 0)),
                 "written": written,
             }
         return counts

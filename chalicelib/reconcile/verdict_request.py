@@ -37,6 +37,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib.aws import clients as aws
 from chalicelib.observability.logging import logger
+from chalicelib.runs import counters
 
 LOADED = "loaded_records"
 REQUESTED = "verdict_requested_at"
@@ -113,7 +114,7 @@ def is_loaded(item: Mapping[str, Any]) -> bool:
     if REQUESTED in item:
         return False
     resources = [name for name in item.get("resources", {}).get("S", "").split(",") if name]
-    published = sum(int(item.get(f"published.{name}", {}).get("N", "0")) for name in resources)
+    published = sum(int(item.get(counters.published(name), {}).get("N", "0")) for name in resources)
     return int(item.get(LOADED, {}).get("N", "0")) >= published
 
 

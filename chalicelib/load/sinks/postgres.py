@@ -4,7 +4,7 @@ One `write` call is one transaction and a handful of statements whatever the bat
 batch is `COPY`ed into a temporary staging table of the session, then merged with one
 `INSERT ... SELECT ... ON CONFLICT ... DO UPDATE ... WHERE stored version < new version`,
 which keeps the newest version. A version is `(updated_at, fetched_at_utc)`
-(`chalicelib.contract.version_rank`): on an equal `updated_at` the later fetch wins, so a
+(`chalicelib.model.contract.version_rank`): on an equal `updated_at` the later fetch wins, so a
 changed content is applied; the same record again changes nothing, so re-delivery is a no-op.
 `RETURNING` tells which envelopes were actually stored. The track ids of the histories go in
 with one `COPY` too. Values never enter SQL text. `python -m bench` measures this against
@@ -32,11 +32,11 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from chalicelib.evidence import page_number
+from chalicelib.load.evidence import page_number
+from chalicelib.load.sinks.postgres_connection import PostgresDatabase, database_for
 from chalicelib.model.contract import fetch_rank, max_future, parse_timestamp, version_rank
 from chalicelib.model.envelope import Envelope
 from chalicelib.settings import Settings
-from chalicelib.sinks.postgres_connection import PostgresDatabase, database_for
 
 StoredKey = tuple[int] | tuple[int, datetime]
 TIMESTAMP_FIELDS = ("created_at", "updated_at")

@@ -97,7 +97,7 @@ def plain_item(item: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def schema_drift(manifest: Mapping[str, Any]) -> dict[str, list[str]]:
-    """`{entity: [unknown field, ...]}` a run's ingest reported (`chalicelib/drift.py`)."""
+    """`{entity: [unknown field, ...]}` a run's ingest reported (`chalicelib/ingest/drift.py`)."""
     return {
         name.removeprefix("schema_drift."): list(value)
         for name, value in sorted(manifest.items())

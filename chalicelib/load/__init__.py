@@ -1,0 +1,1 @@
+"""The load stage: consume the stream and write every record to the sinks."""

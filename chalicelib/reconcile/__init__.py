@@ -1,0 +1,1 @@
+"""The reconcile stage: settle pages, decide the verdict and announce it."""

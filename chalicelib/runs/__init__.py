@@ -1,0 +1,1 @@
+"""The runs table and the page ledger: what a run fetched, wrote and concluded."""
