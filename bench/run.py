@@ -29,9 +29,9 @@ from chalicelib import wiring
 from chalicelib.model.contract import ENTITIES
 from chalicelib.progress import run_id_for_event
 from chalicelib.sinks.postgres_connection import database_for
-from localcloud.driver import ShardProgress
-from localcloud.lambda_runtime import scheduled_event
 from localcloud.stack import PROJECT_ROOT, REGION, LocalCloud
+from localcloud.triggers.kinesis import ShardProgress
+from localcloud.triggers.lambda_runtime import scheduled_event
 
 
 @dataclass

@@ -55,15 +55,15 @@ from localcloud.deployment import (
     local_project,
     read_deployed,
 )
-from localcloud.driver import AsyncInvoker, KinesisEventSourceMapping, ShardProgress
 from localcloud.emulators.moto_process import MotoServer
 from localcloud.emulators.postgres import EmbeddedPostgres
 from localcloud.events import EventCapture
 from localcloud.fakeapi import FakeApiServer
-from localcloud.lambda_runtime import LambdaContext, scheduled_event
-from localcloud.lambda_service import LambdaService, ReconcileInvocation
 from localcloud.monitoring import LocalMonitoring
-from localcloud.sqs_driver import SqsEventSourceMapping, WorkerProgress
+from localcloud.triggers.kinesis import AsyncInvoker, KinesisEventSourceMapping, ShardProgress
+from localcloud.triggers.lambda_runtime import LambdaContext, scheduled_event
+from localcloud.triggers.lambda_service import LambdaService, ReconcileInvocation
+from localcloud.triggers.sqs import SqsEventSourceMapping, WorkerProgress
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
@@ -205,7 +205,7 @@ class LocalCloud:
     ) -> None:
         self.state_dir = state_dir
         self.function_processes = function_processes
-        """Run each function in warm worker processes (`localcloud.lambda_service`), as the
+        """Run each function in warm worker processes (`localcloud.triggers.lambda_service`), as the
         command does; False runs them as threads of this process (tests that hook them)."""
         self._service: LambdaService | None = None
         self._service_environment: dict[str, str] = {}

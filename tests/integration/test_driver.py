@@ -22,7 +22,7 @@ from chalicelib.deadletter.failures import (
     FailureRecord,
 )
 from infra.trigger import KinesisEventSourceSettings
-from localcloud.driver import AsyncInvoker, KinesisEventSourceMapping
+from localcloud.triggers.kinesis import AsyncInvoker, KinesisEventSourceMapping
 
 
 class Stream:

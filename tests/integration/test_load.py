@@ -25,7 +25,7 @@ from chalicelib.model.envelope import Envelope, encode_envelope
 from chalicelib.settings import Settings
 from chalicelib.sinks import Sink
 from chalicelib.sinks.dynamodb import DynamoDBSink
-from localcloud.lambda_runtime import LambdaContext
+from localcloud.triggers.lambda_runtime import LambdaContext
 from tests.helpers.factories import (
     envelope_record,
     kinesis_record,
