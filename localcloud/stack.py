@@ -42,6 +42,7 @@ from chalicelib.progress import run_id_for_event
 from chalicelib.reconcile import SETTLED
 from chalicelib.settings import Settings, get_settings
 from chalicelib.sinks.postgres_connection import Credentials
+from infra import names
 from infra.postgres_secret import ensure_postgres_secret
 from infra.provision import Provisioned, StackResult, provisioned_from
 from infra.stages import Stage
@@ -301,7 +302,7 @@ class LocalCloud:
                 # postgres-disconnect terminates the sink's sessions through this admin DSN
                 self.chaos.postgres_dsn = self.postgres.admin_dsn(self.postgres_database)
             self.events = EventCapture(
-                f"{self.settings.table_prefix}-dataset-events", self.settings.event_bus_name
+                names.event_capture(self.settings.table_prefix), self.settings.event_bus_name
             ).start()
             self.monitoring.start(self.settings)
             self._route_logs()
@@ -324,7 +325,7 @@ class LocalCloud:
             self.read_deployment()
             self._apply_deployed_environment()
             self.events = EventCapture(
-                f"{self.settings.table_prefix}-dataset-events", self.settings.event_bus_name
+                names.event_capture(self.settings.table_prefix), self.settings.event_bus_name
             ).start()
             self.monitoring.start(self.settings)
             self.monitoring.started_at = datetime.fromisoformat(state["started_at"])
@@ -391,7 +392,7 @@ class LocalCloud:
         }
         if self._wants_postgres():
             prefix = {**stage_environment(STAGE), **self.extra_env}["PIPELINE_TABLE_PREFIX"]
-            environment["PIPELINE_POSTGRES_SECRET_ARN"] = f"{prefix}/postgres"
+            environment["PIPELINE_POSTGRES_SECRET_ARN"] = names.postgres_secret(prefix)
         environment.update(self.extra_env)
         return environment
 
@@ -463,7 +464,7 @@ class LocalCloud:
         # on AWS, RDS keeps the credentials in the stage's secret; here they are this cloud's
         assert self.stage is not None
         self.postgres_credentials = credentials
-        ensure_postgres_secret(f"{self.stage.settings.table_prefix}/postgres", credentials)
+        ensure_postgres_secret(names.postgres_secret(self.stage.settings.table_prefix), credentials)
 
     def _stop_postgres(self) -> None:
         if self._postgres_started is not None:
