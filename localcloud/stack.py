@@ -15,7 +15,6 @@ localcloud/monitoring.py).
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import threading
@@ -43,6 +42,7 @@ from chalicelib.reconcile import SETTLED
 from chalicelib.settings import Settings, get_settings
 from chalicelib.sinks.postgres_connection import Credentials
 from infra import names
+from infra.chalice_config import stage_environment
 from infra.postgres_secret import ensure_postgres_secret
 from infra.provision import Provisioned, StackResult, provisioned_from
 from infra.stages import Stage
@@ -76,14 +76,6 @@ once its drivers have drained everything, so nothing of the run can still be in 
 
 ProgressCallback = Callable[[str, str, int, int | None], None]
 """(step, entity, count, total) -> None; step is "fetched" or "loaded"."""
-
-
-def stage_environment(stage: str = "local") -> dict[str, str]:
-    """The environment variables a stage of `.chalice/config.json` gives the functions."""
-    config = json.loads((PROJECT_ROOT / ".chalice" / "config.json").read_text())
-    variables = dict(config.get("environment_variables", {}))
-    variables.update(config["stages"][stage].get("environment_variables", {}))
-    return {name: str(value) for name, value in variables.items()}
 
 
 @dataclass
