@@ -63,7 +63,7 @@ def run_ingest() -> dict[str, Any]:
     import app
     from chalicelib.aws import clients as aws
     from chalicelib.progress import run_id_for_event
-    from localcloud.triggers.kinesis import AsyncInvoker
+    from localcloud.triggers.async_invoker import AsyncInvoker
 
     region = os.environ["AWS_REGION"]
     event = json.loads(os.environ["BENCH_EVENT"])

@@ -61,7 +61,8 @@ from localcloud.emulators.postgres import EmbeddedPostgres
 from localcloud.events import EventCapture
 from localcloud.fakeapi import FakeApiServer
 from localcloud.monitoring import LocalMonitoring
-from localcloud.triggers.kinesis import AsyncInvoker, KinesisEventSourceMapping, ShardProgress
+from localcloud.triggers.async_invoker import AsyncInvoker
+from localcloud.triggers.kinesis import KinesisEventSourceMapping, ShardProgress
 from localcloud.triggers.lambda_runtime import LambdaContext, scheduled_event
 from localcloud.triggers.lambda_service import LambdaService, ReconcileInvocation
 from localcloud.triggers.sqs import SqsEventSourceMapping, WorkerProgress
