@@ -97,7 +97,7 @@ class FunctionHost:
                 stdout=output,
                 stderr=output,
                 pass_fds=(child_read, child_write),
-                cwd=Path(__file__).resolve().parent.parent,
+                cwd=Path(__file__).resolve().parents[2],
             )
         os.close(child_read)
         os.close(child_write)
