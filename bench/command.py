@@ -28,7 +28,8 @@ from typing import Any, Final
 import orjson
 
 from chalicelib.settings import Settings
-from localcloud.stack import PROJECT_ROOT, stage_environment
+from infra.chalice_config import stage_environment
+from localcloud.stack import PROJECT_ROOT
 
 SUMMARY_TIMINGS: Final = ("pipeline_s", "total_s", "verdict_s", "reconcile_s")
 """`timings.*` of the summary: `verdict_s` is schedule fired -> the reconcile function's verdict

@@ -30,9 +30,9 @@ from chalicelib.load.sinks.postgres_connection import database_for
 from chalicelib.model.contract import ENTITIES
 from chalicelib.runs import counters
 from chalicelib.runs.ledger import run_id_for_event
-from localcloud.driver import ShardProgress
-from localcloud.lambda_runtime import scheduled_event
 from localcloud.stack import PROJECT_ROOT, REGION, LocalCloud
+from localcloud.triggers.kinesis import ShardProgress
+from localcloud.triggers.lambda_runtime import scheduled_event
 
 
 @dataclass

@@ -63,7 +63,7 @@ def run_ingest() -> dict[str, Any]:
     import app
     from chalicelib.aws import clients as aws
     from chalicelib.runs.ledger import run_id_for_event
-    from localcloud.driver import AsyncInvoker
+    from localcloud.triggers.async_invoker import AsyncInvoker
 
     region = os.environ["AWS_REGION"]
     event = json.loads(os.environ["BENCH_EVENT"])
@@ -89,7 +89,7 @@ def run_load() -> dict[str, Any]:
     from chalicelib.aws import clients as aws
     from chalicelib.settings import get_settings
     from infra.trigger import KinesisEventSourceSettings
-    from localcloud.driver import KinesisEventSourceMapping, ShardProgress
+    from localcloud.triggers.kinesis import KinesisEventSourceMapping, ShardProgress
 
     settings = get_settings()
     kinesis = aws.client("kinesis")
@@ -124,7 +124,7 @@ def run_workers() -> dict[str, Any]:
     import app
     from chalicelib.aws import clients as aws
     from chalicelib.settings import get_settings
-    from localcloud.sqs_driver import SqsEventSourceMapping
+    from localcloud.triggers.sqs import SqsEventSourceMapping
 
     sqs = aws.client("sqs")
     url = sqs.get_queue_url(QueueName=get_settings().work_queue)["QueueUrl"]

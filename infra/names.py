@@ -68,6 +68,12 @@ def postgres_secret(prefix: str) -> str:
     return f"{prefix}/postgres"
 
 
+def event_capture(prefix: str) -> str:
+    """The local cloud's rule and queue that capture the pipeline's DatasetUpdated events:
+    `<prefix>-dataset-events`."""
+    return f"{prefix}-dataset-events"
+
+
 def alarm_topic(prefix: str) -> str:
     """The SNS topic every alarm notifies: `<prefix>-alarms`."""
     return f"{prefix}-alarms"

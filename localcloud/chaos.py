@@ -35,10 +35,10 @@ from typing import Any, ClassVar, Final
 import orjson
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 
-from localcloud.driver import Handler
 from localcloud.fakeapi import FaultInjector
 from localcloud.fakeapi.content_faults import CONTENT_FAULTS
-from localcloud.lambda_runtime import LambdaContext
+from localcloud.triggers.kinesis import Handler
+from localcloud.triggers.lambda_runtime import LambdaContext
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ localcloud/monitoring.py).
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import threading
@@ -43,6 +42,8 @@ from chalicelib.runs import counters
 from chalicelib.runs.ledger import run_id_for_event
 from chalicelib.runs.manifest import schema_drift
 from chalicelib.settings import Settings, get_settings
+from infra import names
+from infra.chalice_config import stage_environment
 from infra.postgres_secret import ensure_postgres_secret
 from infra.provision import Provisioned, StackResult, provisioned_from
 from infra.stages import Stage
@@ -56,15 +57,16 @@ from localcloud.deployment import (
     local_project,
     read_deployed,
 )
-from localcloud.driver import AsyncInvoker, KinesisEventSourceMapping, ShardProgress
 from localcloud.emulators.moto_process import MotoServer
 from localcloud.emulators.postgres import EmbeddedPostgres
 from localcloud.events import EventCapture
 from localcloud.fakeapi import FakeApiServer
-from localcloud.lambda_runtime import LambdaContext, scheduled_event
-from localcloud.lambda_service import LambdaService, ReconcileInvocation
 from localcloud.monitoring import LocalMonitoring
-from localcloud.sqs_driver import SqsEventSourceMapping, WorkerProgress
+from localcloud.triggers.async_invoker import AsyncInvoker
+from localcloud.triggers.kinesis import KinesisEventSourceMapping, ShardProgress
+from localcloud.triggers.lambda_runtime import LambdaContext, scheduled_event
+from localcloud.triggers.lambda_service import LambdaService, ReconcileInvocation
+from localcloud.triggers.sqs import SqsEventSourceMapping, WorkerProgress
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
@@ -76,14 +78,6 @@ once its drivers have drained everything, so nothing of the run can still be in 
 
 ProgressCallback = Callable[[str, str, int, int | None], None]
 """(step, entity, count, total) -> None; step is "fetched" or "loaded"."""
-
-
-def stage_environment(stage: str = "local") -> dict[str, str]:
-    """The environment variables a stage of `.chalice/config.json` gives the functions."""
-    config = json.loads((PROJECT_ROOT / ".chalice" / "config.json").read_text())
-    variables = dict(config.get("environment_variables", {}))
-    variables.update(config["stages"][stage].get("environment_variables", {}))
-    return {name: str(value) for name, value in variables.items()}
 
 
 @dataclass
@@ -206,7 +200,7 @@ class LocalCloud:
     ) -> None:
         self.state_dir = state_dir
         self.function_processes = function_processes
-        """Run each function in warm worker processes (`localcloud.lambda_service`), as the
+        """Run each function in warm worker processes (`localcloud.triggers.lambda_service`), as the
         command does; False runs them as threads of this process (tests that hook them)."""
         self._service: LambdaService | None = None
         self._service_environment: dict[str, str] = {}
@@ -302,7 +296,7 @@ class LocalCloud:
                 # postgres-disconnect terminates the sink's sessions through this admin DSN
                 self.chaos.postgres_dsn = self.postgres.admin_dsn(self.postgres_database)
             self.events = EventCapture(
-                f"{self.settings.table_prefix}-dataset-events", self.settings.event_bus_name
+                names.event_capture(self.settings.table_prefix), self.settings.event_bus_name
             ).start()
             self.monitoring.start(self.settings)
             self._route_logs()
@@ -325,7 +319,7 @@ class LocalCloud:
             self.read_deployment()
             self._apply_deployed_environment()
             self.events = EventCapture(
-                f"{self.settings.table_prefix}-dataset-events", self.settings.event_bus_name
+                names.event_capture(self.settings.table_prefix), self.settings.event_bus_name
             ).start()
             self.monitoring.start(self.settings)
             self.monitoring.started_at = datetime.fromisoformat(state["started_at"])
@@ -392,7 +386,7 @@ class LocalCloud:
         }
         if self._wants_postgres():
             prefix = {**stage_environment(STAGE), **self.extra_env}["PIPELINE_TABLE_PREFIX"]
-            environment["PIPELINE_POSTGRES_SECRET_ARN"] = f"{prefix}/postgres"
+            environment["PIPELINE_POSTGRES_SECRET_ARN"] = names.postgres_secret(prefix)
         environment.update(self.extra_env)
         return environment
 
@@ -464,7 +458,7 @@ class LocalCloud:
         # on AWS, RDS keeps the credentials in the stage's secret; here they are this cloud's
         assert self.stage is not None
         self.postgres_credentials = credentials
-        ensure_postgres_secret(f"{self.stage.settings.table_prefix}/postgres", credentials)
+        ensure_postgres_secret(names.postgres_secret(self.stage.settings.table_prefix), credentials)
 
     def _stop_postgres(self) -> None:
         if self._postgres_started is not None:

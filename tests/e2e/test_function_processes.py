@@ -1,5 +1,5 @@
 """The functions as `localcloud run` runs them: warm worker processes, one per concurrent
-execution, with the triggers in the cloud's process (`localcloud.lambda_service`).
+execution, with the triggers in the cloud's process (`localcloud.triggers.lambda_service`).
 
 What must hold there as in the in-process mode the other tests use: the run succeeds and its
 verdict comes from the reconcile function the pipeline asked (not the schedule), the EMF

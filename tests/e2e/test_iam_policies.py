@@ -30,11 +30,11 @@ from infra import policies
 from infra.chalice_config import read_config, write_config
 from infra.provision import TABLE_KEYS
 from infra.stages import FUNCTIONS, PROJECT_ROOT, Stage
-from localcloud.driver import KinesisEventSourceMapping
 from localcloud.fakeapi import FakeApiServer, FaultInjector
-from localcloud.lambda_runtime import LambdaContext, kinesis_event, scheduled_event
-from localcloud.sqs_driver import SqsEventSourceMapping
 from localcloud.stack import REGION, LocalCloud
+from localcloud.triggers.kinesis import KinesisEventSourceMapping
+from localcloud.triggers.lambda_runtime import LambdaContext, kinesis_event, scheduled_event
+from localcloud.triggers.sqs import SqsEventSourceMapping
 from tests.helpers.iam_audit import Call, CallRecorder, allows, grant_used, granted_actions, grants
 
 NOT_EXERCISED_LOCALLY = {

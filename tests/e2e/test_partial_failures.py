@@ -21,8 +21,8 @@ from botocore.exceptions import ClientError
 from chalicelib.aws import clients as aws
 from chalicelib.model.contract import ENTITIES
 from localcloud.chaos import Chaos
-from localcloud.driver import Handler
 from localcloud.stack import LocalCloud
+from localcloud.triggers.kinesis import Handler
 
 pytestmark = pytest.mark.e2e
 

@@ -22,7 +22,8 @@ from chalicelib.deadletter.failures import (
     FailureRecord,
 )
 from infra.trigger import KinesisEventSourceSettings
-from localcloud.driver import AsyncInvoker, KinesisEventSourceMapping
+from localcloud.triggers.async_invoker import AsyncInvoker
+from localcloud.triggers.kinesis import KinesisEventSourceMapping
 
 
 class Stream:

@@ -19,8 +19,8 @@ import pytest
 
 from chalicelib.aws import clients as aws
 from infra.trigger import KinesisEventSourceSettings
-from localcloud.driver import KinesisEventSourceMapping
-from localcloud.lambda_runtime import LambdaContext
+from localcloud.triggers.kinesis import KinesisEventSourceMapping
+from localcloud.triggers.lambda_runtime import LambdaContext
 from tests.helpers.factories import create_stream, unique_name
 
 

@@ -25,7 +25,7 @@ from chalicelib.model.contract import partition_key
 from chalicelib.model.envelope import Envelope, encode_envelope
 from chalicelib.runs.manifest import RunManifests
 from chalicelib.settings import Settings
-from localcloud.lambda_runtime import LambdaContext
+from localcloud.triggers.lambda_runtime import LambdaContext
 from tests.helpers.factories import (
     envelope_record,
     kinesis_record,

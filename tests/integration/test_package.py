@@ -41,7 +41,7 @@ from infra.postgres_secret import ensure_postgres_secret
 from infra.provision import provision
 from infra.stages import PROJECT_ROOT, Stage
 from localcloud.fakeapi import FakeApiServer
-from localcloud.lambda_runtime import kinesis_event, scheduled_event
+from localcloud.triggers.lambda_runtime import kinesis_event, scheduled_event
 from tests.helpers.postgres_helpers import connect
 from tests.integration.test_deploy import copy_project
 

@@ -17,7 +17,7 @@ from chalicelib.runs.ledger import Deadline, PageLedger, RunSuperseded, run_id_f
 from chalicelib.settings import get_settings
 from infra.provision import provision
 from localcloud.fakeapi import FakeApiServer
-from localcloud.lambda_runtime import LambdaContext, scheduled_event
+from localcloud.triggers.lambda_runtime import LambdaContext, scheduled_event
 
 RECORDS = 45  # 5 pages of 10 per resource
 

@@ -32,7 +32,7 @@ from chalicelib.reconcile.verdict_request import (
     verdict_event,
 )
 from infra.stages import FUNCTIONS
-from localcloud.lambda_runtime import LambdaContext, scheduled_event
+from localcloud.triggers.lambda_runtime import LambdaContext, scheduled_event
 
 LOAD = LambdaContext("moovitamix-pipeline-local-load")
 RECONCILE_ARN = "arn:aws:lambda:us-east-1:123456789012:function:moovitamix-pipeline-local-reconcile"

@@ -3,10 +3,11 @@
 Lambda runs every concurrent execution of a function in its own execution environment (a
 process that stays warm between invocations), so the ingest, the per-shard loads and the
 fan-out workers never share an interpreter. `FunctionPool` does the same for the local cloud:
-a caller (a trigger of `localcloud.driver` / `localcloud.sqs_driver`, or the async invoker)
-calls the pool like a handler; the pool hands the event to an idle `FunctionHost` (a child
-process running `python -m localcloud.function_host`, started on demand, so there are as many
-processes as concurrent executions) and returns its answer or raises its error.
+a caller (a trigger of `localcloud.triggers.kinesis` / `localcloud.triggers.sqs`, or the
+async invoker) calls the pool like a handler; the pool hands the event to an idle
+`FunctionHost` (a child process running `python -m localcloud.triggers.function_host`, started
+on demand, so there are as many processes as concurrent executions) and returns its answer or
+raises its error.
 
 What Lambda's machinery does around a function is done where it belongs:
 
@@ -88,7 +89,7 @@ class FunctionHost:
         environment["PYTHONUNBUFFERED"] = "1"
         config.output_path.parent.mkdir(parents=True, exist_ok=True)
         with config.output_path.open("ab") as output:
-            command = [sys.executable, "-m", "localcloud.function_host"]
+            command = [sys.executable, "-m", "localcloud.triggers.function_host"]
             self.process = subprocess.Popen(  # noqa: S603 - this interpreter, our module
                 [*command, str(child_read), str(child_write)],
                 env=environment,
@@ -96,7 +97,7 @@ class FunctionHost:
                 stdout=output,
                 stderr=output,
                 pass_fds=(child_read, child_write),
-                cwd=Path(__file__).resolve().parent.parent,
+                cwd=Path(__file__).resolve().parents[2],
             )
         os.close(child_read)
         os.close(child_write)
@@ -360,7 +361,7 @@ class _Child:
         function: str,
         chaos: Any,
     ) -> tuple[Any, ...]:
-        from localcloud.lambda_runtime import LambdaContext
+        from localcloud.triggers.lambda_runtime import LambdaContext
 
         self.emf_lines.clear()
         with self._calls_lock:

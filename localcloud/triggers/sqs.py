@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from localcloud.lambda_runtime import ACCOUNT_ID, LambdaContext
+from localcloud.triggers.lambda_runtime import ACCOUNT_ID, LambdaContext
 
 Handler = Callable[[dict[str, Any], Any], Any]
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from infra import names
+
 ACCOUNT_ID = "123456789012"  # moto's default account
 
 
@@ -37,7 +39,7 @@ class LambdaContext:
 
     @property
     def log_group_name(self) -> str:
-        return f"/aws/lambda/{self.function_name}"
+        return names.log_group(self.function_name)
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self.timeout_s - (time.monotonic() - self._started)) * 1000))
