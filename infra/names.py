@@ -7,7 +7,7 @@ work queue, bucket). `infra.spec.StackSpec`, `infra.stages.Stage`, `infra.stage.
 the local cloud and the tests ask these functions, so a formula is written once.
 
 The names the functions themselves compute at run time (tables, the on-failure queue) come
-from `chalicelib.settings.Settings`/`chalicelib.failures`, which the Lambda code must own
+from `chalicelib.settings.Settings`/`chalicelib.deadletter.failures`, which the Lambda code must own
 (it never imports `infra/`): the functions here call them rather than repeat them, so what is
 deployed and what the code looks up cannot drift apart.
 """

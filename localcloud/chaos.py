@@ -7,7 +7,7 @@ three layers:
 - the fake API (`api-5xx`, `api-429`, `api-timeout`, `poison`): the built-in API's own
   `FaultInjector` misbehaves; absent with `--api-url`;
 - the AWS clients (`kinesis-partial`, `kinesis-throttle`, `dynamodb-throttle`): botocore event
-  hooks on the pipeline's cached boto3 clients (`chalicelib.aws.client`) and on PynamoDB's
+  hooks on the pipeline's cached boto3 clients (`chalicelib.aws.clients.client`) and on PynamoDB's
   clients answer with throttling errors (which botocore's standard retry mode retries), fail
   part of a PutRecords call, or leave part of a BatchWriteItem in `UnprocessedItems`, exactly
   as the services do;

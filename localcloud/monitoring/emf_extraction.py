@@ -2,7 +2,7 @@
 
 In Lambda, the handlers' EMF lines go to CloudWatch Logs, which extracts the metrics. Nothing
 reads logs locally, so the bridge takes the EMF lines the handlers write (it replaces
-`chalicelib.metrics.metrics.output`), keeps them in `emf.jsonl`, puts each into the log group
+`chalicelib.observability.metrics.metrics.output`), keeps them in `emf.jsonl`, puts each into the log group
 of the function whose invocation wrote it (`/aws/lambda/<function>` in the emulator's
 CloudWatch Logs, so that who wrote a metric can be read back) and publishes the same metrics,
 names, units and dimension sets, with `PutMetricData`.
@@ -140,7 +140,7 @@ class EmfBridge:
             self._invocation.function = previous
 
     def capture(self, line: str) -> None:
-        """The `output` of `chalicelib.metrics`: one EMF document per line."""
+        """The `output` of `chalicelib.observability.metrics`: one EMF document per line."""
         document = json.loads(line)
         for metric in emf_metrics(document):
             self.accumulator.add(*metric)

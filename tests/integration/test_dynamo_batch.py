@@ -1,4 +1,4 @@
-"""`chalicelib.dynamo_batch`: what DynamoDB leaves unprocessed is asked again, then named.
+"""`chalicelib.aws.dynamo_batch`: what DynamoDB leaves unprocessed is asked again, then named.
 
 DynamoDB answers a batch call with part of it unprocessed under throttling; moto never does,
 so a botocore `after-call` hook on a real client (the AWS boundary) moves part of moto's answer

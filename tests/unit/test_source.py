@@ -702,7 +702,7 @@ def test_a_dripping_body_fails_within_the_total_deadline() -> None:
 def test_a_server_dripping_its_headers_fails_within_the_total_deadline() -> None:
     """urllib3's timeouts apply per socket read: a status line and headers sent one byte at a
     time (each well inside the read timeout) are bounded only by the request's total deadline
-    (`chalicelib.request_deadline`'s watchdog)."""
+    (`chalicelib.ingest.request_deadline`'s watchdog)."""
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     stop = threading.Event()
