@@ -2,7 +2,8 @@
 
 In Lambda, the handlers' EMF lines go to CloudWatch Logs, which extracts the metrics. Nothing
 reads logs locally, so the bridge takes the EMF lines the handlers write (it replaces
-`chalicelib.observability.metrics.metrics.output`), keeps them in `emf.jsonl`, puts each into the log group
+`chalicelib.observability.metrics.metrics.output`), keeps them in `emf.jsonl`, puts each into
+the log group
 of the function whose invocation wrote it (`/aws/lambda/<function>` in the emulator's
 CloudWatch Logs, so that who wrote a metric can be read back) and publishes the same metrics,
 names, units and dimension sets, with `PutMetricData`.
