@@ -28,8 +28,7 @@ from typing import Any, Final
 import orjson
 
 from chalicelib.settings import Settings
-from infra.chalice_config import stage_environment
-from localcloud.stack import PROJECT_ROOT
+from infra.chalice_config import PROJECT_ROOT, stage_environment
 
 SUMMARY_TIMINGS: Final = ("pipeline_s", "total_s", "verdict_s", "reconcile_s")
 """`timings.*` of the summary: `verdict_s` is schedule fired -> the reconcile function's verdict

@@ -30,7 +30,9 @@ from chalicelib.load.sinks.postgres_connection import database_for
 from chalicelib.model.contract import ENTITIES
 from chalicelib.runs import counters
 from chalicelib.runs.ledger import run_id_for_event
-from localcloud.stack import PROJECT_ROOT, REGION, LocalCloud
+from infra.chalice_config import PROJECT_ROOT
+from localcloud.run_report import reconcile_run
+from localcloud.stack import REGION, LocalCloud
 from localcloud.triggers.kinesis import ShardProgress
 from localcloud.triggers.lambda_runtime import scheduled_event
 
@@ -173,7 +175,7 @@ def run_pipeline(
             errors.append(f"ingest: {outcome['error']}")
         status = "succeeded" if not errors else "failed"
     else:
-        report = cloud._reconcile(run_id, outcome, shards)
+        report = reconcile_run(cloud, run_id, outcome, shards)
         entities, errors, status = report.entities, list(report.errors), report.status
         for entity, counters in _manifest_counts(cloud, run_id).items():
             for name in ("unchanged", "work_items", "work_done"):

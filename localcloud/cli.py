@@ -20,6 +20,7 @@ from rich.table import Table
 from localcloud.chaos import FAULTS, Chaos, ChaosSpecError
 from localcloud.deployment import DeploymentError
 from localcloud.monitoring.health_report import write_report
+from localcloud.run_report import RunReport
 from localcloud.session import (
     HOME,
     ReportServer,
@@ -32,7 +33,7 @@ from localcloud.session import (
     stop_cloud,
     write_state,
 )
-from localcloud.stack import MOTO_CREDENTIAL, REGION, LocalCloud, RunReport
+from localcloud.stack import MOTO_CREDENTIAL, REGION, LocalCloud
 
 
 def _add_cloud_options(parser: argparse.ArgumentParser) -> None:

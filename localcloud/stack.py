@@ -7,9 +7,10 @@ deployed environment (plus what the Lambda runtime adds: the endpoint, region, c
 and runs the pipeline by calling the Chalice handlers exactly as Lambda would, with the
 deployed settings. It holds no pipeline logic: the verdict, the run-outcome metrics and the
 DatasetUpdated event come from the reconcile function, which the cloud fires through its
-schedule after each run and whose verdict it reads back from the runs table.
-`LocalMonitoring` turns the handlers' EMF lines into metrics and evaluates the alarms (see
-localcloud/monitoring.py).
+schedule after each run and whose verdict it reads back from the runs table
+(`localcloud/run_report.py` builds the run's report; `localcloud/run_progress.py` its live
+progress). `LocalMonitoring` turns the handlers' EMF lines into metrics and evaluates the
+alarms (see localcloud/monitoring/).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -37,10 +37,7 @@ from chalicelib.load.sinks.postgres_connection import Credentials
 from chalicelib.model.contract import ENTITIES, entity_key
 from chalicelib.observability.logging import SERVICE
 from chalicelib.observability.metrics import metrics
-from chalicelib.reconcile.verdict import SETTLED
-from chalicelib.runs import counters
 from chalicelib.runs.ledger import run_id_for_event
-from chalicelib.runs.manifest import schema_drift
 from chalicelib.settings import Settings, get_settings
 from infra import names
 from infra.chalice_config import stage_environment
@@ -62,122 +59,26 @@ from localcloud.emulators.postgres import EmbeddedPostgres
 from localcloud.events import EventCapture
 from localcloud.fakeapi import FakeApiServer
 from localcloud.monitoring import LocalMonitoring
+from localcloud.run_progress import ProgressCallback, ProgressHandler
+from localcloud.run_report import (
+    RunReport,
+    receive_dataset_updated,
+    reconcile_run,
+    verdict_timings,
+    verdict_trigger,
+)
 from localcloud.triggers.async_invoker import AsyncInvoker
 from localcloud.triggers.kinesis import KinesisEventSourceMapping, ShardProgress
 from localcloud.triggers.lambda_runtime import LambdaContext, scheduled_event
-from localcloud.triggers.lambda_service import LambdaService, ReconcileInvocation
-from localcloud.triggers.sqs import SqsEventSourceMapping, WorkerProgress
+from localcloud.triggers.lambda_service import LambdaService
+from localcloud.triggers.sqs import SqsEventSourceMapping
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
 MOTO_CREDENTIAL = "testing"
 """moto accepts any credentials; these are not a secret."""
 RECONCILE_GRACE_S = "0"
 """The local stage's PIPELINE_RECONCILE_GRACE_S: the cloud fires the reconcile schedule only
 once its drivers have drained everything, so nothing of the run can still be in flight."""
-
-ProgressCallback = Callable[[str, str, int, int | None], None]
-"""(step, entity, count, total) -> None; step is "fetched" or "loaded"."""
-
-
-@dataclass
-class RunReport:
-    """What one local run did, with counts read back from the emulated AWS APIs."""
-
-    run_id: str
-    status: str
-    entities: dict[str, dict[str, Any]]
-    timings: dict[str, float]
-    shards: dict[str, ShardProgress] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-    event: dict[str, Any] | None = None
-    """The DatasetUpdated event as a subscriber received it (only after a succeeded run)."""
-    metrics: dict[str, float] = field(default_factory=dict)
-    """Read back from CloudWatch: {metric: value summed over the run's entities}."""
-    alarms: dict[str, str] = field(default_factory=dict)
-    """{alarm name: state} after the run, as the local evaluator set them."""
-    chaos: dict[str, int] | None = None
-    ingest_invocations: int = 0
-    reconcile: dict[str, Any] | None = None
-    """The reconcile function's answer to the sweep that settled the run."""
-    schema_drift: dict[str, list[str]] = field(default_factory=dict)
-    """{entity: [unknown field, ...]}, read back from the run manifest the ingest wrote."""
-    aws_calls: dict[str, int] | None = None
-    """{function: AWS API calls its processes made for this run} (worker-process mode only)."""
-    verdict_trigger: str | None = None
-    """What ran the reconcile invocation that settled the run: "request" (the pipeline asked
-    once the run was loaded) or "schedule" (the backstop)."""
-
-    def as_dict(self) -> dict[str, Any]:
-        summary: dict[str, Any] = {
-            "status": self.status,
-            "run_id": self.run_id,
-            "entities": self.entities,
-            "timings": self.timings,
-            "metrics": self.metrics,
-            "alarms": self.alarms,
-            "schema_drift": self.schema_drift,
-        }
-        if self.chaos is not None:
-            summary["chaos"] = self.chaos
-        if self.errors:
-            summary["errors"] = self.errors
-        if self.event is not None:
-            summary["event"] = self.event
-        if self.reconcile is not None:
-            summary["reconcile"] = self.reconcile
-        if self.aws_calls is not None:
-            summary["aws_calls"] = self.aws_calls
-        if self.verdict_trigger is not None:
-            summary["verdict_trigger"] = self.verdict_trigger
-        return summary
-
-
-class _ProgressHandler(logging.Handler):
-    """Turns the pipeline's own structured log events into progress updates."""
-
-    def __init__(self, callback: ProgressCallback) -> None:
-        super().__init__(level=logging.INFO)
-        self.callback = callback
-        self.fetched: dict[str, int] = {}
-        self.loaded: dict[str, int] = {}
-        self._written: dict[tuple[str, str], int] = {}  # (sink, entity) -> records written
-        self._quarantined: dict[str, int] = {}
-        self._counts_lock = threading.Lock()
-
-    def _count_loaded(self, step: str, sink: str, entity: str, value: int) -> int:
-        """Records of `entity` loaded so far: written by the slowest sink, or quarantined.
-
-        With several sinks a record is written once per sink, so written counts are kept per
-        sink and the smallest is the run's progress.
-        """
-        if step == "written":
-            self._written[(sink, entity)] = self._written.get((sink, entity), 0) + int(value)
-        else:
-            self._quarantined[entity] = self._quarantined.get(entity, 0) + int(value)
-        written = [count for (_, name), count in self._written.items() if name == entity]
-        return min(written, default=0) + self._quarantined.get(entity, 0)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        with self._counts_lock:
-            if message == "page published":
-                entity = str(getattr(record, "entity", ""))
-                self.fetched[entity] = self.fetched.get(entity, 0) + int(
-                    getattr(record, "items", 0)
-                )
-                total = getattr(record, "total", None)
-                self.callback("fetched", entity, self.fetched[entity], total)
-            elif message == "batch loaded":
-                for counts in (getattr(record, "counts", None) or {}).values():
-                    for name, value in counts.items():
-                        parts = name.split(".")
-                        if parts[0] in ("written", "quarantined") and parts[1] != "ingest":
-                            entity = parts[-1]
-                            self.loaded[entity] = self._count_loaded(
-                                parts[0], parts[1], entity, value
-                            )
-                            self.callback("loaded", entity, self.loaded[entity], None)
 
 
 class LocalCloud:
@@ -544,7 +445,7 @@ class LocalCloud:
         settings = self.settings
         window_start = self.monitoring.begin_run()
         started = time.monotonic()
-        progress_handler = _ProgressHandler(progress or (lambda *_: None))
+        progress_handler = ProgressHandler(progress or (lambda *_: None))
         pipeline_logger = logging.getLogger(SERVICE)
         pipeline_logger.addHandler(progress_handler)
         service = self.lambda_service()
@@ -644,10 +545,12 @@ class LocalCloud:
         run_id = run_id_for_event(event)
         service.wait_reconciles()  # a verdict request of the pipeline, still running
         lambda_events.unregister("before-call.lambda.Invoke", service.capture_invoke)
-        report = self._reconcile(run_id, ingest_outcome, shards, work.progress, backstop_only=True)
+        report = reconcile_run(
+            self, run_id, ingest_outcome, shards, work.progress, backstop_only=True
+        )
         invocations = service.reconciles[reconciles_before:]
         if report.status == "succeeded":
-            self._receive_dataset_updated(report)
+            receive_dataset_updated(self, report)
         report.metrics, report.alarms = self.monitoring.end_run(window_start)
         report.ingest_invocations = len(invoker.invocations)
         if chaos is not None:
@@ -658,7 +561,7 @@ class LocalCloud:
         report.timings = {
             "total_s": round(self.started_s + time.monotonic() - started, 3),
             "pipeline_s": round(pipeline_s, 3),
-            **_verdict_timings(run_id, invocations, started),
+            **verdict_timings(run_id, invocations, started),
         }
         report.verdict_trigger = verdict_trigger(run_id, invocations)
         if service.processes:
@@ -707,18 +610,6 @@ class LocalCloud:
         stream = deployed.kinesis.stream_arn.rsplit("/", 1)[-1]
         shards = aws.client("kinesis").list_shards(StreamName=stream)["Shards"]
         return [shard["ShardId"] for shard in shards]
-
-    def _receive_dataset_updated(self, report: RunReport) -> None:
-        """The DatasetUpdated event the reconcile function published, as the subscriber (an
-        EventBridge rule with an SQS target) received it."""
-        if self.events is None:
-            return
-        report.event = self.events.receive(report.run_id)
-        if report.event is None:
-            report.errors.append(
-                "DatasetUpdated: the reconcile function settled the run as succeeded but the "
-                "subscriber's queue received no event"
-            )
 
     def _mapping(self, handler: Any) -> KinesisEventSourceMapping:
         """The load trigger as deployed, continuing where the previous drain stopped."""
@@ -774,7 +665,7 @@ class LocalCloud:
         load = self.lambda_service().handler("load", app.load, chaos=False)
         shards = self._mapping(load).run(drained)
         self._remember_positions(shards)
-        return report, self._reconcile(run_id, {}, shards)
+        return report, reconcile_run(self, run_id, {}, shards)
 
     def _aws_clients(self) -> list[Any]:
         """The pipeline's AWS clients: boto3's cached ones and PynamoDB's (chaos hooks them)."""
@@ -794,112 +685,6 @@ class LocalCloud:
         if invocation.error is not None or invocation.answer is None:
             raise RuntimeError(invocation.error or "the reconcile function answered nothing")
         return invocation.answer
-
-    def _reconcile(
-        self,
-        run_id: str,
-        ingest_outcome: dict[str, Any],
-        shards: dict[str, ShardProgress],
-        work: WorkerProgress | None = None,
-        *,
-        backstop_only: bool = False,
-    ) -> RunReport:
-        """Fire the reconcile schedule and report the run: its verdict as the reconcile function
-        wrote it in the runs table, its counts read back from the stores, and what the local
-        drivers saw (ingest errors, records sent to the on-failure queue) as errors.
-        `backstop_only`: the schedule fires only when the run is not settled yet (its verdict
-        request came early, or never)."""
-        settings = self.settings
-        errors: list[str] = []
-        answer: dict[str, Any] | None = None
-        settled = (wiring.manifests(settings).get(run_id) or {}).get("status") in SETTLED
-        service = self.lambda_service()
-        requested = [
-            invocation.answer
-            for invocation in service.reconciles
-            if invocation.trigger == "request"
-            and invocation.answer
-            and invocation.answer.get("requested") == run_id
-        ]
-        if backstop_only and settled and requested:
-            answer = requested[-1]
-        else:
-            try:
-                answer = self.fire_reconcile()
-            except Exception as error:  # the function failed: Lambda would retry it later
-                errors.append(f"reconcile: {type(error).__name__}: {error}")
-        manifest = wiring.manifests(settings).get(run_id) or {}
-        quarantined = wiring.quarantine(settings).count_by_entity(run_id)
-        sinks = wiring.build_sinks(settings)
-        entities: dict[str, dict[str, Any]] = {}
-        if "error" in ingest_outcome:
-            errors.append(f"ingest: {ingest_outcome['error']}")
-        for shard in shards.values():
-            if shard.discarded_records:
-                errors.append(
-                    f"{shard.shard_id}: {shard.discarded_records} records given up on from "
-                    f"sequence {shard.stuck_at} ({shard.failure_messages} batches described in "
-                    f"the on-failure queue; redrive them)"
-                )
-            if shard.error:
-                errors.append(f"{shard.shard_id}: {shard.error}")
-        if work is not None:
-            errors.extend(f"ingest worker: {error}" for error in work.errors)
-            dead = self._dead_work_items()
-            if dead:
-                errors.append(
-                    f"{dead} ingest work items failed for good (in the dead-letter queue); "
-                    f"last errors: {work.last_failures}"
-                )
-        reasons = str(manifest.get("reconcile_reasons", ""))
-        if reasons and reasons != "balanced":
-            errors.extend(reason.strip() for reason in reasons.split(";") if reason.strip())
-        for entity in settings.resource_list:
-            counts: dict[str, Any] = {
-                "fetched": int(manifest.get(counters.fetched(entity), 0)),
-                "published": int(manifest.get(counters.published(entity), 0)),
-                "unchanged": int(manifest.get(counters.unchanged(entity), 0)),
-                "quarantined": int(quarantined.get(entity, 0)),
-                "work_items": int(manifest.get(f"work_items.{entity}", 0)),
-                "written": {
-                    sink.name: int(manifest.get(counters.written(sink.name, entity), 0))
-                    for sink in sinks
-                },
-                "stored": {sink.name: sink.count(entity) for sink in sinks},
-            }
-            counts["superseded"] = int(manifest.get(counters.reconciled("superseded", entity), 0))
-            missing = int(manifest.get(counters.reconciled("missing", entity), 0))
-            if missing:
-                counts["missing"] = missing
-                counts["missing_records"] = orjson.loads(
-                    str(manifest.get(f"missing_records.{entity}", "[]"))
-                )
-            entities[entity] = counts
-        # the verdict is the reconcile function's, as it wrote it; a run it has not settled
-        # (it never saw it, or it failed) is not a success
-        verdict = str(manifest.get("status", "unknown"))
-        status = "succeeded" if verdict == "succeeded" else "failed"
-        if verdict not in ("succeeded", "failed"):
-            errors.append(f"the reconcile function left run {run_id} {verdict}")
-        return RunReport(
-            run_id=run_id,
-            status=status,
-            entities=entities,
-            timings={},
-            shards=shards,
-            errors=errors,
-            reconcile=answer,
-            schema_drift=schema_drift(manifest),
-        )
-
-    def _dead_work_items(self) -> int:
-        """Messages in the work queue's dead-letter queue: items no worker could finish."""
-        assert self.provisioned is not None
-        attributes = aws.client("sqs").get_queue_attributes(
-            QueueUrl=self.provisioned.work_dead_letter_queue_url,
-            AttributeNames=["ApproximateNumberOfMessages"],
-        )["Attributes"]
-        return int(attributes["ApproximateNumberOfMessages"])
 
     # -- inspection --------------------------------------------------------------------------
 
@@ -943,40 +728,3 @@ class LocalCloud:
                         handle.write(orjson.dumps(item) + b"\n")
                 written.append(path)
         return written
-
-
-def _verdict_timings(
-    run_id: str, invocations: list[ReconcileInvocation], started: float
-) -> dict[str, float]:
-    """`verdict_s`: from the schedule firing to the end of the reconcile invocation that wrote
-    the run's verdict; `reconcile_s`: the reconcile function's time spent on the run (every
-    invocation that worked on it: an early request that found it not loaded yet counts too).
-    Neither when no invocation settled the run."""
-    timings: dict[str, float] = {}
-    worked = [
-        invocation
-        for invocation in invocations
-        if invocation.error is not None or run_id in (invocation.answer or {}).get("runs", {})
-    ]
-    if worked:
-        timings["reconcile_s"] = round(sum(i.duration_s for i in worked), 3)
-    settling = sorted(
-        (
-            invocation
-            for invocation in worked
-            if (invocation.answer or {}).get("runs", {}).get(run_id) in SETTLED
-            and invocation.ended is not None
-        ),
-        key=lambda invocation: invocation.ended or 0.0,
-    )
-    if settling and settling[0].ended is not None:
-        timings["verdict_s"] = round(settling[0].ended - started, 3)
-    return timings
-
-
-def verdict_trigger(run_id: str, invocations: list[ReconcileInvocation]) -> str | None:
-    """Which trigger's reconcile invocation settled the run first."""
-    for invocation in sorted(invocations, key=lambda i: i.ended or float("inf")):
-        if (invocation.answer or {}).get("runs", {}).get(run_id) in SETTLED:
-            return invocation.trigger
-    return None

@@ -26,7 +26,8 @@ from infra.provision import provision
 from localcloud import cli
 from localcloud.chaos import FAULTS, Chaos, ChaosSpecError, parse_spec
 from localcloud.fakeapi import FakeApiServer, FaultInjector, generate_item
-from localcloud.stack import LocalCloud, RunReport
+from localcloud.run_report import RunReport
+from localcloud.stack import LocalCloud
 
 RECORDS = 120
 SEED = 7

@@ -21,7 +21,8 @@ from chalicelib.model.contract import ENTITIES, entity_key
 from localcloud.chaos import Chaos
 from localcloud.fakeapi import generate_item
 from localcloud.fakeapi.content_faults import RENAMED, apply_content_faults
-from localcloud.stack import LocalCloud, RunReport
+from localcloud.run_report import RunReport
+from localcloud.stack import LocalCloud
 
 pytestmark = pytest.mark.e2e
 

@@ -23,7 +23,8 @@ from chalicelib.model.contract import ENTITIES, entity_key, validate_item
 from localcloud import cli
 from localcloud.emulators.moto_process import free_port
 from localcloud.fakeapi import FakeApiServer, FaultInjector, iter_items
-from localcloud.stack import LocalCloud, RunReport
+from localcloud.run_report import RunReport
+from localcloud.stack import LocalCloud
 from tests.helpers.contract_server import TOO_MANY_REQUESTS, UNAVAILABLE, ContractServer, odd_rows
 
 pytestmark = pytest.mark.e2e

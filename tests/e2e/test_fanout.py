@@ -15,7 +15,8 @@ from chalicelib.ingest.fanout import WorkItem, plan_ranges
 from chalicelib.ingest.page import SourceError
 from chalicelib.runs.ledger import RunProgress
 from chalicelib.settings import get_settings
-from localcloud.stack import LocalCloud, RunReport
+from localcloud.run_report import RunReport
+from localcloud.stack import LocalCloud
 from tests.helpers.factories import use_fresh_stage
 
 RECORDS = 95

@@ -29,7 +29,8 @@ from chalicelib.runs.ledger import LEDGER_ITEM_BYTES, PageLedger
 from chalicelib.settings import get_settings
 from localcloud.fakeapi import FakeApiServer, generate_item
 from localcloud.fakeapi.source_faults import OVERFLOW_TIMESTAMP, SourceFaults
-from localcloud.stack import LocalCloud, RunReport
+from localcloud.run_report import RunReport
+from localcloud.stack import LocalCloud
 from tests.helpers.factories import use_fresh_stage
 
 SINKS = ("dynamodb", "postgres")

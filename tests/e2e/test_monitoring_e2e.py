@@ -34,7 +34,8 @@ from localcloud.chaos import Chaos
 from localcloud.emulators.moto_process import free_port
 from localcloud.fakeapi import FakeApiServer, FaultInjector
 from localcloud.monitoring.emf_extraction import dimension_list
-from localcloud.stack import LocalCloud, RunReport
+from localcloud.run_report import RunReport
+from localcloud.stack import LocalCloud
 from tests.helpers.contract_server import UNAVAILABLE, ContractServer, odd_rows
 
 pytestmark = pytest.mark.e2e
