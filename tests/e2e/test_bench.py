@@ -17,17 +17,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bench import scale
-from bench.cli import (
-    best_command,
-    check_targets,
-    data_writes,
-    main,
-    verdict_entries,
-    verdict_targets,
-)
+from bench.cli import best_command, main
 from bench.command import Knobs, calls_total, command_environment, summarize
 from bench.markdown import render
 from bench.sweep import NOISE, best_values
+from bench.targets import check_targets, data_writes, verdict_entries, verdict_targets
 from chalicelib.load.sinks.dynamodb import to_row
 from chalicelib.load.sinks.postgres import TABLES, column_values
 from chalicelib.model.contract import ENTITIES, validate_item
