@@ -7,13 +7,8 @@ counts to the run once, when its whole range is in the stream.
 
 from __future__ import annotations
 
-from chalicelib.runs.ledger import (
-    PageLedger,
-    ResourceCheckpoint,
-    RunProgress,
-    ledger_full,
-    page_counts,
-)
+from chalicelib.runs.ledger import ResourceCheckpoint, RunProgress
+from chalicelib.runs.page_ledger import PageLedger, ledger_full, page_counts
 from chalicelib.stream.publisher import KinesisPublisher
 
 

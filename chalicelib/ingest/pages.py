@@ -24,7 +24,8 @@ from chalicelib.ingest.source import fetch_pages
 from chalicelib.model.contract import entity_key, partition_key, validate_item
 from chalicelib.model.envelope import encode_envelope, page_id
 from chalicelib.observability.logging import logger
-from chalicelib.runs.ledger import NEVER, Deadline, PageLedger
+from chalicelib.runs.ledger import NEVER, Deadline
+from chalicelib.runs.page_ledger import PageLedger
 from chalicelib.stream.publisher import OutgoingRecord, RecordTooLarge
 
 ANNOUNCED_TOTAL = "announced_total"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from chalicelib.load.evidence import PageEvidence, record_digest
-from chalicelib.runs.ledger import PageLedger
+from chalicelib.runs.page_ledger import PageLedger
 
 T = TypeVar("T")
 RunRow = tuple[int, tuple[Any, ...], str]

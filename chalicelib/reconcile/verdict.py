@@ -76,8 +76,9 @@ from chalicelib.reconcile.balance import EntityBalance, Reconciliation, restore_
 from chalicelib.reconcile.page_settling import Ahead, QuarantineIndex, RunRows, settle_page
 from chalicelib.reconcile.record_keys import key_digest, key_of_envelope
 from chalicelib.runs import counters
-from chalicelib.runs.ledger import NEVER, Deadline, PageLedger, RunProgress
+from chalicelib.runs.ledger import NEVER, Deadline, RunProgress
 from chalicelib.runs.manifest import RunManifests
+from chalicelib.runs.page_ledger import PageLedger
 
 LOOKUP_CHUNK: Final = 100
 """Keys looked up in the sinks at once (one BatchGetItem)."""

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from chalicelib.load.evidence import PageEvidence, record_digest
 from chalicelib.reconcile.page_settling import QuarantineIndex, settle_page
-from chalicelib.runs.ledger import PageLedger
+from chalicelib.runs.page_ledger import PageLedger
 
 SINKS = ("postgres", "dynamodb")
 VERSION = "2024-01-01T00:00:00"
