@@ -344,18 +344,7 @@ class Reconciler:
                 }
         fields[counters.PAGES_BALANCED] = {"N": str(result.pages_balanced)}
         fields[counters.PAGES_BY_KEY] = {"N": str(result.pages_by_key)}
-        names = {f"#f{i}": name for i, name in enumerate(fields)}
-        values = {f":v{i}": value for i, value in enumerate(fields.values())}
-        names["#position"] = POSITION_FIELD
-        self.manifests.client.update_item(
-            TableName=self.manifests.table_name,
-            Key={"run_id": {"S": result.run_id}},
-            UpdateExpression="SET "
-            + ", ".join(f"#f{i} = :v{i}" for i in range(len(fields)))
-            + " REMOVE #position",
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-        )
+        self.manifests.set_and_remove(result.run_id, fields, POSITION_FIELD)
         log = logger.info if result.status != "failed" else logger.error
         log(
             "run reconciled",
@@ -430,20 +419,14 @@ class Reconciler:
             return result
 
     def _unsettled_runs(self) -> Iterable[tuple[str, str]]:
-        paginator = self.manifests.client.get_paginator("scan")
-        for response in paginator.paginate(
-            TableName=self.manifests.table_name,
-            ProjectionExpression="run_id, started_at, redriven_at, #s",
-            ExpressionAttributeNames={"#s": "status"},
-        ):
-            for item in response.get("Items", []):
-                if item.get("status", {}).get("S") not in SETTLED:
-                    since = max(
-                        item.get("started_at", {}).get("S", ""),
-                        item.get("redriven_at", {}).get("S", ""),
-                        key=lambda value: _as_utc(value) if value else _as_utc("1970-01-01"),
-                    )
-                    yield item["run_id"]["S"], since
+        for item in self.manifests.scan(("run_id", "started_at", "redriven_at", "status")):
+            if item.get("status", {}).get("S") not in SETTLED:
+                since = max(
+                    item.get("started_at", {}).get("S", ""),
+                    item.get("redriven_at", {}).get("S", ""),
+                    key=lambda value: _as_utc(value) if value else _as_utc("1970-01-01"),
+                )
+                yield item["run_id"]["S"], since
 
 
 def is_transient(error: BaseException) -> bool:

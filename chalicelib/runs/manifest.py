@@ -8,7 +8,7 @@ Counters are flat attributes named `<step>.<entity>` (for example `written.dynam
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import ClientError
@@ -290,6 +290,34 @@ class RunManifests:
                     ":failed": {"S": "failed"},
                 },
             )
+
+    def set_and_remove(
+        self, run_id: str, fields: Mapping[str, Mapping[str, Any]], remove: str
+    ) -> None:
+        """Set typed attributes (`{"name": {"S": ...}}`) and remove one, in one update."""
+        names = {f"#f{i}": name for i, name in enumerate(fields)}
+        values = {f":v{i}": value for i, value in enumerate(fields.values())}
+        names["#remove"] = remove
+        self.client.update_item(
+            TableName=self.table_name,
+            Key={"run_id": {"S": run_id}},
+            UpdateExpression="SET "
+            + ", ".join(f"#f{i} = :v{i}" for i in range(len(fields)))
+            + " REMOVE #remove",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+
+    def scan(self, attributes: Sequence[str]) -> Iterator[dict[str, Any]]:
+        """Every run's `attributes` (DynamoDB-typed), one scan page at a time."""
+        names = {f"#a{i}": name for i, name in enumerate(attributes)}
+        paginator = self.client.get_paginator("scan")
+        for response in paginator.paginate(
+            TableName=self.table_name,
+            ProjectionExpression=", ".join(names),
+            ExpressionAttributeNames=names,
+        ):
+            yield from response.get("Items", [])
 
     def get(self, run_id: str) -> dict[str, Any] | None:
         """The manifest as plain values (numbers as ints), or None when the run is unknown."""
