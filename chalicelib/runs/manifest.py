@@ -319,6 +319,42 @@ class RunManifests:
         ):
             yield from response.get("Items", [])
 
+    def add_to_existing(self, run_id: str, name: str, count: int) -> dict[str, Any]:
+        """Add `count` to counter `name` of an existing run; its manifest after the update
+        (DynamoDB-typed). Raises ConditionalCheckFailedException for an unknown run."""
+        return self.client.update_item(
+            TableName=self.table_name,
+            Key={"run_id": {"S": run_id}},
+            UpdateExpression="ADD #name :n",
+            ConditionExpression="attribute_exists(run_id)",
+            ExpressionAttributeNames={"#name": name},
+            ExpressionAttributeValues={":n": {"N": str(count)}},
+            ReturnValues="ALL_NEW",
+        )["Attributes"]
+
+    def get_typed(self, run_id: str) -> dict[str, Any] | None:
+        """A run's manifest as DynamoDB types it, read consistently."""
+        return self.client.get_item(
+            TableName=self.table_name, Key={"run_id": {"S": run_id}}, ConsistentRead=True
+        ).get("Item")
+
+    def set_once(self, run_id: str, name: str, value: str) -> bool:
+        """Set `name` unless it is set already; False when it was."""
+        try:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key={"run_id": {"S": run_id}},
+                UpdateExpression="SET #name = :value",
+                ConditionExpression="attribute_not_exists(#name)",
+                ExpressionAttributeNames={"#name": name},
+                ExpressionAttributeValues={":value": {"S": value}},
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
     def get(self, run_id: str) -> dict[str, Any] | None:
         """The manifest as plain values (numbers as ints), or None when the run is unknown."""
         response = self.client.get_item(
