@@ -3,6 +3,10 @@
 The ingest side writes what it fetched and published; the load side adds what it wrote, per
 run id, with atomic `ADD` updates so concurrent shard consumers never lose an increment.
 Counters are flat attributes named `<step>.<entity>` (for example `written.dynamodb.users`).
+
+This module is the runs table's only client: the ingest's checkpoints and work items
+(`chalicelib.runs.ledger.RunProgress`), the early verdict request and the reconciler's sweep
+and verdicts all go through `RunManifests`, so every conditional update of a run is here.
 """
 
 from __future__ import annotations
