@@ -1,33 +1,16 @@
-"""Where each published page's ledger goes: the run's checkpoint, or a work item's pages.
+"""A work item's page ledger; the sequential ingest uses the run's checkpoint instead.
 
-The sequential ingest commits a resource's pages with its checkpoint (`ResourceCheckpoint`,
-after a flush of the publisher); a fan-out work item writes its pages as it goes and adds its
-counts to the run once, when its whole range is in the stream.
+The sequential ingest commits a resource's pages with its checkpoint
+(`chalicelib.runs.ledger.ResourceCheckpoint`, after a flush of the publisher); a fan-out work
+item writes its pages as it goes and adds its counts to the run once, when its whole range is
+in the stream.
 """
 
 from __future__ import annotations
 
-from chalicelib.runs.ledger import (
-    PageLedger,
-    ResourceCheckpoint,
-    RunProgress,
-    ledger_full,
-    page_counts,
-)
+from chalicelib.runs.ledger import RunProgress
+from chalicelib.runs.page_ledger import PageLedger, ledger_full, page_counts
 from chalicelib.stream.publisher import KinesisPublisher
-
-
-class CheckpointLedger:
-    """Where the sequential ingest sends each page's ledger: the resource's checkpoint."""
-
-    def __init__(self, checkpoint: ResourceCheckpoint) -> None:
-        self.checkpoint = checkpoint
-
-    def add(self, page: PageLedger) -> None:
-        self.checkpoint.add(page)
-
-    def commit(self, *, complete: bool) -> None:
-        self.checkpoint.commit(complete=complete)  # flushes the publisher first
 
 
 class WorkLedger:

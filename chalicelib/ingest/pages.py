@@ -19,12 +19,13 @@ from chalicelib.ingest.drift import page_drift, report_drift
 from chalicelib.ingest.fanout import WorkItem, plan_ranges
 from chalicelib.ingest.item_quarantine import quarantine_item
 from chalicelib.ingest.page import Page, SourceError
-from chalicelib.ingest.page_ledgers import CheckpointLedger, WorkLedger
+from chalicelib.ingest.page_ledgers import WorkLedger
 from chalicelib.ingest.source import fetch_pages
 from chalicelib.model.contract import entity_key, partition_key, validate_item
 from chalicelib.model.envelope import encode_envelope, page_id
 from chalicelib.observability.logging import logger
-from chalicelib.runs.ledger import NEVER, Deadline, PageLedger
+from chalicelib.runs.ledger import NEVER, Deadline, ResourceCheckpoint
+from chalicelib.runs.page_ledger import PageLedger
 from chalicelib.stream.publisher import OutgoingRecord, RecordTooLarge
 
 ANNOUNCED_TOTAL = "announced_total"
@@ -36,7 +37,7 @@ def ingest_pages(
     run_id: str,
     resource: str,
     counts: ResourceCounts,
-    ledger: CheckpointLedger | WorkLedger,
+    ledger: ResourceCheckpoint | WorkLedger,
     *,
     first_page: int,
     last_page: int | None = None,
@@ -62,7 +63,7 @@ def ingest_pages(
                 )
             ) as pages:
                 for page in pages:
-                    if page.number == 1 and isinstance(ledger, CheckpointLedger):
+                    if page.number == 1 and isinstance(ledger, ResourceCheckpoint):
                         _remember_total(deps, run_id, page)
                     if fan_out and _fan_out(deps, run_id, page, counts):
                         return True
@@ -165,7 +166,7 @@ def _publish_page(
     run_id: str,
     screened: _Screened,
     counts: ResourceCounts,
-    ledger: CheckpointLedger | WorkLedger,
+    ledger: ResourceCheckpoint | WorkLedger,
 ) -> None:
     """Queue a screened page's changed items; the ledger gets every item's outcome."""
     page = screened.page

@@ -26,7 +26,6 @@ from typing import Any
 from chalicelib.ingest.context import IngestDependencies, ResourceCounts, utc_now_iso
 from chalicelib.ingest.item_quarantine import snippet
 from chalicelib.ingest.page import SourceError
-from chalicelib.ingest.page_ledgers import CheckpointLedger
 from chalicelib.ingest.pages import ANNOUNCED_TOTAL, ingest_pages
 from chalicelib.observability.logging import logger
 from chalicelib.observability.metrics import record_api_error, record_resource_ingested
@@ -256,7 +255,7 @@ def _ingest_resource(
             run_id,
             resource,
             counts,
-            CheckpointLedger(checkpoint),
+            checkpoint,
             first_page=first_page,
             expected_total=expected_total if first_page > 1 else None,
             deadline=deadline,

@@ -57,27 +57,28 @@ that run `failed` with the error as its reason, since sweeping it again would fa
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
-from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, Generic, Protocol, TypeVar
+from typing import Any, Final, Protocol
 
 import orjson
 import psycopg
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import ValidationError
 
-from chalicelib.deadletter.quarantine import Quarantine, QuarantinedRecord
-from chalicelib.load.evidence import LoadEvidence, PageEvidence, record_digest
-from chalicelib.model.contract import entity_key, parse_timestamp, validate_item
-from chalicelib.model.envelope import decode_envelope
+from chalicelib.deadletter.quarantine import Quarantine
+from chalicelib.load.evidence import LoadEvidence
+from chalicelib.model.contract import parse_timestamp
 from chalicelib.observability.logging import logger
 from chalicelib.observability.metrics import record_run_balance
+from chalicelib.reconcile.balance import EntityBalance, Reconciliation, restore_position
+from chalicelib.reconcile.page_settling import Ahead, QuarantineIndex, RunRows, settle_page
+from chalicelib.reconcile.record_keys import key_digest, key_of_envelope
 from chalicelib.runs import counters
-from chalicelib.runs.ledger import NEVER, Deadline, PageLedger, RunProgress
+from chalicelib.runs.ledger import NEVER, Deadline, RunProgress
 from chalicelib.runs.manifest import RunManifests
+from chalicelib.runs.page_ledger import PageLedger
 
 LOOKUP_CHUNK: Final = 100
 """Keys looked up in the sinks at once (one BatchGetItem)."""
@@ -111,83 +112,6 @@ class VersionedSink(Protocol):
     def stored_versions(self, entity: str, keys: Sequence[Hashable]) -> Mapping[Hashable, str]: ...
 
 
-T = TypeVar("T")
-RunRow = tuple[int, tuple[Any, ...], str]
-"""(page, `entity_key`, `updated_at`) of a row a run wrote, as a sink reads it back."""
-
-
-@dataclass
-class EntityBalance:
-    """Per entity: fetched = stored + quarantined + missing."""
-
-    fetched: int = 0
-    stored: int = 0
-    quarantined: int = 0
-    missing: int = 0
-    missing_records: list[str] = field(default_factory=list)
-    superseded: int = 0
-    """Fetched records whose key every sink holds at a newer version, or that the run fetched
-    again (a repeat): accounted for, not stored as such."""
-
-    @property
-    def quarantined_ratio(self) -> float:
-        return self.quarantined / self.fetched if self.fetched else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "fetched": self.fetched,
-            "stored": self.stored,
-            "quarantined": self.quarantined,
-            "missing": self.missing,
-            "missing_records": list(self.missing_records),
-            "superseded": self.superseded,
-        }
-
-
-@dataclass
-class Reconciliation:
-    run_id: str
-    status: str
-    entities: dict[str, EntityBalance] = field(default_factory=dict)
-    reasons: list[str] = field(default_factory=list)
-    quality_failures: list[str] = field(default_factory=list)
-    """Entities whose quarantined share is above the quality gate."""
-    error: str | None = None
-    """The exception that interrupted this run's reconciliation, if one did."""
-    pages_balanced: int = 0
-    """Pages settled from the read-back and the load's evidence."""
-    pages_by_key: int = 0
-    """Pages that did not balance and were checked key by key."""
-    continuing: bool = False
-    """Stopped short of the Lambda's time; a new invocation resumes at the saved position."""
-
-    @property
-    def balanced(self) -> bool:
-        return all(balance.missing == 0 for balance in self.entities.values())
-
-    def as_dict(self) -> dict[str, Any]:
-        summary: dict[str, Any] = {
-            "run_id": self.run_id,
-            "status": self.status,
-            "entities": {name: balance.as_dict() for name, balance in self.entities.items()},
-            "reasons": list(self.reasons),
-        }
-        if self.quality_failures:
-            summary["quality_failures"] = list(self.quality_failures)
-        if self.error is not None:
-            summary["error"] = self.error
-        return summary
-
-
-@dataclass
-class _QuarantineIndex:
-    """What the quarantine says about one run and entity."""
-
-    ingest_origins: set[str] = field(default_factory=set)
-    load_keys: set[Hashable] = field(default_factory=set)
-    redriven: dict[str, tuple[Hashable, str]] = field(default_factory=dict)
-
-
 @dataclass
 class _Pending:
     """A fetched record waiting for its sink lookup."""
@@ -218,13 +142,13 @@ class Reconciler:
         self.interrupted = False
         """The last `reconcile_pending` stopped short of its deadline: invoke it again."""
 
-    def _readers(self, run_id: str, entity: str, after_page: int) -> dict[str, _RunRows]:
+    def _readers(self, run_id: str, entity: str, after_page: int) -> dict[str, RunRows]:
         """A read-back of the run's rows per sink that can give them (`run_rows`)."""
         readers = {}
         for sink in self.sinks:
             run_rows = getattr(sink, "run_rows", None)
             if run_rows is not None:
-                readers[sink.name] = _RunRows(run_rows(entity, run_id, after_page))
+                readers[sink.name] = RunRows(run_rows(entity, run_id, after_page))
         return readers
 
     def _save_position(self, result: Reconciliation, page_id: str) -> None:
@@ -253,15 +177,15 @@ class Reconciler:
             return Reconciliation(run_id, "failed", reasons=[f"run {run_id} has no manifest"])
         resources = [name for name in str(manifest.get("resources", "")).split(",") if name]
         result = Reconciliation(run_id, "reconciling")
-        indexes: dict[str, _QuarantineIndex] = {}
+        indexes: dict[str, QuarantineIndex] = {}
         for entity in resources:
             result.entities[entity] = EntityBalance()
             indexes[entity] = self._quarantine_index(run_id, entity)
-        after = _restore(manifest.get(POSITION_FIELD), result)
-        evidence = _Ahead(
+        after = restore_position(manifest.get(POSITION_FIELD), result)
+        evidence = Ahead(
             self.evidence.pages(run_id, after) if self.evidence is not None else iter(())
         )
-        readers: dict[str, dict[str, _RunRows]] = {}
+        readers: dict[str, dict[str, RunRows]] = {}
         seen: dict[str, set[int]] = defaultdict(set)
         last: str | None = None
         for page in self.progress.pages(run_id, after):
@@ -281,7 +205,7 @@ class Reconciler:
             else:
                 found = None
             settled = (
-                _settle_page(page, rows, found, index, [sink.name for sink in self.sinks])
+                settle_page(page, rows, found, index, [sink.name for sink in self.sinks])
                 if len(rows) == len(self.sinks)
                 else None
             )
@@ -331,7 +255,7 @@ class Reconciler:
         return result
 
     def _fetched(
-        self, page: PageLedger, balance: EntityBalance, index: _QuarantineIndex
+        self, page: PageLedger, balance: EntityBalance, index: QuarantineIndex
     ) -> Iterable[_Pending]:
         """Count a page's records; yield those to look up in the sinks."""
         for position, key, version in page.entries:
@@ -352,7 +276,7 @@ class Reconciler:
         entity: str,
         items: list[_Pending],
         balance: EntityBalance,
-        index: _QuarantineIndex,
+        index: QuarantineIndex,
         seen: set[int] | None = None,
     ) -> None:
         keys = list(dict.fromkeys(item.key for item in items))  # a page may repeat a key
@@ -366,7 +290,7 @@ class Reconciler:
                 if item.key not in stored or parse_timestamp(stored[item.key]) < wanted
             ]
             if not lacking:
-                digest = _key_digest(item.key)
+                digest = key_digest(item.key)
                 newer = any(
                     parse_timestamp(stored[item.key]) > wanted for stored in stored_by_sink.values()
                 )
@@ -387,15 +311,15 @@ class Reconciler:
         if len(balance.missing_records) < MISSING_SAMPLES:
             balance.missing_records.append(label)
 
-    def _quarantine_index(self, run_id: str, entity: str) -> _QuarantineIndex:
-        index = _QuarantineIndex()
+    def _quarantine_index(self, run_id: str, entity: str) -> QuarantineIndex:
+        index = QuarantineIndex()
         for key in self.quarantine.keys(f"{run_id}/{entity}"):
             origin = key.rsplit("/", 1)[-1].removesuffix(".json")
             if origin.startswith("ingest-"):
                 index.ingest_origins.add(origin)
             else:
                 record = self.quarantine.get(key)
-                item_key = _key_of_envelope(entity, record.payload)
+                item_key = key_of_envelope(entity, record.payload)
                 if item_key is not None:
                     index.load_keys.add(item_key)
         for marker in self.quarantine.redriven(run_id, entity):
@@ -420,18 +344,7 @@ class Reconciler:
                 }
         fields[counters.PAGES_BALANCED] = {"N": str(result.pages_balanced)}
         fields[counters.PAGES_BY_KEY] = {"N": str(result.pages_by_key)}
-        names = {f"#f{i}": name for i, name in enumerate(fields)}
-        values = {f":v{i}": value for i, value in enumerate(fields.values())}
-        names["#position"] = POSITION_FIELD
-        self.manifests.client.update_item(
-            TableName=self.manifests.table_name,
-            Key={"run_id": {"S": result.run_id}},
-            UpdateExpression="SET "
-            + ", ".join(f"#f{i} = :v{i}" for i in range(len(fields)))
-            + " REMOVE #position",
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-        )
+        self.manifests.set_and_remove(result.run_id, fields, POSITION_FIELD)
         log = logger.info if result.status != "failed" else logger.error
         log(
             "run reconciled",
@@ -506,122 +419,14 @@ class Reconciler:
             return result
 
     def _unsettled_runs(self) -> Iterable[tuple[str, str]]:
-        paginator = self.manifests.client.get_paginator("scan")
-        for response in paginator.paginate(
-            TableName=self.manifests.table_name,
-            ProjectionExpression="run_id, started_at, redriven_at, #s",
-            ExpressionAttributeNames={"#s": "status"},
-        ):
-            for item in response.get("Items", []):
-                if item.get("status", {}).get("S") not in SETTLED:
-                    since = max(
-                        item.get("started_at", {}).get("S", ""),
-                        item.get("redriven_at", {}).get("S", ""),
-                        key=lambda value: _as_utc(value) if value else _as_utc("1970-01-01"),
-                    )
-                    yield item["run_id"]["S"], since
-
-
-@dataclass
-class _PageSettled:
-    """What a balanced page counts."""
-
-    fetched: int = 0
-    stored: int = 0
-    superseded: int = 0
-    quarantined: int = 0
-
-
-def _settle_page(
-    page: PageLedger,
-    rows: Mapping[str, Mapping[tuple[Any, ...], str]],
-    evidence: PageEvidence | None,
-    index: _QuarantineIndex,
-    sinks: Sequence[str],
-) -> _PageSettled | None:
-    """Count a page from the rows its run wrote and the load's evidence; None when it does
-    not balance (then it is checked key by key)."""
-    settled = _PageSettled(fetched=len(page.entries))
-    skipped = evidence.skipped if evidence is not None else {}
-    written: set[tuple[Any, ...]] = set()
-    nowhere: list[tuple[Any, ...]] = []
-    for position, raw_key, version in page.entries:
-        if raw_key is None or version is None:
-            if f"ingest-p{page.number}-i{position}" in index.ingest_origins:
-                settled.quarantined += 1
-                continue
-            return None  # redriven or lost: the key-by-key check tells which
-        key = tuple(raw_key)
-        digest = record_digest(key, version)
-        by_row = [rows[sink].get(key) == version for sink in sinks]
-        by_evidence = [digest in skipped.get(sink, ()) for sink in sinks]
-        accounted = [row or noted for row, noted in zip(by_row, by_evidence, strict=True)]
-        if all(accounted):
-            if any(by_row) and key not in written:
-                written.add(key)
-                settled.stored += 1
-            else:  # a repeat on the page, or a version at least as new was stored
-                settled.superseded += 1
-        elif not any(accounted):
-            nowhere.append(key)
-        else:
-            return None  # one sink has it, another not
-    if len(nowhere) == page.unchanged:
-        settled.stored += len(nowhere)  # not published: every sink stored this content
-    elif page.unchanged == 0 and all(key in index.load_keys for key in nowhere):
-        settled.quarantined += len(nowhere)
-    else:
-        return None
-    return settled
-
-
-class _RunRows:
-    """One sink's read-back of a run's rows of one entity, taken page by page in order."""
-
-    def __init__(self, rows: Iterator[RunRow]) -> None:
-        self._rows = _Ahead(rows)
-
-    def page(self, number: int) -> dict[tuple[Any, ...], str]:
-        """The rows of page `number` (`key -> updated_at`); rows of earlier pages the ledger
-        does not list are passed over."""
-        found: dict[tuple[Any, ...], str] = {}
-        while (row := self._rows.take(lambda row: row[0] < number)) is not None:
-            if row[0] > number:
-                break
-            found[row[1]] = row[2]
-            self._rows.next()
-        return found
-
-
-class _Ahead(Generic[T]):
-    """An iterator that can look one element ahead."""
-
-    def __init__(self, items: Iterator[T]) -> None:
-        self._items = items
-        self._head: T | None = next(items, None)
-
-    def take(self, skip: Any) -> T | None:
-        """The next element for which `skip(element)` is false (passing over the others)."""
-        while self._head is not None and skip(self._head):
-            self._head = next(self._items, None)
-        return self._head
-
-    def next(self) -> None:
-        self._head = next(self._items, None)
-
-
-def _restore(saved: Any, result: Reconciliation) -> str | None:
-    """The balances an interrupted reconciliation saved; returns its last page id."""
-    if not isinstance(saved, str) or not saved:
-        return None
-    position = orjson.loads(saved)
-    for name, counts in position.get("entities", {}).items():
-        balance = result.entities.setdefault(name, EntityBalance())
-        for field_name in ("fetched", "stored", "quarantined", "missing", "superseded"):
-            setattr(balance, field_name, int(counts.get(field_name, 0)))
-        balance.missing_records = list(counts.get("missing_records", []))
-    page_id = position.get("page_id")
-    return str(page_id) if page_id else None
+        for item in self.manifests.scan(("run_id", "started_at", "redriven_at", "status")):
+            if item.get("status", {}).get("S") not in SETTLED:
+                since = max(
+                    item.get("started_at", {}).get("S", ""),
+                    item.get("redriven_at", {}).get("S", ""),
+                    key=lambda value: _as_utc(value) if value else _as_utc("1970-01-01"),
+                )
+                yield item["run_id"]["S"], since
 
 
 def is_transient(error: BaseException) -> bool:
@@ -631,43 +436,9 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, BotoCoreError | OSError | psycopg.OperationalError)
 
 
-def _key_digest(key: tuple[Any, ...]) -> int:
-    """64 bits of a key: what the reconciler remembers of each fetched key of a run."""
-    text = "\x1f".join(str(part) for part in key).encode()
-    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
-
-
 def _as_utc(value: str) -> datetime:
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
         return datetime.fromtimestamp(0, UTC)
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _key_of_envelope(entity: str, payload: bytes) -> Hashable | None:
-    """The key of a quarantined stream record, when its payload still names one."""
-    try:
-        envelope = decode_envelope(payload)
-    except ValueError:
-        try:
-            document = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return None
-        item = document.get("item") if isinstance(document, dict) else None
-        if not isinstance(item, dict):
-            return None
-    else:
-        item = envelope.item
-    try:
-        return entity_key(entity, validate_item(entity, item))
-    except (ValidationError, KeyError):
-        try:
-            return entity_key(entity, item)
-        except (KeyError, ValueError, TypeError):
-            return None
-
-
-def quarantined_record_key(record: QuarantinedRecord) -> Hashable | None:
-    """Key of a quarantined load-side record (for redrive and reports)."""
-    return _key_of_envelope(record.entity, record.payload)

@@ -33,11 +33,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from botocore.exceptions import ClientError
 
 from chalicelib.aws import clients as aws
 from chalicelib.observability.logging import logger
 from chalicelib.runs import counters
+from chalicelib.runs.manifest import RunManifests
 
 LOADED = "loaded_records"
 REQUESTED = "verdict_requested_at"
@@ -124,7 +124,7 @@ class VerdictRequests:
     def __init__(self, table_name: str, context: Any) -> None:
         self.table_name = table_name
         self.reconcile_arn = sibling_function_arn(context, RECONCILE_FUNCTION)
-        self.dynamodb = aws.client("dynamodb")
+        self.manifests = RunManifests(aws.client("dynamodb"), table_name)
 
     def after_load(self, handled: Mapping[str, int]) -> list[str]:
         """Add what one batch handled; ask for the verdict of each run now loaded."""
@@ -133,15 +133,7 @@ class VerdictRequests:
             if count <= 0:
                 continue
             try:
-                item = self.dynamodb.update_item(
-                    TableName=self.table_name,
-                    Key={"run_id": {"S": run_id}},
-                    UpdateExpression="ADD #loaded :n",
-                    ConditionExpression="attribute_exists(run_id)",
-                    ExpressionAttributeNames={"#loaded": LOADED},
-                    ExpressionAttributeValues={":n": {"N": str(count)}},
-                    ReturnValues="ALL_NEW",
-                )["Attributes"]
+                item = self.manifests.add_to_existing(run_id, LOADED, count)
                 if is_loaded(item) and self._request(run_id):
                     requested.append(run_id)
             except Exception:  # the schedule settles the run anyway
@@ -155,10 +147,10 @@ class VerdictRequests:
     def after_ingest(self, run_id: str) -> bool:
         """The ingest (or a worker) finished its part: ask if the load was faster."""
         try:
-            item = self.dynamodb.get_item(
-                TableName=self.table_name, Key={"run_id": {"S": run_id}}, ConsistentRead=True
-            ).get("Item")
-            return bool(item) and is_loaded(item) and self._request(run_id)
+            item = self.manifests.get_typed(run_id)
+            if not item:
+                return False
+            return is_loaded(item) and self._request(run_id)
         except Exception:
             logger.warning(
                 "could not request the run's verdict early; the reconcile schedule will",
@@ -171,21 +163,9 @@ class VerdictRequests:
         """Mark the request (once per run), then invoke the reconcile function async."""
         if self.reconcile_arn is None:
             return False
-        try:
-            self.dynamodb.update_item(
-                TableName=self.table_name,
-                Key={"run_id": {"S": run_id}},
-                UpdateExpression="SET #requested = :at",
-                ConditionExpression="attribute_not_exists(#requested)",
-                ExpressionAttributeNames={"#requested": REQUESTED},
-                ExpressionAttributeValues={
-                    ":at": {"S": datetime.now(UTC).isoformat(timespec="milliseconds")}
-                },
-            )
-        except ClientError as error:
-            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False  # someone else asked already
-            raise
+        moment = datetime.now(UTC).isoformat(timespec="milliseconds")
+        if not self.manifests.set_once(run_id, REQUESTED, moment):
+            return False  # someone else asked already
         aws.client("lambda").invoke(
             FunctionName=self.reconcile_arn,
             InvocationType="Event",

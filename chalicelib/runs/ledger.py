@@ -1,4 +1,5 @@
-"""Resumable ingestion: per-page ledger of what a run published, and its checkpoints.
+"""Resumable ingestion: the run's progress and checkpoints over its per-page ledger
+(`chalicelib.runs.page_ledger`).
 
 After the records of some pages are in Kinesis (never before: the publisher is flushed first),
 the ingest writes one ledger item per page to the `<prefix>-run-pages` table (the page's keys
@@ -20,38 +21,19 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
 import time
 import uuid
-import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
-
-import orjson
-from botocore.exceptions import ClientError
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.aws.dynamo_batch import write_all
-from chalicelib.runs import counters
-from chalicelib.runs.manifest import RunManifests, plain_item
+from chalicelib.runs.manifest import RunManifests
+from chalicelib.runs.page_ledger import PART_SEPARATOR, PageLedger, ledger_full, page_counts
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
-
-LEDGER_FLUSH_RECORDS: Final = 500
-"""Commit a checkpoint about every PutRecords call's worth of records."""
-LEDGER_FLUSH_PAGES: Final = 25
-"""... or every 25 pages (one BatchWriteItem), whichever comes first."""
-LEDGER_ITEM_BYTES: Final = 300_000
-"""Largest `entries` attribute of one ledger item: DynamoDB refuses items over 400 KB, and the
-rest of the item and the attribute names need some room. A page whose entries need more is
-compressed, and split over several items if it still does not fit (`PageLedger.to_items`)."""
-PART_SEPARATOR: Final = "~"
-"""`users#000000001~002` is part 2 of page 1: `~` sorts after the digits, so a query returns
-a page's parts right after it and before the next page."""
-WORK_DONE_IDS: Final = "work_done_ids"
-"""String set of the work items a run's manifest has counted."""
 
 
 class RunSuperseded(RuntimeError):
@@ -98,106 +80,6 @@ class Deadline:
 NEVER = Deadline(None, 0)
 
 
-LedgerEntry = tuple[int, list[Any] | None, str | None]
-"""(position in the page, key parts or None when quarantined at ingest, updated_at or None)."""
-
-
-@dataclass
-class PageLedger:
-    """What one fetched page held, as the ledger keeps it."""
-
-    resource: str
-    number: int
-    entries: list[LedgerEntry] = field(default_factory=list)
-    unchanged: int = 0
-    """Valid records not published because every sink already stores them (change detection);
-    they have entries with their key and version like the published ones."""
-
-    @property
-    def fetched(self) -> int:
-        return len(self.entries)
-
-    @property
-    def valid(self) -> int:
-        return sum(1 for _, key, _ in self.entries if key is not None)
-
-    @property
-    def published(self) -> int:
-        return self.valid - self.unchanged
-
-    @property
-    def quarantined(self) -> int:
-        return self.fetched - self.valid
-
-    @property
-    def page_id(self) -> str:
-        return f"{self.resource}#{self.number:09d}"
-
-    def to_item(self, run_id: str) -> dict[str, Any]:
-        """The page as one ledger item; see `to_items` for a page of any size."""
-        return self.to_items(run_id)[0]
-
-    def to_items(self, run_id: str) -> list[dict[str, Any]]:
-        """The page as ledger items, each under DynamoDB's 400 KB item limit.
-
-        Small pages are one item with plain `entries` (as before); a large one is zlib
-        compressed (`entries_z`), and split over parts `<page_id>~NNN` if that is still too
-        large. The first item names the number of parts; `RunProgress.pages` joins them.
-        """
-        encoded = orjson.dumps(self.entries)
-        if len(encoded) <= LEDGER_ITEM_BYTES:
-            return [{**self._head(run_id, self.page_id), "entries": {"B": encoded}}]
-        parts = max(1, math.ceil(len(zlib.compress(encoded, 6)) / LEDGER_ITEM_BYTES))
-        while True:
-            step = max(1, math.ceil(len(self.entries) / parts))
-            chunks = [
-                zlib.compress(orjson.dumps(self.entries[start : start + step]), 6)
-                for start in range(0, max(len(self.entries), 1), step)
-            ]
-            if all(len(chunk) <= LEDGER_ITEM_BYTES for chunk in chunks) or step == 1:
-                break
-            parts *= 2
-        items = []
-        for index, chunk in enumerate(chunks):
-            page_id = self.page_id if index == 0 else f"{self.page_id}{PART_SEPARATOR}{index:03d}"
-            item = {**self._head(run_id, page_id), "entries_z": {"B": chunk}}
-            item["parts"] = {"N": str(len(chunks))}
-            item["part"] = {"N": str(index)}
-            items.append(item)
-        return items
-
-    def _head(self, run_id: str, page_id: str) -> dict[str, Any]:
-        return {
-            "run_id": {"S": run_id},
-            "page_id": {"S": page_id},
-            "resource": {"S": self.resource},
-            "page": {"N": str(self.number)},
-            "unchanged": {"N": str(self.unchanged)},
-        }
-
-    @staticmethod
-    def is_part(item: Mapping[str, Any]) -> bool:
-        """Whether a ledger item continues the page before it (part 2 and later)."""
-        return int(item.get("part", {}).get("N", 0)) > 0
-
-    @staticmethod
-    def decode_entries(item: Mapping[str, Any]) -> list[LedgerEntry]:
-        if "entries_z" in item:
-            raw = orjson.loads(zlib.decompress(bytes(item["entries_z"]["B"])))
-        else:
-            raw = orjson.loads(item["entries"]["B"])
-        return [(int(position), key, version) for position, key, version in raw]
-
-    @classmethod
-    def from_item(cls, item: Mapping[str, Any]) -> PageLedger:
-        return cls(
-            resource=item["resource"]["S"],
-            number=int(item["page"]["N"]),
-            entries=cls.decode_entries(item),
-            unchanged=int(item.get("unchanged", {}).get("N", 0)),
-        )
-
-
 @dataclass(frozen=True)
 class RunState:
     """A run's manifest as an invocation finds it."""
@@ -242,39 +124,14 @@ class RunProgress:
     ) -> None:
         self.client = client
         self.runs_table = runs_table
+        self.manifests = RunManifests(client, runs_table)
         self.pages_table = pages_table
         self.sleep = sleep
 
     def begin(self, run_id: str, started_at: str, resources: Sequence[str]) -> RunState:
         """Create the run's manifest, or find it when this invocation resumes the run."""
-        item: dict[str, Any] = {
-            "run_id": {"S": run_id},
-            "started_at": {"S": started_at},
-            "status": {"S": "running"},
-            "ingest_status": {"S": "running"},
-            "resources": {"S": ",".join(resources)},
-        }
-        for resource in resources:
-            item[f"checkpoint.{resource}"] = {"N": "0"}
-        resumed = False
-        try:
-            self.client.put_item(
-                TableName=self.runs_table,
-                Item=item,
-                ConditionExpression="attribute_not_exists(run_id)",
-            )
-        except ClientError as error:
-            if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise
-            resumed = True
-        response = self.client.update_item(
-            TableName=self.runs_table,
-            Key={"run_id": {"S": run_id}},
-            UpdateExpression="ADD ingest_invocations :one",
-            ExpressionAttributeValues={":one": {"N": "1"}},
-            ReturnValues="ALL_NEW",
-        )
-        return RunState(run_id, plain_item(response["Attributes"]), resumed)
+        manifest, resumed = self.manifests.begin(run_id, started_at, resources)
+        return RunState(run_id, manifest, resumed)
 
     def commit(
         self,
@@ -293,41 +150,13 @@ class RunProgress:
         self._write_ledger(run_id, pages)
         checkpoint = max([previous_checkpoint, *(page.number for page in pages)])
         counts = page_counts(resource, pages)
-        names = {"#cp": f"checkpoint.{resource}"}
-        values: dict[str, Any] = {
-            ":previous": {"N": str(previous_checkpoint)},
-            ":checkpoint": {"N": str(checkpoint)},
-        }
-        sets = ["#cp = :checkpoint"]
-        if complete:
-            names["#done"] = f"complete.{resource}"
-            values[":done"] = {"N": "1"}
-            sets.append("#done = :done")
-        adds = []
-        for index, (name, value) in enumerate(counts.items()):
-            if value:
-                names[f"#c{index}"] = name
-                values[f":c{index}"] = {"N": str(value)}
-                adds.append(f"#c{index} :c{index}")
-        expression = "SET " + ", ".join(sets)
-        if adds:
-            expression += " ADD " + ", ".join(adds)
-        try:
-            self.client.update_item(
-                TableName=self.runs_table,
-                Key={"run_id": {"S": run_id}},
-                UpdateExpression=expression,
-                ConditionExpression="#cp = :previous",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
+        if not self.manifests.advance_checkpoint(
+            run_id, resource, previous_checkpoint, checkpoint, counts, complete=complete
+        ):
+            raise RunSuperseded(
+                f"run {run_id}: the checkpoint of {resource} moved past page "
+                f"{previous_checkpoint} in another invocation"
             )
-        except ClientError as error:
-            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise RunSuperseded(
-                    f"run {run_id}: the checkpoint of {resource} moved past page "
-                    f"{previous_checkpoint} in another invocation"
-                ) from error
-            raise
         return checkpoint
 
     def write_pages(self, run_id: str, pages: Sequence[PageLedger]) -> None:
@@ -342,49 +171,14 @@ class RunProgress:
         the dispatch) gets the recorded plan back, so it sends the very same work items.
         Returns the recorded (work_items, pages).
         """
-        try:
-            self.client.update_item(
-                TableName=self.runs_table,
-                Key={"run_id": {"S": run_id}},
-                UpdateExpression="SET #items = :items, #pages = :pages",
-                ConditionExpression="attribute_not_exists(#items)",
-                ExpressionAttributeNames={
-                    "#items": f"work_items.{resource}",
-                    "#pages": f"work_pages.{resource}",
-                },
-                ExpressionAttributeValues={
-                    ":items": {"N": str(work_items)},
-                    ":pages": {"N": str(pages)},
-                },
-            )
-        except ClientError as error:
-            if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise
-        manifest = self._manifest(run_id)
-        return (
-            int(manifest.get(f"work_items.{resource}", work_items)),
-            int(manifest.get(f"work_pages.{resource}", pages)),
-        )
+        return self.manifests.fan_out(run_id, resource, work_items, pages)
 
     def mark_dispatched(self, run_id: str, resource: str) -> None:
-        self.client.update_item(
-            TableName=self.runs_table,
-            Key={"run_id": {"S": run_id}},
-            UpdateExpression="SET #d = :one",
-            ExpressionAttributeNames={"#d": f"dispatched.{resource}"},
-            ExpressionAttributeValues={":one": {"N": "1"}},
-        )
+        self.manifests.mark_dispatched(run_id, resource)
 
     def work_item_done(self, run_id: str, work_id: str) -> bool:
         """Whether a work item was already counted (SQS delivers a message at least once)."""
-        manifest = self.client.get_item(
-            TableName=self.runs_table,
-            Key={"run_id": {"S": run_id}},
-            ProjectionExpression="#ids",
-            ExpressionAttributeNames={"#ids": WORK_DONE_IDS},
-            ConsistentRead=True,
-        ).get("Item", {})
-        return work_id in manifest.get(WORK_DONE_IDS, {}).get("SS", [])
+        return self.manifests.work_item_done(run_id, work_id)
 
     def finish_work_item(
         self, run_id: str, resource: str, work_id: str, counts: Mapping[str, int]
@@ -393,29 +187,7 @@ class RunProgress:
 
         Returns False when another delivery of the same item counted it already.
         """
-        names = {"#ids": WORK_DONE_IDS, "#done": f"work_done.{resource}"}
-        values: dict[str, Any] = {":id": {"S": work_id}, ":ids": {"SS": [work_id]}}
-        values[":one"] = {"N": "1"}
-        adds = ["#ids :ids", "#done :one"]
-        for index, (name, value) in enumerate(counts.items()):
-            if value:
-                names[f"#c{index}"] = name
-                values[f":c{index}"] = {"N": str(value)}
-                adds.append(f"#c{index} :c{index}")
-        try:
-            self.client.update_item(
-                TableName=self.runs_table,
-                Key={"run_id": {"S": run_id}},
-                UpdateExpression="ADD " + ", ".join(adds),
-                ConditionExpression="attribute_exists(run_id) AND NOT contains(#ids, :id)",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-            )
-        except ClientError as error:
-            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return self.manifests.finish_work_item(run_id, resource, work_id, counts)
 
     def finish_run_if_complete(self, run_id: str, finished_at: str) -> bool:
         """Mark the run's ingestion published once every resource is complete.
@@ -425,49 +197,15 @@ class RunProgress:
         one of them to finish sees everything complete. The update is conditional, so only one
         of them marks it, and never a run already declared failed.
         """
-        manifest = self._manifest(run_id)
-        resources = [name for name in str(manifest.get("resources", "")).split(",") if name]
-        for resource in resources:
-            items = int(manifest.get(f"work_items.{resource}", 0))
-            done = int(manifest.get(f"work_done.{resource}", 0))
-            if not (manifest.get(f"complete.{resource}") or (items and done >= items)):
-                return False
-        try:
-            self.client.update_item(
-                TableName=self.runs_table,
-                Key={"run_id": {"S": run_id}},
-                UpdateExpression="SET ingest_status = :published, ingest_finished_at = :at",
-                ConditionExpression="NOT ingest_status IN (:published, :failed)",
-                ExpressionAttributeValues={
-                    ":published": {"S": "published"},
-                    ":failed": {"S": "failed"},
-                    ":at": {"S": finished_at},
-                },
-            )
-        except ClientError as error:
-            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return self.manifests.finish_run_if_complete(run_id, finished_at)
 
     def set_status_unless_final(self, run_id: str, status: str) -> None:
         """Record an ingest status that is not final (e.g. `fanned_out`) unless the run's
         ingestion is already published or failed (a worker may have finished it meanwhile)."""
-        with contextlib.suppress(ClientError):
-            self.client.update_item(
-                TableName=self.runs_table,
-                Key={"run_id": {"S": run_id}},
-                UpdateExpression="SET ingest_status = :status",
-                ConditionExpression="NOT ingest_status IN (:published, :failed)",
-                ExpressionAttributeValues={
-                    ":status": {"S": status},
-                    ":published": {"S": "published"},
-                    ":failed": {"S": "failed"},
-                },
-            )
+        self.manifests.set_status_unless_final(run_id, status)
 
     def _manifest(self, run_id: str) -> dict[str, Any]:
-        return RunManifests(self.client, self.runs_table).get(run_id) or {}
+        return self.manifests.get(run_id) or {}
 
     def pages(self, run_id: str, after: str | None = None) -> Iterator[PageLedger]:
         """Every ledger page of a run, one DynamoDB query page at a time; only the pages after
@@ -501,23 +239,6 @@ class RunProgress:
         for start in range(0, len(items), 25):
             requests = [{"PutRequest": {"Item": item}} for item in items[start : start + 25]]
             write_all(self.client, self.pages_table, requests, attempts=12, sleep=self.sleep)
-
-
-def ledger_full(pages: Sequence[PageLedger]) -> bool:
-    """Whether pages waiting for their ledger write should be committed now."""
-    records = sum(page.fetched for page in pages)
-    return records >= LEDGER_FLUSH_RECORDS or len(pages) >= LEDGER_FLUSH_PAGES
-
-
-def page_counts(resource: str, pages: Sequence[PageLedger]) -> dict[str, int]:
-    """The manifest counters a set of ledger pages adds to."""
-    return {
-        counters.fetched(resource): sum(page.fetched for page in pages),
-        counters.published(resource): sum(page.published for page in pages),
-        counters.unchanged(resource): sum(page.unchanged for page in pages),
-        counters.quarantined("ingest", resource): sum(page.quarantined for page in pages),
-        f"pages.{resource}": len(pages),
-    }
 
 
 @dataclass

@@ -32,7 +32,7 @@ from chalicelib.runs.manifest import RunManifests
 if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
 
-    from chalicelib.reconcile.verdict import Reconciliation
+    from chalicelib.reconcile.balance import Reconciliation
 
 LAST_SUCCESS_RUN_ID: Final = "#last-success"
 """Key of the runs-table item holding the last success (`#` never starts a run id)."""

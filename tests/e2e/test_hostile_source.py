@@ -25,7 +25,7 @@ from chalicelib import wiring
 from chalicelib.deadletter.quarantine import QuarantinedRecord
 from chalicelib.ingest.run import IngestFailed, new_run_id, run_ingest
 from chalicelib.model.contract import entity_key, validate_item
-from chalicelib.runs.ledger import LEDGER_ITEM_BYTES, PageLedger
+from chalicelib.runs.page_ledger import LEDGER_ITEM_BYTES, PageLedger
 from chalicelib.settings import get_settings
 from localcloud.fakeapi import FakeApiServer, generate_item
 from localcloud.fakeapi.source_faults import OVERFLOW_TIMESTAMP, SourceFaults

@@ -14,7 +14,7 @@ import pytest
 from chalicelib.aws import clients as aws
 from chalicelib.deadletter.quarantine import Quarantine
 from chalicelib.observability.metrics import metrics
-from chalicelib.reconcile.verdict import EntityBalance, Reconciliation
+from chalicelib.reconcile.balance import EntityBalance, Reconciliation
 from chalicelib.runs.manifest import RunManifests
 from chalicelib.runs.outcome import LAST_SUCCESS_RUN_ID, RunOutcomes
 from chalicelib.settings import get_settings

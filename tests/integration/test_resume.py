@@ -13,7 +13,8 @@ import pytest
 from chalicelib import handlers, wiring
 from chalicelib.aws import clients as aws
 from chalicelib.ingest.run import IngestFailed, run_ingest
-from chalicelib.runs.ledger import Deadline, PageLedger, RunSuperseded, run_id_for_event
+from chalicelib.runs.ledger import Deadline, RunSuperseded, run_id_for_event
+from chalicelib.runs.page_ledger import PageLedger
 from chalicelib.settings import get_settings
 from infra.provision import provision
 from localcloud.fakeapi import FakeApiServer

@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chalicelib.load.evidence import PageEvidence, record_digest
-from chalicelib.reconcile.verdict import _QuarantineIndex, _settle_page
-from chalicelib.runs.ledger import PageLedger
+from chalicelib.reconcile.page_settling import QuarantineIndex, settle_page
+from chalicelib.runs.page_ledger import PageLedger
 
 SINKS = ("postgres", "dynamodb")
 VERSION = "2024-01-01T00:00:00"
@@ -44,7 +44,7 @@ def pages(draw: Any) -> tuple[PageLedger, dict[str, dict[Any, str]], PageEvidenc
 @given(pages())
 def test_a_page_balances_only_when_every_record_is_accounted_for(case: Any) -> None:
     page, rows, evidence, plan = case
-    settled = _settle_page(page, rows, evidence, _QuarantineIndex(), SINKS)
+    settled = settle_page(page, rows, evidence, QuarantineIndex(), SINKS)
     accounted = {key: {h in ("row", "evidence") for h in hows.values()} for key, hows in plan}
     nowhere = [k for _, [k], _ in page.entries if accounted[k] == {False}]
     fine = all(accounted[k] == {True} or accounted[k] == {False} for k in accounted)
@@ -62,9 +62,9 @@ def test_a_page_balances_only_when_every_record_is_accounted_for(case: Any) -> N
 def test_a_record_quarantined_at_ingest_is_counted_only_when_the_quarantine_has_it() -> None:
     page = PageLedger("users", 2, [(0, None, None), (1, [7], VERSION)])
     rows = {sink: {(7,): VERSION} for sink in SINKS}
-    index = _QuarantineIndex()
-    assert _settle_page(page, rows, None, index, SINKS) is None
+    index = QuarantineIndex()
+    assert settle_page(page, rows, None, index, SINKS) is None
     index.ingest_origins.add("ingest-p2-i0")
-    settled = _settle_page(page, rows, None, index, SINKS)
+    settled = settle_page(page, rows, None, index, SINKS)
     assert settled is not None
     assert (settled.stored, settled.quarantined) == (1, 1)
