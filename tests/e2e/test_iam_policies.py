@@ -660,4 +660,12 @@ def test_the_verdict_request_may_invoke_the_reconcile_function_only(function: st
         "moovitamix-pipeline-local-reconcile2",
     ):
         assert not allows(policy, invoke(other))
-    assert not allows(local_policy("reconcile"), invoke("moovitamix-pipeline-local-reconcile"))
+    # the reconcile function invokes only itself (continuing a reconciliation short of time)
+    reconcile = local_policy("reconcile")
+    for other in ("load", "ingest", "ingest_worker"):
+        call = Call(
+            "reconcile",
+            "lambda:InvokeFunction",
+            (local_arn("lambda", f"function:moovitamix-pipeline-local-{other}"),),
+        )
+        assert not allows(reconcile, call)
