@@ -78,7 +78,7 @@ def main() -> None:
             region_name="us-east-1",
             endpoint_url=args.endpoint_url,
             aws_access_key_id="testing",
-            aws_secret_access_key="testing",
+            aws_secret_access_key="testing",  # moto's dummy credentials  # nosec B106
         )
         _table(client, args.rows)
         page: dict[str, Any] = {}

@@ -31,7 +31,7 @@ import contextlib
 import logging
 import os
 import signal
-import subprocess
+import subprocess  # starts this interpreter on our own module  # nosec B404
 import sys
 import threading
 import traceback
@@ -90,7 +90,7 @@ class FunctionHost:
         config.output_path.parent.mkdir(parents=True, exist_ok=True)
         with config.output_path.open("ab") as output:
             command = [sys.executable, "-m", "localcloud.triggers.function_host"]
-            self.process = subprocess.Popen(  # noqa: S603 - this interpreter, our module
+            self.process = subprocess.Popen(  # noqa: S603 - this interpreter, our module  # nosec B603
                 [*command, str(child_read), str(child_write)],
                 env=environment,
                 stdin=subprocess.DEVNULL,
