@@ -149,20 +149,13 @@ class RunManifests:
         expression = "SET " + ", ".join(sets)
         if adds:
             expression += " ADD " + ", ".join(adds)
-        try:
-            self.client.update_item(
-                TableName=self.table_name,
-                Key={"run_id": {"S": run_id}},
-                UpdateExpression=expression,
-                ConditionExpression="#cp = :previous",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-            )
-        except ClientError as error:
-            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return self._update_if(
+            run_id,
+            UpdateExpression=expression,
+            ConditionExpression="#cp = :previous",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
 
     def fan_out(self, run_id: str, resource: str, work_items: int, pages: int) -> tuple[int, int]:
         """Record that `resource` is split into `work_items` ranges planned over `pages` pages.
@@ -231,20 +224,13 @@ class RunManifests:
                 names[f"#c{index}"] = name
                 values[f":c{index}"] = {"N": str(value)}
                 adds.append(f"#c{index} :c{index}")
-        try:
-            self.client.update_item(
-                TableName=self.table_name,
-                Key={"run_id": {"S": run_id}},
-                UpdateExpression="ADD " + ", ".join(adds),
-                ConditionExpression="attribute_exists(run_id) AND NOT contains(#ids, :id)",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-            )
-        except ClientError as error:
-            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return self._update_if(
+            run_id,
+            UpdateExpression="ADD " + ", ".join(adds),
+            ConditionExpression="attribute_exists(run_id) AND NOT contains(#ids, :id)",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
 
     def finish_run_if_complete(self, run_id: str, finished_at: str) -> bool:
         """Mark the run's ingestion published once every resource is complete.
@@ -261,23 +247,16 @@ class RunManifests:
             done = int(manifest.get(f"work_done.{resource}", 0))
             if not (manifest.get(f"complete.{resource}") or (items and done >= items)):
                 return False
-        try:
-            self.client.update_item(
-                TableName=self.table_name,
-                Key={"run_id": {"S": run_id}},
-                UpdateExpression="SET ingest_status = :published, ingest_finished_at = :at",
-                ConditionExpression="NOT ingest_status IN (:published, :failed)",
-                ExpressionAttributeValues={
-                    ":published": {"S": "published"},
-                    ":failed": {"S": "failed"},
-                    ":at": {"S": finished_at},
-                },
-            )
-        except ClientError as error:
-            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return self._update_if(
+            run_id,
+            UpdateExpression="SET ingest_status = :published, ingest_finished_at = :at",
+            ConditionExpression="NOT ingest_status IN (:published, :failed)",
+            ExpressionAttributeValues={
+                ":published": {"S": "published"},
+                ":failed": {"S": "failed"},
+                ":at": {"S": finished_at},
+            },
+        )
 
     def set_status_unless_final(self, run_id: str, status: str) -> None:
         """Record an ingest status that is not final (e.g. `fanned_out`) unless the run's
@@ -344,14 +323,19 @@ class RunManifests:
 
     def set_once(self, run_id: str, name: str, value: str) -> bool:
         """Set `name` unless it is set already; False when it was."""
+        return self._update_if(
+            run_id,
+            UpdateExpression="SET #name = :value",
+            ConditionExpression="attribute_not_exists(#name)",
+            ExpressionAttributeNames={"#name": name},
+            ExpressionAttributeValues={":value": {"S": value}},
+        )
+
+    def _update_if(self, run_id: str, **arguments: Any) -> bool:
+        """One conditional UpdateItem of the run's item: False when its condition fails."""
         try:
             self.client.update_item(
-                TableName=self.table_name,
-                Key={"run_id": {"S": run_id}},
-                UpdateExpression="SET #name = :value",
-                ConditionExpression="attribute_not_exists(#name)",
-                ExpressionAttributeNames={"#name": name},
-                ExpressionAttributeValues={":value": {"S": value}},
+                TableName=self.table_name, Key={"run_id": {"S": run_id}}, **arguments
             )
         except ClientError as error:
             if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
