@@ -87,7 +87,14 @@ class RunRows:
     """One sink's read-back of a run's rows of one entity, taken page by page in order."""
 
     def __init__(self, rows: Iterator[RunRow]) -> None:
+        self._source = rows
         self._rows = Ahead(rows)
+
+    def close(self) -> None:
+        """Stop the read-back (a read-ahead thread ends)."""
+        close = getattr(self._source, "close", None)
+        if close is not None:
+            close()
 
     def page(self, number: int) -> dict[tuple[Any, ...], str]:
         """The rows of page `number` (`key -> updated_at`); rows of earlier pages the ledger

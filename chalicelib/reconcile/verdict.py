@@ -27,8 +27,11 @@ detector's look-up for the records not published. A record settled from the load
 is counted `superseded` (the sink already held a version at least as new), one found by its
 row `stored`, an unchanged one `stored`.
 
-Memory holds one ledger page, one evidence item and one read-back page per sink, plus the keys
-of the run's quarantined records (few by nature), whatever the size of the run.
+Each sink's read-back runs a few thousand rows ahead in a thread of its own
+(`chalicelib.reconcile.read_ahead`): the store works on the next page while the reconciler
+settles this one. Memory holds one ledger page, one evidence item and the read-ahead of each
+sink (at most `DEPTH` chunks of `CHUNK` rows), plus the keys of the run's quarantined records
+(few by nature), whatever the size of the run.
 
 **Continuation.** Between pages the reconciler checks the Lambda context's remaining time;
 short of it, it writes its position (the last page settled and the balances so far) into the
@@ -74,6 +77,7 @@ from chalicelib.observability.logging import logger
 from chalicelib.observability.metrics import record_run_balance
 from chalicelib.reconcile.balance import EntityBalance, Reconciliation, restore_position
 from chalicelib.reconcile.page_settling import Ahead, QuarantineIndex, RunRows, settle_page
+from chalicelib.reconcile.read_ahead import ReadAhead
 from chalicelib.reconcile.record_keys import key_digest, key_of_envelope
 from chalicelib.runs import counters
 from chalicelib.runs.ledger import NEVER, Deadline, RunProgress
@@ -148,7 +152,7 @@ class Reconciler:
         for sink in self.sinks:
             run_rows = getattr(sink, "run_rows", None)
             if run_rows is not None:
-                readers[sink.name] = RunRows(run_rows(entity, run_id, after_page))
+                readers[sink.name] = RunRows(ReadAhead(run_rows(entity, run_id, after_page)))
         return readers
 
     def _save_position(self, result: Reconciliation, page_id: str) -> None:
@@ -182,47 +186,8 @@ class Reconciler:
             result.entities[entity] = EntityBalance()
             indexes[entity] = self._quarantine_index(run_id, entity)
         after = restore_position(manifest.get(POSITION_FIELD), result)
-        evidence = Ahead(
-            self.evidence.pages(run_id, after) if self.evidence is not None else iter(())
-        )
-        readers: dict[str, dict[str, RunRows]] = {}
-        seen: dict[str, set[int]] = defaultdict(set)
-        last: str | None = None
-        for page in self.progress.pages(run_id, after):
-            if last is not None and deadline.reached():
-                self._save_position(result, last)
-                return result
-            balance = result.entities.setdefault(page.resource, EntityBalance())
-            if page.resource not in indexes:  # (not setdefault: it would list S3 every page)
-                indexes[page.resource] = self._quarantine_index(run_id, page.resource)
-            index = indexes[page.resource]
-            if page.resource not in readers:
-                readers[page.resource] = self._readers(run_id, page.resource, page.number - 1)
-            rows = {name: rows.page(page.number) for name, rows in readers[page.resource].items()}
-            found = evidence.take(lambda noted, page_id=page.page_id: noted.page_id < page_id)
-            if found is not None and found.page_id == page.page_id:
-                evidence.next()
-            else:
-                found = None
-            settled = (
-                settle_page(page, rows, found, index, [sink.name for sink in self.sinks])
-                if len(rows) == len(self.sinks)
-                else None
-            )
-            if settled is not None:
-                result.pages_balanced += 1
-                balance.fetched += settled.fetched
-                balance.stored += settled.stored
-                balance.superseded += settled.superseded
-                balance.quarantined += settled.quarantined
-            else:
-                result.pages_by_key += 1
-                items = list(self._fetched(page, balance, index))
-                for start in range(0, len(items), LOOKUP_CHUNK):
-                    chunk = items[start : start + LOOKUP_CHUNK]
-                    self._check(page.resource, chunk, balance, index, seen[page.resource])
-            last = page.page_id
-        seen.clear()
+        if not self._walk(run_id, after, result, indexes, deadline):
+            return result  # continues in a new invocation
 
         ingest_status = str(manifest.get("ingest_status", "running"))
         if ingest_status != "published":
@@ -253,6 +218,65 @@ class Reconciler:
             result.status = "failed"
         self._record(result)
         return result
+
+    def _walk(
+        self,
+        run_id: str,
+        after: str | None,
+        result: Reconciliation,
+        indexes: dict[str, QuarantineIndex],
+        deadline: Deadline,
+    ) -> bool:
+        """Settle the run's ledger pages after `after` into `result`: each from the read-back
+        and the evidence, or key by key. False when it stopped short of `deadline` (the
+        position is saved for the next invocation)."""
+        evidence = Ahead(
+            self.evidence.pages(run_id, after) if self.evidence is not None else iter(())
+        )
+        readers: dict[str, dict[str, RunRows]] = {}
+        seen: dict[str, set[int]] = defaultdict(set)
+        last: str | None = None
+        try:
+            for page in self.progress.pages(run_id, after):
+                if last is not None and deadline.reached():
+                    self._save_position(result, last)
+                    return False
+                balance = result.entities.setdefault(page.resource, EntityBalance())
+                if page.resource not in indexes:  # (not setdefault: it would list S3 every page)
+                    indexes[page.resource] = self._quarantine_index(run_id, page.resource)
+                index = indexes[page.resource]
+                if page.resource not in readers:
+                    readers[page.resource] = self._readers(run_id, page.resource, page.number - 1)
+                by_sink = readers[page.resource]
+                rows = {name: reader.page(page.number) for name, reader in by_sink.items()}
+                found = evidence.take(lambda noted, page_id=page.page_id: noted.page_id < page_id)
+                if found is not None and found.page_id == page.page_id:
+                    evidence.next()
+                else:
+                    found = None
+                settled = (
+                    settle_page(page, rows, found, index, [sink.name for sink in self.sinks])
+                    if len(rows) == len(self.sinks)
+                    else None
+                )
+                if settled is not None:
+                    result.pages_balanced += 1
+                    balance.fetched += settled.fetched
+                    balance.stored += settled.stored
+                    balance.superseded += settled.superseded
+                    balance.quarantined += settled.quarantined
+                else:
+                    result.pages_by_key += 1
+                    items = list(self._fetched(page, balance, index))
+                    for start in range(0, len(items), LOOKUP_CHUNK):
+                        chunk = items[start : start + LOOKUP_CHUNK]
+                        self._check(page.resource, chunk, balance, index, seen[page.resource])
+                last = page.page_id
+        finally:
+            for by_sink in readers.values():
+                for reader in by_sink.values():
+                    reader.close()
+        return True
 
     def _fetched(
         self, page: PageLedger, balance: EntityBalance, index: QuarantineIndex

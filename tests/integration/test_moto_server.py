@@ -19,7 +19,7 @@ from moto import mock_aws
 from moto.dynamodb.models import table as dynamodb_table
 from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import SecondaryIndex, Table
-from moto.dynamodb.responses import DynamoResult
+from moto.dynamodb.responses import DynamoHandler, DynamoResult
 from moto.kinesis.models import Shard
 
 from localcloud.emulators import moto_server
@@ -415,3 +415,138 @@ def test_value_size_matches_moto(value: dict[str, Any]) -> None:
     """The size moto's page limit and item limit count is the same with the fast path."""
     typed = DynamoType(value)
     assert moto_server._value_size(typed) == moto_server._original_size(typed)
+
+
+@contextlib.contextmanager
+def _writes_counted() -> Iterator[None]:
+    """The moto server's count of DynamoDB actions that may change items (it invalidates the
+    cached index queries), installed for stock and patched requests alike."""
+    saved = DynamoHandler.__dict__["call_action"]
+    DynamoHandler.call_action = moto_server._counted_call_action  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        DynamoHandler.call_action = saved  # type: ignore[method-assign]
+
+
+def _write(client: Any, table: dict[str, Any], kind: str, number: int, value: Any) -> None:
+    """One change between two pages: an item joins the queried index partition, leaves the
+    table, or moves to another partition."""
+    items = table["items"]
+    pk = {
+        table["types"]["pk"]: str(900 + number) if table["types"]["pk"] == "N" else f"new{number}"
+    }
+    if kind == "put" or not items:
+        item = {"pk": pk, "gk": value, "a": {"S": "x" * number}}
+        if table["has_range"]:
+            item["sk"] = {table["types"]["sk"]: "1" if table["types"]["sk"] == "N" else "k1"}
+        if table["index_range"]:
+            item["gr"] = {table["types"]["gr"]: "2" if table["types"]["gr"] == "N" else "k2"}
+        client.put_item(TableName="t", Item=item)
+        return
+    target = items[number % len(items)]
+    key = {name: target[name] for name in ("pk", "sk") if name in target}
+    if kind == "delete":
+        client.delete_item(TableName="t", Key=key)
+    else:
+        other = {table["types"]["gk"]: "9" if table["types"]["gk"] == "N" else "moved"}
+        client.update_item(
+            TableName="t",
+            Key=key,
+            UpdateExpression="SET gk = :g",
+            ExpressionAttributeValues={":g": other},
+        )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    table=_tables(),
+    limit=st.integers(min_value=1, max_value=3),
+    forward=st.booleans(),
+    ranged=st.booleans(),
+    writes=st.lists(
+        st.tuples(st.sampled_from(["put", "delete", "move"]), st.integers(0, 13)), max_size=4
+    ),
+)
+def test_index_pages_with_writes_between_them_match_stock_moto(
+    table: dict[str, Any],
+    limit: int,
+    forward: bool,
+    ranged: bool,
+    writes: list[tuple[str, int]],
+) -> None:
+    """The cached index query (`_index_query`) answers every page as stock moto does, also
+    when items join, leave or move between two pages, and with a range condition."""
+    with mock_aws(), _writes_counted():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        _create(client, table)
+        values = {str(item["gk"]): item["gk"] for item in table["items"] if "gk" in item}
+        for value in values.values() or [{table["types"]["gk"]: "1"}]:
+            request: dict[str, Any] = {
+                "TableName": "t",
+                "IndexName": "gsi",
+                "KeyConditionExpression": "gk = :h",
+                "ExpressionAttributeValues": {":h": value},
+                "Limit": limit,
+                "ScanIndexForward": forward,
+            }
+            if ranged and table["index_range"]:
+                low = {table["types"]["gr"]: "1" if table["types"]["gr"] == "N" else "k1"}
+                request["KeyConditionExpression"] += " AND gr > :r"
+                request["ExpressionAttributeValues"] = {":h": value, ":r": low}
+            pending = list(writes)
+            for _ in range(60):
+                answer = _both(client.query, **request)
+                if pending:
+                    kind, number = pending.pop(0)
+                    _write(client, table, kind, number, value)
+                if "LastEvaluatedKey" not in answer:
+                    break
+                request["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+            else:
+                raise AssertionError(f"no last page in 60: {request}")
+
+
+def test_a_read_back_reads_each_index_item_once_per_page() -> None:
+    """Reading an index partition back page by page costs O(page): after the first page, each
+    page starts where the previous one ended (moto's walk past the start key is not taken)."""
+    with mock_aws(), _writes_counted(), _dynamodb_read_path(patched=True):
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        table = {
+            "types": {"pk": "N", "sk": "S", "gk": "S", "gr": "N"},
+            "has_range": False,
+            "index_range": True,
+            "projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["a"]},
+            "items": [
+                {"pk": {"N": str(n)}, "gk": {"S": "run"}, "gr": {"N": str(n // 10)}}
+                for n in range(300)
+            ],
+        }
+        _create(client, table)
+        walked: list[int] = []
+        original = Table._item_comes_before_dct
+
+        def counting(self: Table, *args: Any) -> bool:
+            walked.append(1)
+            return original(self, *args)
+
+        Table._item_comes_before_dct = counting  # type: ignore[method-assign]
+        try:
+            request: dict[str, Any] = {
+                "TableName": "t",
+                "IndexName": "gsi",
+                "KeyConditionExpression": "gk = :h",
+                "ExpressionAttributeValues": {":h": {"S": "run"}},
+                "Limit": 10,
+            }
+            pages = 0
+            while True:
+                answer = client.query(**request)
+                pages += 1
+                if "LastEvaluatedKey" not in answer:
+                    break
+                request["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+        finally:
+            Table._item_comes_before_dct = original  # type: ignore[method-assign]
+        assert pages == 30
+        assert len(walked) <= 2 * pages  # two checks per page, not a walk from the first item

@@ -331,14 +331,11 @@ class DynamoDBSink:
         The index is eventually consistent: a row written a moment ago may be missing, which
         only sends its page to the key-by-key check."""
         paginator = aws.client("dynamodb").get_paginator("query")
-        names = [*_KEY_ATTRIBUTES[entity], "updated_at", "run_page"]
-        for response in paginator.paginate(
+        for response in paginator.paginate(  # the index projects only what is read here
             TableName=ROW_MODELS[entity].Meta.table_name,
             IndexName=RUN_ROWS_INDEX,
             KeyConditionExpression="run_id = :run AND run_page > :after",
             ExpressionAttributeValues={":run": {"S": run_id}, ":after": {"N": str(after_page)}},
-            ProjectionExpression=", ".join(f"#a{i}" for i in range(len(names))),
-            ExpressionAttributeNames={f"#a{i}": name for i, name in enumerate(names)},
         ):
             for row in response.get("Items", []):
                 yield int(row["run_page"]["N"]), key_from_wire(entity, row), row["updated_at"]["S"]

@@ -1,0 +1,48 @@
+"""The reconciliation's read-ahead gives every row once, in order, raises what the reading
+thread met, and leaves no thread behind once closed."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from chalicelib.reconcile.read_ahead import ReadAhead
+
+
+@given(
+    rows=st.lists(st.integers(), max_size=60),
+    chunk=st.integers(min_value=1, max_value=7),
+    depth=st.integers(min_value=1, max_value=3),
+)
+def test_every_row_once_in_order(rows: list[int], chunk: int, depth: int) -> None:
+    assert list(ReadAhead(iter(rows), chunk=chunk, depth=depth)) == rows
+
+
+@given(before=st.integers(min_value=0, max_value=12), chunk=st.integers(min_value=1, max_value=5))
+def test_an_error_of_the_read_back_reaches_the_reader_after_the_rows_before_it(
+    before: int, chunk: int
+) -> None:
+    def rows() -> Iterator[int]:
+        yield from range(before)
+        raise ConnectionError("the store went away")
+
+    reader = ReadAhead(rows(), chunk=chunk)
+    read = [next(reader) for _ in range(before - before % chunk)]
+    assert read == list(range(len(read)))
+    with pytest.raises(ConnectionError, match="went away"):
+        list(reader)
+
+
+def test_a_closed_read_ahead_stops_its_thread() -> None:
+    produced = itertools.count()
+    reader = ReadAhead((next(produced) for _ in itertools.repeat(None)), chunk=2, depth=1)
+    assert next(reader) == 0
+    reader.close()
+    reader._thread.join(timeout=30)
+    assert not reader._thread.is_alive()
+    with pytest.raises(StopIteration):
+        next(reader)
