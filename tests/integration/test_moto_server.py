@@ -22,13 +22,13 @@ from moto.dynamodb.models.table import SecondaryIndex, Table
 from moto.dynamodb.responses import DynamoHandler, DynamoResult
 from moto.kinesis.models import Shard
 
-from localcloud.emulators import moto_server
+from localcloud.emulators import moto_dynamodb_query, moto_dynamodb_wire, moto_kinesis
 
 
 def _shard(count: int) -> Shard:
     shard = Shard(0, 0, 2**128)
     for number in range(count):
-        moto_server._original_put_record(shard, f"key-{number}", "ZGF0YQ==", "")
+        moto_kinesis._original_put_record(shard, f"key-{number}", "ZGF0YQ==", "")
     return shard
 
 
@@ -39,8 +39,8 @@ def _shard(count: int) -> Shard:
 )
 def test_get_records_matches_moto(count: int, after: int, limit: int | None) -> None:
     shard = _shard(count)
-    fast_records, fast_last, _ = moto_server._get_records(shard, str(after), limit)
-    slow_records, slow_last, _ = moto_server._original_get_records(shard, str(after), limit)
+    fast_records, fast_last, _ = moto_kinesis._get_records(shard, str(after), limit)
+    slow_records, slow_last, _ = moto_kinesis._original_get_records(shard, str(after), limit)
     assert [r.sequence_number for r in fast_records] == [r.sequence_number for r in slow_records]
     assert fast_last == slow_last
 
@@ -48,8 +48,8 @@ def test_get_records_matches_moto(count: int, after: int, limit: int | None) -> 
 @given(count=st.integers(min_value=0, max_value=30))
 def test_min_and_max_sequence_numbers_match_moto(count: int) -> None:
     shard = _shard(count)
-    assert moto_server._max_sequence_number(shard) == moto_server._original_max(shard)
-    assert moto_server._min_sequence_number(shard) == moto_server._original_min(shard)
+    assert moto_kinesis._max_sequence_number(shard) == moto_kinesis._original_max(shard)
+    assert moto_kinesis._min_sequence_number(shard) == moto_kinesis._original_min(shard)
 
 
 def test_concurrent_puts_lose_no_record() -> None:
@@ -57,7 +57,7 @@ def test_concurrent_puts_lose_no_record() -> None:
 
     def put_many(worker: int) -> None:
         for number in range(300):
-            moto_server._locked_put_record(shard, f"key-{worker}-{number}", "ZGF0YQ==", "")
+            moto_kinesis._locked_put_record(shard, f"key-{worker}-{number}", "ZGF0YQ==", "")
 
     threads = [threading.Thread(target=put_many, args=(worker,)) for worker in range(6)]
     for thread in threads:
@@ -71,24 +71,36 @@ def test_concurrent_puts_lose_no_record() -> None:
 # --- DynamoDB read path: the patched handler answers byte for byte what stock moto answers ---
 
 _DYNAMODB_PATCHES = (
-    (DynamoResult, "execute_result", "_dynamo_execute_result", "_original_execute_result"),
-    (SecondaryIndex, "project", "_project", "_original_project"),
-    (Table, "query", "_query", "_original_query"),
-    (DynamoType, "size", "_value_size", "_original_size"),
-    (Table, "all_items", "_all_items", "_original_all_items"),
-    (Table, "sorted_items", "_sorted_items", "_original_sorted_items"),
-    (Table, "_item_comes_before_dct", "_item_comes_before_dct", "_original_comes_before"),
+    (
+        DynamoResult,
+        "execute_result",
+        moto_dynamodb_wire,
+        "_dynamo_execute_result",
+        "_original_execute_result",
+    ),
+    (SecondaryIndex, "project", moto_dynamodb_wire, "_project", "_original_project"),
+    (Table, "query", moto_dynamodb_query, "_query", "_original_query"),
+    (DynamoType, "size", moto_dynamodb_wire, "_value_size", "_original_size"),
+    (Table, "all_items", moto_dynamodb_query, "_all_items", "_original_all_items"),
+    (Table, "sorted_items", moto_dynamodb_query, "_sorted_items", "_original_sorted_items"),
+    (
+        Table,
+        "_item_comes_before_dct",
+        moto_dynamodb_query,
+        "_item_comes_before_dct",
+        "_original_comes_before",
+    ),
 )
 
 
 @contextlib.contextmanager
 def _dynamodb_read_path(patched: bool) -> Iterator[None]:
     """moto's DynamoDB read path as the local cloud's moto server installs it, or stock moto's."""
-    saved = [(owner, name, owner.__dict__.get(name)) for owner, name, _, _ in _DYNAMODB_PATCHES]
+    saved = [(owner, name, owner.__dict__.get(name)) for owner, name, *_ in _DYNAMODB_PATCHES]
     saved_copy = dynamodb_table.copy
-    for owner, name, fast, stock in _DYNAMODB_PATCHES:
-        setattr(owner, name, getattr(moto_server, fast if patched else stock))
-    shim = SimpleNamespace(copy=copy.copy, deepcopy=moto_server._deepcopy)
+    for owner, name, module, fast, stock in _DYNAMODB_PATCHES:
+        setattr(owner, name, getattr(module, fast if patched else stock))
+    shim = SimpleNamespace(copy=copy.copy, deepcopy=moto_dynamodb_query._deepcopy)
     dynamodb_table.copy = shim if patched else copy  # type: ignore[assignment]
     try:
         yield
@@ -414,7 +426,7 @@ def test_index_projection_of_every_value_kind_matches_stock_moto(
 def test_value_size_matches_moto(value: dict[str, Any]) -> None:
     """The size moto's page limit and item limit count is the same with the fast path."""
     typed = DynamoType(value)
-    assert moto_server._value_size(typed) == moto_server._original_size(typed)
+    assert moto_dynamodb_wire._value_size(typed) == moto_dynamodb_wire._original_size(typed)
 
 
 @contextlib.contextmanager
@@ -422,7 +434,7 @@ def _writes_counted() -> Iterator[None]:
     """The moto server's count of DynamoDB actions that may change items (it invalidates the
     cached index queries), installed for stock and patched requests alike."""
     saved = DynamoHandler.__dict__["call_action"]
-    DynamoHandler.call_action = moto_server._counted_call_action  # type: ignore[method-assign]
+    DynamoHandler.call_action = moto_dynamodb_query._counted_call_action  # type: ignore[method-assign]
     try:
         yield
     finally:
@@ -530,7 +542,7 @@ def test_a_read_back_reads_each_index_item_once_per_page() -> None:
             walked.append(1)
             return original(self, *args)
 
-        Table._item_comes_before_dct = counting  # type: ignore[method-assign]
+        Table._item_comes_before_dct = counting  # type: ignore[method-assign,assignment]
         try:
             request: dict[str, Any] = {
                 "TableName": "t",
