@@ -18,7 +18,8 @@ exactly its version, or is in that sink's evidence, or is quarantined, and the r
 over are exactly the page's `unchanged` count (the same ones in every sink). Only a page that
 does not balance (a row deleted or made older behind the pipeline's back, a row a later run
 overwrote, evidence that could not be written, the index lagging, a redriven record) is
-checked key by key against every sink as before: a lost record is still found and named.
+checked key by key against every sink (`chalicelib.reconcile.key_check`): a lost record is
+still found and named.
 
 What the fast path trusts, beyond today's key-level check: that a sink never loses or
 downgrades a row it did not write for this run (records it skipped because a version at least
@@ -61,10 +62,9 @@ that run `failed` with the error as its reason, since sweeping it again would fa
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import orjson
 import psycopg
@@ -72,22 +72,16 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.deadletter.quarantine import Quarantine
 from chalicelib.load.evidence import LoadEvidence
-from chalicelib.model.contract import parse_timestamp
 from chalicelib.observability.logging import logger
 from chalicelib.observability.metrics import record_run_balance
 from chalicelib.reconcile.balance import EntityBalance, Reconciliation, restore_position
+from chalicelib.reconcile.key_check import VersionedSink, check_page_by_key, quarantine_index
 from chalicelib.reconcile.page_settling import Ahead, QuarantineIndex, RunRows, settle_page
 from chalicelib.reconcile.read_ahead import ReadAhead
-from chalicelib.reconcile.record_keys import key_digest, key_of_envelope
 from chalicelib.runs import counters
 from chalicelib.runs.ledger import NEVER, Deadline, RunProgress
 from chalicelib.runs.manifest import RunManifests
-from chalicelib.runs.page_ledger import PageLedger
 
-LOOKUP_CHUNK: Final = 100
-"""Keys looked up in the sinks at once (one BatchGetItem)."""
-MISSING_SAMPLES: Final = 20
-"""Missing records named per entity in the manifest and the report."""
 SETTLED: Final = frozenset({"succeeded", "failed"})
 STOP_MARGIN_S: Final = 60.0
 """Stop and continue in a new invocation when less than this is left of the Lambda's time."""
@@ -106,23 +100,6 @@ TRANSIENT_ERROR_CODES: Final = frozenset(
     }
 )
 """AWS error codes that a later sweep may not meet again."""
-
-
-class VersionedSink(Protocol):
-    """A sink that can say which version of each key it stores (every sink of the pipeline)."""
-
-    name: str
-
-    def stored_versions(self, entity: str, keys: Sequence[Hashable]) -> Mapping[Hashable, str]: ...
-
-
-@dataclass
-class _Pending:
-    """A fetched record waiting for its sink lookup."""
-
-    key: tuple[Any, ...]
-    version: str
-    origin: str
 
 
 class Reconciler:
@@ -184,7 +161,7 @@ class Reconciler:
         indexes: dict[str, QuarantineIndex] = {}
         for entity in resources:
             result.entities[entity] = EntityBalance()
-            indexes[entity] = self._quarantine_index(run_id, entity)
+            indexes[entity] = quarantine_index(self.quarantine, run_id, entity)
         after = restore_position(manifest.get(POSITION_FIELD), result)
         if not self._walk(run_id, after, result, indexes, deadline):
             return result  # continues in a new invocation
@@ -243,7 +220,9 @@ class Reconciler:
                     return False
                 balance = result.entities.setdefault(page.resource, EntityBalance())
                 if page.resource not in indexes:  # (not setdefault: it would list S3 every page)
-                    indexes[page.resource] = self._quarantine_index(run_id, page.resource)
+                    indexes[page.resource] = quarantine_index(
+                        self.quarantine, run_id, page.resource
+                    )
                 index = indexes[page.resource]
                 if page.resource not in readers:
                     readers[page.resource] = self._readers(run_id, page.resource, page.number - 1)
@@ -267,89 +246,13 @@ class Reconciler:
                     balance.quarantined += settled.quarantined
                 else:
                     result.pages_by_key += 1
-                    items = list(self._fetched(page, balance, index))
-                    for start in range(0, len(items), LOOKUP_CHUNK):
-                        chunk = items[start : start + LOOKUP_CHUNK]
-                        self._check(page.resource, chunk, balance, index, seen[page.resource])
+                    check_page_by_key(page, balance, index, self.sinks, seen[page.resource])
                 last = page.page_id
         finally:
             for by_sink in readers.values():
                 for reader in by_sink.values():
                     reader.close()
         return True
-
-    def _fetched(
-        self, page: PageLedger, balance: EntityBalance, index: QuarantineIndex
-    ) -> Iterable[_Pending]:
-        """Count a page's records; yield those to look up in the sinks."""
-        for position, key, version in page.entries:
-            balance.fetched += 1
-            origin = f"ingest-p{page.number}-i{position}"
-            if key is not None and version is not None:
-                yield _Pending(tuple(key), version, origin)
-            elif origin in index.ingest_origins:
-                balance.quarantined += 1
-            elif origin in index.redriven:
-                redriven_key, redriven_version = index.redriven[origin]
-                yield _Pending(tuple(redriven_key), redriven_version, origin)  # type: ignore[arg-type]
-            else:
-                self._missing(balance, f"{page.resource} page {page.number} item {position}")
-
-    def _check(
-        self,
-        entity: str,
-        items: list[_Pending],
-        balance: EntityBalance,
-        index: QuarantineIndex,
-        seen: set[int] | None = None,
-    ) -> None:
-        keys = list(dict.fromkeys(item.key for item in items))  # a page may repeat a key
-        stored_by_sink = {sink.name: sink.stored_versions(entity, keys) for sink in self.sinks}
-        repeats = seen if seen is not None else set()
-        for item in items:
-            wanted = parse_timestamp(item.version)
-            lacking = [
-                name
-                for name, stored in stored_by_sink.items()
-                if item.key not in stored or parse_timestamp(stored[item.key]) < wanted
-            ]
-            if not lacking:
-                digest = key_digest(item.key)
-                newer = any(
-                    parse_timestamp(stored[item.key]) > wanted for stored in stored_by_sink.values()
-                )
-                if digest in repeats or newer:
-                    balance.superseded += 1
-                else:
-                    balance.stored += 1
-                repeats.add(digest)
-            elif item.key in index.load_keys:
-                balance.quarantined += 1
-            else:
-                label = ":".join([entity, *(str(part) for part in item.key)])
-                self._missing(balance, f"{label}@{item.version} (not in {', '.join(lacking)})")
-
-    @staticmethod
-    def _missing(balance: EntityBalance, label: str) -> None:
-        balance.missing += 1
-        if len(balance.missing_records) < MISSING_SAMPLES:
-            balance.missing_records.append(label)
-
-    def _quarantine_index(self, run_id: str, entity: str) -> QuarantineIndex:
-        index = QuarantineIndex()
-        for key in self.quarantine.keys(f"{run_id}/{entity}"):
-            origin = key.rsplit("/", 1)[-1].removesuffix(".json")
-            if origin.startswith("ingest-"):
-                index.ingest_origins.add(origin)
-            else:
-                record = self.quarantine.get(key)
-                item_key = key_of_envelope(entity, record.payload)
-                if item_key is not None:
-                    index.load_keys.add(item_key)
-        for marker in self.quarantine.redriven(run_id, entity):
-            if marker.key_parts is not None and marker.updated_at is not None:
-                index.redriven[marker.origin] = (tuple(marker.key_parts), marker.updated_at)
-        return index
 
     def _record(self, result: Reconciliation) -> None:
         fields: dict[str, Any] = {
