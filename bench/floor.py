@@ -34,8 +34,8 @@ from psycopg import sql
 from chalicelib.aws import clients as aws
 from chalicelib.aws.dynamo_batch import write_all
 from chalicelib.load.sinks.dynamodb import to_wire
-from chalicelib.load.sinks.postgres import TABLES, row_values
 from chalicelib.load.sinks.postgres_connection import connection_factory
+from chalicelib.load.sinks.postgres_tables import TABLES, row_values
 from chalicelib.model.contract import partition_key
 from chalicelib.model.envelope import Envelope, encode_envelope, page_id
 from chalicelib.model.fingerprint import content_fingerprint, fingerprint_salt

@@ -31,12 +31,8 @@ import psycopg
 from psycopg import sql
 
 from chalicelib.load.sinks.dynamodb import DynamoDBSink, UserRow, to_row
-from chalicelib.load.sinks.postgres import (
-    TABLES,
-    PostgresSink,
-    column_values,
-    newest_per_stored_key,
-)
+from chalicelib.load.sinks.postgres import PostgresSink
+from chalicelib.load.sinks.postgres_tables import TABLES, column_values, newest_per_stored_key
 from chalicelib.model.contract import validate_item
 from chalicelib.model.envelope import Envelope
 from chalicelib.settings import Settings

@@ -23,7 +23,7 @@ from bench.markdown import render
 from bench.sweep import NOISE, best_values
 from bench.targets import check_targets, data_writes, verdict_entries, verdict_targets
 from chalicelib.load.sinks.dynamodb import to_row
-from chalicelib.load.sinks.postgres import TABLES, column_values
+from chalicelib.load.sinks.postgres_tables import TABLES, column_values
 from chalicelib.model.contract import ENTITIES, validate_item
 from chalicelib.model.envelope import Envelope
 from chalicelib.model.fingerprint import content_fingerprint, fingerprint_salt
