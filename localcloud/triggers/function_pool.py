@@ -5,7 +5,7 @@ process that stays warm between invocations), so the ingest, the per-shard loads
 fan-out workers never share an interpreter. `FunctionPool` does the same for the local cloud:
 a caller (a trigger of `localcloud.triggers.kinesis` / `localcloud.triggers.sqs`, or the
 async invoker) calls the pool like a handler; the pool hands the event to an idle
-`FunctionHost` (a child process running `python -m localcloud.triggers.function_host`, started
+`FunctionHost` (a child process running `python -m localcloud.triggers.function_pool`, started
 on demand, so there are as many processes as concurrent executions) and returns its answer or
 raises its error.
 
@@ -89,7 +89,7 @@ class FunctionHost:
         environment["PYTHONUNBUFFERED"] = "1"
         config.output_path.parent.mkdir(parents=True, exist_ok=True)
         with config.output_path.open("ab") as output:
-            command = [sys.executable, "-m", "localcloud.triggers.function_host"]
+            command = [sys.executable, "-m", "localcloud.triggers.function_pool"]
             self.process = subprocess.Popen(  # noqa: S603 - this interpreter, our module  # nosec B603
                 [*command, str(child_read), str(child_write)],
                 env=environment,
