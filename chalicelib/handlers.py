@@ -18,7 +18,7 @@ from chalicelib.load.consumer import process_batch
 from chalicelib.observability.logging import logger
 from chalicelib.observability.metrics import metrics
 from chalicelib.reconcile.verdict import SETTLED
-from chalicelib.reconcile.verdict_request import VerdictRequests, handled_per_run, requested_run
+from chalicelib.reconcile.verdict_request import handled_per_run, requested_run
 from chalicelib.runs.ledger import Deadline, run_id_for_event
 from chalicelib.settings import get_settings
 
@@ -43,7 +43,7 @@ def handle_schedule(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if result.continuing:
         continue_in_new_invocation(event, context)
     else:
-        VerdictRequests(get_settings().table_name("runs"), context).after_ingest(result.run_id)
+        wiring.verdict_requests(get_settings(), context).after_ingest(result.run_id)
     return result.as_dict()
 
 
@@ -91,7 +91,7 @@ def handle_kinesis(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Kinesis batch -> sinks; returns `batchItemFailures` for Lambda to re-deliver."""
     outcome = process_batch(event["Records"], wiring.load_dependencies())
     handled = handled_per_run(event["Records"], outcome.failed_sequence_numbers)
-    VerdictRequests(get_settings().table_name("runs"), context).after_load(handled)
+    wiring.verdict_requests(get_settings(), context).after_load(handled)
     return outcome.response()
 
 
@@ -113,7 +113,7 @@ def handle_work(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 "published": counts.published,
             }
         )
-    verdicts = VerdictRequests(get_settings().table_name("runs"), context)
+    verdicts = wiring.verdict_requests(get_settings(), context)
     for run_id in dict.fromkeys(item["run_id"] for item in done):
         verdicts.after_ingest(str(run_id))
     return {"work_items": done}

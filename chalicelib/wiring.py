@@ -7,7 +7,7 @@ Lambda reuses a warm process across invocations, so clients and connections are 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.aws import clients as aws
 from chalicelib.deadletter.quarantine import Quarantine
@@ -26,6 +26,7 @@ from chalicelib.stream.publisher import KinesisPublisher
 if TYPE_CHECKING:
     from chalicelib.deadletter.redrive import Redriver
     from chalicelib.reconcile.verdict import Reconciler
+    from chalicelib.reconcile.verdict_request import VerdictRequests
     from chalicelib.runs.outcome import RunOutcomes
 
 
@@ -50,6 +51,13 @@ def reconciler(settings: Settings) -> Reconciler:
         max_quarantine_ratio=settings.max_quarantine_ratio,
         evidence=load_evidence(settings),
     )
+
+
+def verdict_requests(settings: Settings, context: Any) -> VerdictRequests:
+    """The early verdict request of the function whose Lambda `context` is given."""
+    from chalicelib.reconcile.verdict_request import VerdictRequests
+
+    return VerdictRequests(manifests(settings), context)
 
 
 def run_outcomes(settings: Settings) -> RunOutcomes:

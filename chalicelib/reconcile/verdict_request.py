@@ -121,10 +121,10 @@ def is_loaded(item: Mapping[str, Any]) -> bool:
 class VerdictRequests:
     """The early verdict request of the load, the ingest and the fan-out workers."""
 
-    def __init__(self, table_name: str, context: Any) -> None:
-        self.table_name = table_name
+    def __init__(self, manifests: RunManifests, context: Any) -> None:
+        """`context` is the caller's Lambda context: its ARN names the reconcile function."""
+        self.manifests = manifests
         self.reconcile_arn = sibling_function_arn(context, RECONCILE_FUNCTION)
-        self.manifests = RunManifests(aws.client("dynamodb"), table_name)
 
     def after_load(self, handled: Mapping[str, int]) -> list[str]:
         """Add what one batch handled; ask for the verdict of each run now loaded."""

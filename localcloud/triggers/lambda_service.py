@@ -2,7 +2,7 @@
 asynchronous invocations.
 
 With `processes` (what `localcloud run` and `up` use), every function runs in warm worker
-processes of its own (`localcloud.triggers.function_host`: one per concurrent execution, as Lambda
+processes of its own (`localcloud.triggers.function_pool`: one per concurrent execution, as Lambda
 keeps one execution environment per concurrent invocation), and its AWS calls are counted
 there, at the botocore boundary. Without, the handlers run as threads of this process: kept for
 tests that hook the functions' AWS clients from the test process; that mode counts no AWS calls
@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 
 from localcloud.chaos import Chaos
-from localcloud.triggers.function_host import ChaosConfig, FunctionPool, HostConfig
+from localcloud.triggers.function_pool import ChaosConfig, FunctionPool, HostConfig
 from localcloud.triggers.lambda_runtime import LambdaContext
 
 Handler = Callable[[dict[str, Any], Any], Any]

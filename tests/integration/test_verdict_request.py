@@ -31,11 +31,17 @@ from chalicelib.reconcile.verdict_request import (
     sibling_function_arn,
     verdict_event,
 )
+from chalicelib.runs.manifest import RunManifests
 from infra.stages import FUNCTIONS
 from localcloud.triggers.lambda_runtime import LambdaContext, scheduled_event
 
 LOAD = LambdaContext("moovitamix-pipeline-local-load")
 RECONCILE_ARN = "arn:aws:lambda:us-east-1:123456789012:function:moovitamix-pipeline-local-reconcile"
+
+
+def verdict_requests(table: str, context: Any) -> VerdictRequests:
+    """The early verdict request of the function of `context`, on the runs table `table`."""
+    return VerdictRequests(RunManifests(aws.client("dynamodb"), table), context)
 
 
 @pytest.fixture
@@ -98,7 +104,7 @@ def test_the_load_asks_once_when_it_handled_what_was_published(
     table: str, invoked: list[dict[str, Any]]
 ) -> None:
     manifest(table, "r1", status="published", published={"users": 3, "tracks": 2})
-    requests = VerdictRequests(table, LOAD)
+    requests = verdict_requests(table, LOAD)
     assert requests.after_load({"r1": 2}) == []
     assert invoked == []
     assert requests.after_load({"r1": 3}) == ["r1"]
@@ -113,8 +119,8 @@ def test_nothing_is_asked_before_the_ingest_finished_then_the_ingest_asks(
     table: str, invoked: list[dict[str, Any]]
 ) -> None:
     manifest(table, "r2", status="running", published={"users": 4})
-    assert VerdictRequests(table, LOAD).after_load({"r2": 4}) == []
-    ingest = VerdictRequests(table, LambdaContext("moovitamix-pipeline-local-ingest"))
+    assert verdict_requests(table, LOAD).after_load({"r2": 4}) == []
+    ingest = verdict_requests(table, LambdaContext("moovitamix-pipeline-local-ingest"))
     assert ingest.after_ingest("r2") is False  # still running
     set_status(table, "r2", "published")
     assert ingest.after_ingest("r2") is True
@@ -126,7 +132,7 @@ def test_a_run_with_nothing_published_is_asked_for_by_the_ingest(
     table: str, invoked: list[dict[str, Any]]
 ) -> None:
     manifest(table, "r3", status="published", published={"users": 0})
-    assert VerdictRequests(table, LOAD).after_ingest("r3") is True
+    assert verdict_requests(table, LOAD).after_ingest("r3") is True
     assert len(invoked) == 1
 
 
@@ -139,7 +145,7 @@ def test_a_request_that_fails_never_fails_the_batch(table: str, aws_env: str) ->
     events = aws.client("lambda").meta.events
     events.register_first("before-call.lambda.Invoke", refuse)
     try:
-        assert VerdictRequests(table, LOAD).after_load({"r4": 1}) == []
+        assert verdict_requests(table, LOAD).after_load({"r4": 1}) == []
     finally:
         events.unregister("before-call.lambda.Invoke", refuse)
 
@@ -148,7 +154,7 @@ def test_a_context_without_a_function_asks_nothing(
     table: str, invoked: list[dict[str, Any]]
 ) -> None:
     manifest(table, "r5", status="published", published={"users": 1})
-    assert VerdictRequests(table, object()).after_load({"r5": 1}) == []
+    assert verdict_requests(table, object()).after_load({"r5": 1}) == []
     assert invoked == []
     assert LOADED in stored(table, "r5")  # what was handled is still counted
 

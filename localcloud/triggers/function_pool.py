@@ -5,14 +5,15 @@ process that stays warm between invocations), so the ingest, the per-shard loads
 fan-out workers never share an interpreter. `FunctionPool` does the same for the local cloud:
 a caller (a trigger of `localcloud.triggers.kinesis` / `localcloud.triggers.sqs`, or the
 async invoker) calls the pool like a handler; the pool hands the event to an idle
-`FunctionHost` (a child process running `python -m localcloud.triggers.function_host`, started
-on demand, so there are as many processes as concurrent executions) and returns its answer or
-raises its error.
+`FunctionHost` (a child process running `python -m localcloud.triggers.function_process`,
+started on demand, so there are as many processes as concurrent executions) and returns its
+answer or raises its error.
 
 What Lambda's machinery does around a function is done where it belongs:
 
-- in the function's process: its AWS calls are counted at the botocore boundary (every client
-  the process creates, boto3's and PynamoDB's); an async `lambda:Invoke` it makes (the ingest
+- in the function's process (`function_process.py`, which describes the messages): its AWS
+  calls are counted at the botocore boundary (every client the process creates, boto3's and
+  PynamoDB's: `function_aws_calls.py`); an async `lambda:Invoke` it makes (the ingest
   continuing, the early verdict request) is captured, answered 202 and handed to the parent,
   which runs it as Lambda would; chaos faults that act on AWS clients or the load handler are
   installed there (`localcloud.chaos`), where the function's clients live; its EMF lines are
@@ -30,23 +31,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import subprocess  # starts this interpreter on our own module  # nosec B404
 import sys
 import threading
-import traceback
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
-
-FORWARDED_LOGS = ("page published", "batch loaded")
-"""Log messages whose records the parent's progress display reads."""
-FORWARDED_ATTRIBUTES = ("entity", "items", "total", "counts", "step")
-INVOKE_CALL = "before-call.lambda.Invoke"
 
 
 class FunctionError(Exception):
@@ -73,9 +66,6 @@ class HostConfig:
     chaos: ChaosConfig | None = None
 
 
-# -- the parent's side -----------------------------------------------------------------------
-
-
 class FunctionHost:
     """One warm process of one function (one concurrent execution)."""
 
@@ -89,7 +79,7 @@ class FunctionHost:
         environment["PYTHONUNBUFFERED"] = "1"
         config.output_path.parent.mkdir(parents=True, exist_ok=True)
         with config.output_path.open("ab") as output:
-            command = [sys.executable, "-m", "localcloud.triggers.function_host"]
+            command = [sys.executable, "-m", "localcloud.triggers.function_process"]
             self.process = subprocess.Popen(  # noqa: S603 - this interpreter, our module  # nosec B603
                 [*command, str(child_read), str(child_write)],
                 env=environment,
@@ -275,193 +265,3 @@ class FunctionPool:
             host.stop(kill=kill)  # all of them first: they end in parallel
         for host in hosts:
             host.close(kill=kill)
-
-
-# -- the function's process ------------------------------------------------------------------
-
-
-class _Child:
-    """The function's side: imports the app once, then runs one invocation at a time."""
-
-    def __init__(self, receive: Connection, send: Connection) -> None:
-        self.receive = receive
-        self.send_connection = send
-        self._send_lock = threading.Lock()
-        self.calls: Counter[str] = Counter()
-        self._calls_lock = threading.Lock()
-        self.emf_lines: list[str] = []
-        self.invoking = False
-
-    def send(self, message: Any) -> None:
-        with self._send_lock:
-            self.send_connection.send(message)
-
-    # botocore hooks on every client this process creates
-    def count_call(self, model: Any, **_: Any) -> None:
-        with self._calls_lock:
-            self.calls[f"{model.service_model.endpoint_prefix}.{model.name}"] += 1
-
-    def capture_invoke(self, params: dict[str, Any], **_: Any) -> Any:
-        """An async `Invoke`: the parent runs it (moto cannot); Lambda answers 202 at once."""
-        from botocore.awsrequest import AWSResponse, HTTPHeaders
-
-        path = str(params.get("url_path", ""))
-        name = unquote(path.split("/functions/", 1)[-1].split("/", 1)[0])
-        body = params.get("body") or b"{}"
-        self.send(("invoke", name, bytes(body) if not isinstance(body, str) else body.encode()))
-        response = AWSResponse(params.get("url", ""), 202, HTTPHeaders(), None)
-        return response, {"StatusCode": 202, "ResponseMetadata": {"HTTPStatusCode": 202}}
-
-    def install_hooks(self) -> None:
-        import botocore.session
-
-        original = botocore.session.Session.create_client
-        child = self
-
-        def create_client(session: botocore.session.Session, *args: Any, **kwargs: Any) -> Any:
-            client = original(session, *args, **kwargs)
-            client.meta.events.register("before-parameter-build", child.count_call)
-            if client.meta.service_model.service_name == "lambda":
-                client.meta.events.register_first(INVOKE_CALL, child.capture_invoke)
-            return client
-
-        botocore.session.Session.create_client = create_client  # type: ignore[method-assign,assignment]
-
-    def run(self) -> None:
-        setup = self.receive.recv()
-        self.install_hooks()
-        function = setup["function"]
-        os.environ.setdefault("AWS_LAMBDA_FUNCTION_NAME", function)
-        import app  # the cold start: the app and its clients' code
-        from chalicelib.observability.metrics import metrics
-
-        metrics.output = self.emf_lines.append
-        self._route_logs(Path(setup["log_path"]))
-        handler = getattr(app, function)
-        chaos = self._chaos(setup.get("chaos"))
-        if chaos is not None:
-            handler = self._with_chaos(function, handler, chaos)
-        self.send(("ready",))
-        while True:
-            try:
-                message = self.receive.recv()
-            except EOFError:
-                return
-            if message[0] == "stop":
-                return
-            _, event, spec, number = message
-            self.send(self._invoke(handler, event, spec, number, function, chaos))
-
-    def _invoke(
-        self,
-        handler: Any,
-        event: dict[str, Any],
-        spec: dict[str, Any],
-        number: int,
-        function: str,
-        chaos: Any,
-    ) -> tuple[Any, ...]:
-        from localcloud.triggers.lambda_runtime import LambdaContext
-
-        self.emf_lines.clear()
-        with self._calls_lock:
-            self.calls.clear()
-        if chaos is not None and function == "ingest":
-            context: Any = chaos.ingest_context_for(number, spec["function_name"], spec["region"])
-        else:
-            context = LambdaContext(
-                spec["function_name"],
-                memory_limit_in_mb=spec["memory_limit_in_mb"],
-                timeout_s=spec["timeout_s"],
-                region=spec["region"],
-            )
-            if spec.get("remaining_ms") is not None:
-                context.timeout_s = spec["remaining_ms"] / 1000.0
-        ok, value = True, None
-        try:
-            value = handler(event, context)
-        except Exception as error:  # the function's error, as Lambda reports it
-            ok, value = False, f"{type(error).__name__}: {error}"
-            logging.getLogger(__name__).debug("invocation failed:\n%s", traceback.format_exc())
-        with self._calls_lock:
-            calls = dict(self.calls)
-        counts = chaos.counts() if chaos is not None else {}
-        return ("result", ok, value, list(self.emf_lines), calls, counts)
-
-    def _route_logs(self, path: Path) -> None:
-        from chalicelib.observability.logging import SERVICE
-
-        pipeline_logger = logging.getLogger(SERVICE)
-        formatter = pipeline_logger.handlers[0].formatter if pipeline_logger.handlers else None
-        file_handler = logging.FileHandler(path, encoding="utf-8")
-        file_handler.setFormatter(formatter or logging.Formatter())
-        pipeline_logger.handlers = [file_handler, _Forwarder(self)]
-        pipeline_logger.propagate = False
-
-    @staticmethod
-    def _chaos(setup: dict[str, Any] | None) -> Any:
-        if setup is None:
-            return None
-        from localcloud.chaos import Chaos
-
-        return Chaos(
-            setup["probabilities"],
-            seed=setup["seed"],
-            fake_api=False,
-            postgres_dsn=setup["postgres_dsn"],
-        )
-
-    @staticmethod
-    def _with_chaos(function: str, handler: Any, chaos: Any) -> Any:
-        """Hook the function's clients (boto3's and PynamoDB's) before each invocation."""
-        from chalicelib import wiring
-        from chalicelib.aws import clients as aws
-
-        def clients() -> list[Any]:
-            found = [aws.client("kinesis"), aws.client("dynamodb")]
-            if function == "load":
-                from chalicelib.load.sinks.dynamodb import ROW_MODELS
-
-                wiring.load_dependencies()  # builds the sinks, hence PynamoDB's clients
-                found += [m._get_connection().connection.client for m in ROW_MODELS.values()]
-            return found
-
-        if function == "load":
-            return chaos.wrap_load(handler, lambda: chaos.attach(clients()))
-
-        def hooked(event: dict[str, Any], context: Any) -> Any:
-            chaos.attach(clients())
-            return handler(event, context)
-
-        return hooked
-
-
-class _Forwarder(logging.Handler):
-    """Sends the records the parent's progress display reads, as they happen."""
-
-    def __init__(self, child: _Child) -> None:
-        super().__init__(level=logging.INFO)
-        self.child = child
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if message not in FORWARDED_LOGS:
-            return
-        attributes = {
-            name: getattr(record, name) for name in FORWARDED_ATTRIBUTES if hasattr(record, name)
-        }
-        with contextlib.suppress(OSError):
-            self.child.send(("log", message, attributes))
-
-
-def main(argv: list[str]) -> int:
-    # Ctrl-C in a terminal reaches the whole process group: the parent ends its functions
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    receive = Connection(int(argv[0]), writable=False)
-    send = Connection(int(argv[1]), readable=False)
-    _Child(receive, send).run()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
