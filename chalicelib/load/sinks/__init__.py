@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping, Sequence
-from typing import Protocol
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 from chalicelib.model.contract import entity_key, version_rank
 from chalicelib.model.envelope import Envelope
@@ -42,15 +42,19 @@ def rejection(sinks: Iterable[Sink], entity: str, envelope: Envelope) -> str | N
     return None
 
 
-def newest_per_key(entity: str, envelopes: Iterable[Envelope]) -> dict[Hashable, Envelope]:
-    """Collapse a batch to the newest version of each key (`version_rank`: `updated_at`, then
-    the later fetch); on a full tie the first one stays.
+def newest_per_key(
+    entity: str,
+    envelopes: Iterable[Envelope],
+    key_of: Callable[[str, dict[str, Any]], Hashable] = entity_key,
+) -> dict[Hashable, Envelope]:
+    """Collapse a batch to the newest version of each key (`key_of`, by default the entity
+    key; `version_rank`: `updated_at`, then the later fetch); on a full tie the first one stays.
 
     Keeping the first on full ties makes re-delivery of a record a no-op, as in the store.
     """
     newest: dict[Hashable, Envelope] = {}
     for envelope in envelopes:
-        key = entity_key(entity, envelope.item)
+        key = key_of(entity, envelope.item)
         current = newest.get(key)
         if current is None or version_rank(envelope) > version_rank(current):
             newest[key] = envelope

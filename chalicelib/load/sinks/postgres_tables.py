@@ -16,7 +16,8 @@ from typing import Any
 import orjson
 
 from chalicelib.load.evidence import page_number
-from chalicelib.model.contract import fetch_rank, parse_timestamp, version_rank
+from chalicelib.load.sinks import newest_per_key
+from chalicelib.model.contract import fetch_rank, parse_timestamp
 from chalicelib.model.envelope import Envelope
 
 StoredKey = tuple[int] | tuple[int, datetime]
@@ -97,13 +98,8 @@ def newest_per_stored_key(entity: str, envelopes: Sequence[Envelope]) -> dict[St
     Keyed like the table (not like the served text), because one INSERT ... ON CONFLICT may
     not touch a row twice.
     """
-    newest: dict[StoredKey, Envelope] = {}
-    for envelope in envelopes:
-        key = stored_key(entity, envelope.item)
-        current = newest.get(key)
-        if current is None or version_rank(envelope) > version_rank(current):
-            newest[key] = envelope
-    return dict(sorted(newest.items()))
+    newest = newest_per_key(entity, envelopes, key_of=stored_key)
+    return dict(sorted(newest.items()))  # type: ignore[arg-type]  # keys are StoredKeys
 
 
 def timestamps_as_served(item: dict[str, Any]) -> str | None:
