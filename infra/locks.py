@@ -205,11 +205,11 @@ def problems(root: Path = PROJECT_ROOT) -> list[str]:
             except LockError as error:
                 found.append(str(error))
                 continue
-            for name, pin in pins.items():
+            for name, shared in pins.items():
                 wanted = constrained.get(name)
-                if wanted is not None and wanted.version != pin.version:
+                if wanted is not None and wanted.version != shared.version:
                     found.append(
-                        f"{lock.lock} pins {name}=={pin.version}, but {constraint.name} "
+                        f"{lock.lock} pins {name}=={shared.version}, but {constraint.name} "
                         f"(-c in {lock.source}) pins {wanted.version}: run `{COMPILE_COMMAND}`"
                     )
         for requirement in input_requirements(source):
