@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from chalicelib.settings import Settings
 from infra.stages import PROJECT_ROOT
 
 SKIPPED_DIRS = {".git", ".venv", ".localcloud", ".hypothesis", "__pycache__", "out"}
@@ -83,3 +84,30 @@ def test_no_file_refers_to_the_shared_folder_outside_the_repository() -> None:
         if OUTSIDE in path.read_text(errors="replace")
     ]
     assert offenders == []
+
+
+def test_the_readme_lists_every_setting_with_its_default() -> None:
+    """The README's configuration table is complete: one row per field of `Settings`."""
+    rows = {
+        match.group(1): match.group(2)
+        for match in re.finditer(
+            r"^\| `(PIPELINE_[A-Z0-9_]+)` \| ([^|]+) \|",
+            (PROJECT_ROOT / "README.md").read_text(),
+            re.M,
+        )
+    }
+    for name, field in Settings.model_fields.items():
+        variable = f"PIPELINE_{name.upper()}"
+        assert variable in rows, f"{variable} is not in the README's configuration table"
+        shown = rows[variable].strip().strip("`")
+        default = field.default
+        if default is None:
+            assert shown == "(none)", variable
+        elif isinstance(default, bool):
+            assert shown == str(default).lower(), variable
+        elif isinstance(default, (int, float)):
+            assert float(shown) == default, variable
+        elif isinstance(default, (list, tuple)):
+            assert shown == ",".join(default), variable
+        else:  # a URL is shown without pydantic's trailing slash
+            assert shown == str(default).removesuffix("/"), variable
