@@ -15,8 +15,9 @@ uv writes the lock but records nothing about the input it came from, and re-reso
 compare needs the index. So `compile` stamps each lock with the SHA-256 of its inputs (the
 input file and every file it includes with `-r`/`-c`), and `check` recomputes it: an input
 edited without `make lock` fails the check. It also checks what the digest cannot: every
-requirement of the input is pinned in the lock at a version it allows, and every pin carries
-hashes (a hand edit of the lock fails too). Written by hand because neither uv nor pip-tools
+requirement of the input is pinned in the lock at a version it allows, every package of a
+`-c` constraint lock is pinned at that lock's version, and every pin carries hashes (a hand
+edit of the lock fails too). Written by hand because neither uv nor pip-tools
 checks a lock against its input without resolving again.
 """
 
@@ -93,6 +94,18 @@ def included_files(path: Path) -> list[Path]:
 
     visit(path.resolve())
     return seen
+
+
+def constraint_files(path: Path) -> list[Path]:
+    """The files `path` (or a file it includes with `-r`) names with `-c`."""
+    found: list[Path] = []
+    for line in _logical_lines(path.read_text()):
+        option, _, argument = line.partition(" ")
+        if option in ("-r", "--requirement"):
+            found += constraint_files(path.parent / argument.strip())
+        elif option in ("-c", "--constraint"):
+            found.append(path.parent / argument.strip())
+    return found
 
 
 def input_requirements(path: Path) -> list[Requirement]:
@@ -186,6 +199,19 @@ def problems(root: Path = PROJECT_ROOT) -> list[str]:
         for unhashed in pins.values():
             if unhashed.hashes == 0:
                 found.append(f"{lock.lock}: {unhashed.line} has no --hash")
+        for constraint in constraint_files(source):
+            try:
+                constrained = locked_pins(constraint)
+            except LockError as error:
+                found.append(str(error))
+                continue
+            for name, shared in pins.items():
+                wanted = constrained.get(name)
+                if wanted is not None and wanted.version != shared.version:
+                    found.append(
+                        f"{lock.lock} pins {name}=={shared.version}, but {constraint.name} "
+                        f"(-c in {lock.source}) pins {wanted.version}: run `{COMPILE_COMMAND}`"
+                    )
         for requirement in input_requirements(source):
             if requirement.marker is not None and not requirement.marker.evaluate():
                 continue

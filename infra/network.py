@@ -7,8 +7,9 @@ subnets route through a NAT, or the stage declares `vpc_endpoints` and the deplo
 
 - gateway endpoints (free, in the route tables) for DynamoDB and S3;
 - interface endpoints (private DNS, in the functions' subnets, behind a security group that
-  admits HTTPS from the functions' group) for Kinesis, SQS, Secrets Manager, CloudWatch and
-  EventBridge.
+  admits HTTPS from the functions' group) for Kinesis, SQS, Secrets Manager, CloudWatch,
+  EventBridge and Lambda (the load asks for the run's verdict, and the reconcile function
+  continues itself, by invoking the reconcile function).
 
     "vpc_endpoints": {
       "vpc_id": "vpc-...",
@@ -45,6 +46,7 @@ ENDPOINT_SERVICES: dict[str, EndpointType] = {
     "secretsmanager": "Interface",
     "monitoring": "Interface",  # CloudWatch (PutMetricData)
     "events": "Interface",  # EventBridge (the DatasetUpdated event)
+    "lambda": "Interface",  # Lambda Invoke: the load's verdict request, reconcile continuing
 }
 """The services the pipeline's functions call, by their VPC endpoint service suffix."""
 

@@ -30,8 +30,6 @@ from infra.provision import TABLE_KEYS
 from infra.spec import StackSpec
 from infra.stages import FUNCTIONS, Stage
 
-DATA_TABLES = tuple(suffix for suffix in TABLE_KEYS if suffix != "runs")
-"""Every table but the run manifests: the entity tables and the run-pages ledger."""
 ENTITY_TABLES = tuple(suffix for suffix in TABLE_KEYS if suffix not in ("runs", "run-pages"))
 """The tables of the API's entities, which the load writes and change detection reads. Not the
 run-pages ledger: the reconciliation trusts it as the record of what was published, so only

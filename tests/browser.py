@@ -25,8 +25,10 @@ MAC_APPS = (
     "/Applications/Chromium.app/Contents/MacOS/Chromium",
     "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome",
 )
-INSTALL_HINT = """\
-The health-report test (tests/test_report_browser.py) opens the report in headless Chromium,
+BROWSER_TESTS = ("tests/e2e/test_report_browser.py",)
+"""The only test files that need a browser (the hint names them)."""
+INSTALL_HINT = f"""\
+The health-report test ({", ".join(BROWSER_TESTS)}) opens the report in headless Chromium,
 and none was found (looked for $CHROMIUM, then chromium, chromium-browser, google-chrome).
 Install one, or point CHROMIUM at its executable:
   Debian:           sudo apt-get install chromium      (or, as root: make browser)
@@ -98,12 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     path = find_chromium()
     if path is None and args.install and _can_apt_get():
         print("installing chromium with apt-get (for the health-report test)", flush=True)
-        for command in (
-            ["apt-get", "update", "-qq"],
-            ["apt-get", "install", "-y", "-qq", "chromium"],
-        ):
-            # fixed arguments, no shell (ruff S603/S607, bandit B603/B607)
-            subprocess.run(command, check=True)  # nosec B603
+        try:
+            for command in (
+                ["apt-get", "update", "-qq"],
+                ["apt-get", "install", "-y", "-qq", "chromium"],
+            ):
+                # fixed arguments, no shell (ruff S603/S607, bandit B603/B607)
+                subprocess.run(command, check=True)  # nosec B603
+        except (OSError, subprocess.CalledProcessError) as error:
+            print(f"apt-get could not install chromium: {error}", file=sys.stderr)
         path = find_chromium()
     if path is None:
         print(missing_message(), file=sys.stderr)

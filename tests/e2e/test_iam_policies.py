@@ -28,6 +28,7 @@ from chalicelib import wiring
 from chalicelib.aws import clients as aws
 from infra import policies
 from infra.chalice_config import read_config, write_config
+from infra.network import ENDPOINT_SERVICES
 from infra.provision import TABLE_KEYS
 from infra.stages import FUNCTIONS, PROJECT_ROOT, Stage
 from localcloud.fakeapi import FakeApiServer, FaultInjector
@@ -35,7 +36,15 @@ from localcloud.stack import REGION, LocalCloud
 from localcloud.triggers.kinesis import KinesisEventSourceMapping
 from localcloud.triggers.lambda_runtime import LambdaContext, kinesis_event, scheduled_event
 from localcloud.triggers.sqs import SqsEventSourceMapping
-from tests.helpers.iam_audit import Call, CallRecorder, allows, grant_used, granted_actions, grants
+from tests.helpers.iam_audit import (
+    Call,
+    CallRecorder,
+    allows,
+    endpoints_needed,
+    grant_used,
+    granted_actions,
+    grants,
+)
 
 NOT_EXERCISED_LOCALLY = {
     # (function, action): why no local run calls it
@@ -283,6 +292,20 @@ def test_no_function_may_touch_another_stage(recorded_calls: list[Call]) -> None
         )
         if other_stage.resources != call.resources:
             assert not allows(local_policy(call.function), other_stage), str(other_stage)
+
+
+def test_every_service_the_vpc_functions_call_has_a_default_vpc_endpoint(
+    recorded_calls: list[Call],
+) -> None:
+    """In the VPC without a NAT a call to a service with no endpoint hangs until it times out:
+    the default `vpc_endpoints.services` must serve every call load and reconcile made."""
+    dev = Stage.load("dev")
+    in_vpc = {name for name in FUNCTIONS if dev.function_setting(name, "subnet_ids", [])}
+    assert in_vpc == {"load", "reconcile"}
+    called = {call.action for call in recorded_calls if call.function in in_vpc}
+    needed = endpoints_needed(called)
+    assert "lambda" in needed  # the load asked for the run's verdict
+    assert set(needed) <= set(ENDPOINT_SERVICES), needed
 
 
 def test_policy_files_are_generated_from_the_template() -> None:

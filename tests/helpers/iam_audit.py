@@ -37,6 +37,37 @@ _ACTION_NAMES = {
     ("sqs", "ChangeMessageVisibilityBatch"): "ChangeMessageVisibility",
 }
 
+# The VPC endpoint service (`com.amazonaws.<region>.<name>`) that serves each IAM service, and
+# the IAM services whose actions the Lambda service performs for a function, not its code
+# (it writes the logs and attaches the network interfaces): no endpoint needed for those.
+ENDPOINT_OF_IAM_SERVICE = {
+    "dynamodb": "dynamodb",
+    "s3": "s3",
+    "kinesis": "kinesis-streams",
+    "sqs": "sqs",
+    "secretsmanager": "secretsmanager",
+    "cloudwatch": "monitoring",
+    "events": "events",
+    "lambda": "lambda",
+}
+DONE_BY_THE_LAMBDA_SERVICE = frozenset({"logs", "ec2"})
+
+
+def endpoints_needed(actions: Iterator[str] | list[str] | set[str]) -> dict[str, set[str]]:
+    """For IAM actions a function in a VPC performs: endpoint service -> the actions needing it.
+
+    An IAM service with no known endpoint maps to itself prefixed `unknown:`, so a new service
+    shows up in the comparison rather than being dropped.
+    """
+    needed: dict[str, set[str]] = {}
+    for action in actions:
+        service = action.split(":", 1)[0]
+        if service in DONE_BY_THE_LAMBDA_SERVICE:
+            continue
+        endpoint = ENDPOINT_OF_IAM_SERVICE.get(service, f"unknown:{service}")
+        needed.setdefault(endpoint, set()).add(action)
+    return needed
+
 
 @dataclass(frozen=True)
 class Call:

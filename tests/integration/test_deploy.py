@@ -744,6 +744,15 @@ def test_the_terraform_package_is_consistent(packaged: Packaged) -> None:
             assert name in resources[kind], dependency
     stack = resources["aws_cloudformation_stack"]["infra"]
     assert "infra.json" in stack["template_body"]
+    # docs/deploy.md warns up front about the versions Chalice pins and the wrapped stack
+    document = (PROJECT_ROOT / "docs" / "deploy.md").read_text()
+    quoted = [line.removeprefix("> ") for line in document.splitlines() if line.startswith(">")]
+    warning = " ".join(quoted)
+    assert warning.startswith("**Terraform, read this first.**")
+    assert f"Terraform `{terraform['terraform']['required_version']}`" in warning
+    provider = terraform["terraform"]["required_providers"]["aws"]["version"]
+    assert f"AWS provider `{provider.replace('.0,', ',')}`" in warning
+    assert "aws_cloudformation_stack" in warning
     assert (packaged.root / "terraform" / "infra.json").read_text() == packaged.infra_text
     assert (packaged.root / "terraform" / "deployment.zip").is_file()
     mapping = resources["aws_lambda_event_source_mapping"]["load-kinesis-event-source"]

@@ -33,9 +33,12 @@ from typing import Any
 
 import boto3
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from chalicelib.load.sinks.postgres_connection import Credentials
 from chalicelib.settings import Settings
+from infra import locks
 from infra.deploy import run_chalice
 from infra.postgres_secret import ensure_postgres_secret
 from infra.provision import provision
@@ -135,6 +138,30 @@ def test_the_zip_holds_the_code_its_migrations_and_linux_wheels(package: Package
     assert any(name.startswith("psycopg_binary") for name in compiled)
     assert not [name for name in compiled if "darwin" in name or name.endswith(".pyd")]
     assert not [name for name in names if name.startswith(("tests/", "localcloud/", "infra/"))]
+
+
+def test_the_zip_ships_one_consistent_aws_sdk_at_the_locked_versions(package: Package) -> None:
+    """boto3, botocore and s3transfer all in the zip, at the lock's versions, and boto3's own
+    requirements met by the other two: never our botocore under the runtime's boto3."""
+    locked = locks.locked_pins(PROJECT_ROOT / "requirements.txt")
+    shipped: dict[str, str] = {}
+    for name in package.names:
+        folder, _, file = name.partition("/")
+        if file == "METADATA" and folder.endswith(".dist-info"):
+            distribution, version = folder.removesuffix(".dist-info").rsplit("-", 1)
+            shipped[canonicalize_name(distribution)] = version
+    sdk = ("boto3", "botocore", "s3transfer")
+    assert {name: shipped.get(name) for name in sdk} == {name: locked[name].version for name in sdk}
+    for module in sdk:
+        assert (package.task / module / "__init__.py").is_file()
+    (metadata,) = (package.task).glob("boto3-*.dist-info/METADATA")
+    for line in metadata.read_text().splitlines():
+        if line.startswith("Requires-Dist:"):
+            requirement = Requirement(line.removeprefix("Requires-Dist:").strip())
+            if requirement.marker is None or requirement.marker.evaluate():
+                version = shipped.get(canonicalize_name(requirement.name))
+                assert version is not None, requirement
+                assert requirement.specifier.contains(version), (requirement, version)
 
 
 @dataclass

@@ -28,7 +28,8 @@ from infra.cloudformation import infra_template
 from infra.deploy import check_preflight, spec_for
 from infra.network import ENDPOINT_SERVICES, STAGE_TAG, vpc_endpoint_resources
 from infra.resources import ApplyContext
-from infra.stages import PROJECT_ROOT, Stage
+from infra.stages import FUNCTIONS, PROJECT_ROOT, Stage
+from tests.helpers.iam_audit import endpoints_needed
 from tests.helpers.preflight_helpers import (
     BUNDLE,
     READY_ENDPOINTS,
@@ -187,28 +188,37 @@ def endpoint_resources(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_the_template_holds_an_endpoint_per_service_the_functions_call(tmp_path: Path) -> None:
-    template = infra_template(spec_for(project_with(tmp_path, ready_config(), valid_bundle())))
+    stage = project_with(tmp_path, ready_config(), valid_bundle())
+    template = infra_template(spec_for(stage))
     endpoints = endpoint_resources(template)
     services = {
         definition["Properties"]["ServiceName"]["Fn::Sub"].rsplit(".", 1)[1]: definition
         for definition in endpoints.values()
     }
     assert set(services) == set(ENDPOINT_SERVICES)
-    assert {
-        "dynamodb",
-        "s3",
-        "kinesis-streams",
-        "sqs",
-        "secretsmanager",
-        "monitoring",
-        "events",
-    } == set(services)
+    # every AWS API the policies let a function in the VPC call has its endpoint
+    in_vpc = [name for name in FUNCTIONS if stage.function_setting(name, "subnet_ids", [])]
+    assert sorted(in_vpc) == ["load", "reconcile"]
+    needed = {
+        function: endpoints_needed(
+            {
+                action
+                for statement in policies.function_policy(stage, function)["Statement"]
+                for action in statement["Action"]
+            }
+        )
+        for function in in_vpc
+    }
+    for function, endpoints_of_function in needed.items():
+        assert set(endpoints_of_function) <= set(services), (function, endpoints_of_function)
+    # the verdict request (load) and a reconciliation continuing (reconcile) invoke Lambda
+    assert needed["load"]["lambda"] == needed["reconcile"]["lambda"] == {"lambda:InvokeFunction"}
     for name in ("dynamodb", "s3"):
         properties = services[name]["Properties"]
         assert properties["VpcEndpointType"] == "Gateway"
         assert properties["RouteTableIds"] == READY_ENDPOINTS["route_table_ids"]
         assert properties["VpcId"] == READY_ENDPOINTS["vpc_id"]
-    for name in ("kinesis-streams", "sqs", "secretsmanager", "monitoring", "events"):
+    for name in ("kinesis-streams", "sqs", "secretsmanager", "monitoring", "events", "lambda"):
         properties = services[name]["Properties"]
         assert properties["VpcEndpointType"] == "Interface"
         assert properties["SubnetIds"] == READY_NETWORK["subnet_ids"]
@@ -266,7 +276,8 @@ def test_endpoints_are_created_once_and_only_ours_are_deleted(aws_env: str, tmp_
     }
     resources = vpc_endpoint_resources(spec_for(project_with(tmp_path, config, valid_bundle())))
     first = {change.resource: change for change in (r.apply(ApplyContext()) for r in resources)}
-    assert [change.action for change in first.values()].count("created") == 6
+    created = len(ENDPOINT_SERVICES) - 1  # all but the shared sqs endpoint
+    assert [change.action for change in first.values()].count("created") == created
     assert (
         "exists, not managed by this stage"
         in first[f"vpc endpoint sqs (interface) in {vpc}"].details
@@ -279,11 +290,11 @@ def test_endpoints_are_created_once_and_only_ours_are_deleted(aws_env: str, tmp_
         for endpoint in live
         if {"Key": STAGE_TAG, "Value": "moovitamix-dev"} in endpoint.get("Tags", [])
     ]
-    assert len(ours) == 6
+    assert len(ours) == created
     gateway = next(endpoint for endpoint in ours if endpoint["ServiceName"].endswith(".dynamodb"))
     assert gateway["RouteTableIds"] == [route_table]
     deleted = [resource.delete(ApplyContext()) for resource in reversed(resources)]
-    assert [change.action for change in deleted].count("deleted") == 6
+    assert [change.action for change in deleted].count("deleted") == created
     remaining = [
         endpoint["VpcEndpointId"]
         for endpoint in ec2.describe_vpc_endpoints(Filters=[{"Name": "vpc-id", "Values": [vpc]}])[

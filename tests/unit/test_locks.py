@@ -88,6 +88,21 @@ def test_a_pin_without_hashes_fails(project: Path) -> None:
     assert any(re.search(r"requirements-dev.txt: rich==\S+ has no --hash", p) for p in found)
 
 
+def test_a_dev_pin_that_differs_from_the_lambda_lock_fails(project: Path) -> None:
+    """No input names botocore (boto3 pulls it in): only the Lambda lock says which one ships."""
+    lock = project / "requirements-dev.txt"
+    shipped = locks.locked_pins(project / "requirements.txt")["botocore"].version
+    other = "1.44.0" if shipped != "1.44.0" else "1.44.1"
+    text = re.sub(r"^botocore==\S+", f"botocore=={other}", lock.read_text(), flags=re.M)
+    assert text != lock.read_text()
+    lock.write_text(text)
+    found = locks.problems(project)
+    assert found == [
+        f"requirements-dev.txt pins botocore=={other}, but requirements.txt "
+        f"(-c in requirements-dev.in) pins {shipped}: run `make lock`"
+    ]
+
+
 def test_a_dropped_package_fails(project: Path) -> None:
     lock = project / "requirements.txt"
     lines = lock.read_text().splitlines(keepends=True)
