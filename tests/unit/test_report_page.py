@@ -8,7 +8,8 @@ from itertools import pairwise
 from hypothesis import given
 from hypothesis import strategies as st
 
-from localcloud.monitoring.health_page import _colours, label, markdown, number
+from localcloud.monitoring.health_charts import colours, label, number
+from localcloud.monitoring.health_page import markdown
 from localcloud.monitoring.health_report import Line, RunSummary, run_bounds
 
 T0 = datetime(2026, 11, 30, 13, 0, 0, tzinfo=UTC)
@@ -92,8 +93,8 @@ def test_the_dashboard_markdown_is_rendered_and_raw_html_in_it_is_escaped() -> N
 @given(count=st.integers(min_value=1, max_value=60))
 def test_every_line_of_a_chart_is_drawn_its_own_way(count: int) -> None:
     """Up to 10 lines, 10 colours; up to 20, 20 colours; beyond, the colours repeat dashed."""
-    styles = _colours(count)
+    styles = colours(count)
     assert len(styles) == count
     assert len(set(styles)) == count  # no two lines look alike
-    colours = {colour for colour, _ in styles}
-    assert len(colours) == min(count, 10 if count <= 10 else 20)
+    distinct = {colour for colour, _ in styles}
+    assert len(distinct) == min(count, 10 if count <= 10 else 20)
