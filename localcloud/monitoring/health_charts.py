@@ -105,15 +105,7 @@ def draw_bars(chart: Chart, lines: list[Line], data: HealthData, path: Path) -> 
     shown, off_scale = _thresholds(chart, highest)
     for name, value in shown:
         axes.axvline(value, color=THRESHOLD_COLOUR, linestyle="--", linewidth=1)
-        axes.annotate(
-            f"{name} {number(value)}",
-            (value, 1.0),
-            xycoords=("data", "axes fraction"),
-            xytext=(3, -9),
-            textcoords="offset points",
-            color=THRESHOLD_COLOUR,
-            fontsize=7,
-        )
+        _label_at_top(axes, f"{name} {number(value)}", value, (3, -9), THRESHOLD_COLOUR)
     axes.set_xlim(0, max([scale * 1.15, *(value * 1.08 for _, value in shown)]))
     axes.tick_params(axis="x", labelsize=7)
     axes.grid(alpha=0.3, axis="x")
@@ -163,15 +155,7 @@ def draw_series(chart: Chart, lines: list[Line], data: HealthData, path: Path) -
         if run.started_at:
             moment = _moment(run.started_at)
             axes.axvline(moment, color="#9e9e9e", linestyle=":", linewidth=1)
-            axes.annotate(
-                f"run {index}",
-                (moment, 1.0),
-                xycoords=("data", "axes fraction"),
-                xytext=(2, -10),
-                textcoords="offset points",
-                fontsize=7,
-                color="#616161",
-            )
+            _label_at_top(axes, f"run {index}", moment, (2, -10), "#616161")
     axes.set_xlim(start, end)
     axes.set_ylim(bottom=0, top=max(highest, *(value for _, value in shown), 1.0) * 1.15)
     locator = mdates.AutoDateLocator()
@@ -193,6 +177,19 @@ def draw_series(chart: Chart, lines: list[Line], data: HealthData, path: Path) -
     )
     figure.savefig(path, format="png")
     plt.close(figure)
+
+
+def _label_at_top(axes: Any, text: str, x: float, offset: tuple[int, int], colour: str) -> None:
+    """A small label at the top of the plot, at data position `x` (a threshold, a run start)."""
+    axes.annotate(
+        text,
+        (x, 1.0),
+        xycoords=("data", "axes fraction"),
+        xytext=offset,
+        textcoords="offset points",
+        color=colour,
+        fontsize=7,
+    )
 
 
 def _thresholds(chart: Chart, highest: float) -> tuple[list[tuple[str, float]], list[str]]:
