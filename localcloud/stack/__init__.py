@@ -1,4 +1,4 @@
-"""The embedded local cloud (`LocalCloud`), one concern per module; see localcloud/stack/cloud.py."""
+"""The embedded local cloud, `LocalCloud` (localcloud/stack/cloud.py), one concern a module."""
 
 from localcloud.stack.cloud import MOTO_CREDENTIAL, REGION, LocalCloud
 

@@ -11,18 +11,18 @@ schedule after each run and whose verdict it reads back from the runs table
 (`localcloud/run_report.py` builds the run's report; `localcloud/run_progress.py` its live
 progress). `LocalMonitoring` turns the handlers' EMF lines into metrics and evaluates the
 alarms (see localcloud/monitoring/).
+
+This module holds the cloud's state and its lifecycle; each concern is a module of its own:
+`environment.py` (this process's environment), `database.py` (its PostgreSQL), `stage.py`
+(the deploy and what is read back), `functions.py` (where the functions run), `run.py` (one
+run, the redrive) and `inspection.py` (what the stores hold).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
-import threading
 import time
-import uuid
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -30,55 +30,30 @@ from typing import Any
 
 import orjson
 
-from chalicelib import wiring
-from chalicelib.aws import clients as aws
-from chalicelib.deadletter.redrive import RedriveReport, new_redrive_id
+from chalicelib.deadletter.redrive import RedriveReport
 from chalicelib.load.sinks.postgres_connection import Credentials
-from chalicelib.model.contract import ENTITIES, entity_key
 from chalicelib.observability.logging import SERVICE
-from chalicelib.observability.metrics import metrics
-from chalicelib.runs.ledger import run_id_for_event
 from chalicelib.settings import Settings, get_settings
 from infra import names
-from infra.chalice_config import stage_environment
-from infra.postgres_secret import ensure_postgres_secret
-from infra.provision import Provisioned, StackResult, provisioned_from
+from infra.provision import Provisioned
 from infra.stages import Stage
 from infra.trigger import KinesisEventSourceSettings
 from localcloud.chaos import Chaos
-from localcloud.deployment import (
-    STAGE,
-    DeployedStage,
-    DeploymentError,
-    deploy_stage,
-    local_project,
-    read_deployed,
-)
+from localcloud.deployment import DeployedStage, read_deployed
 from localcloud.emulators.moto_process import MotoServer
 from localcloud.emulators.postgres import EmbeddedPostgres
 from localcloud.events import EventCapture
 from localcloud.fakeapi import FakeApiServer
 from localcloud.monitoring import LocalMonitoring
-from localcloud.run_progress import ProgressCallback, ProgressHandler
-from localcloud.run_report import (
-    RunReport,
-    receive_dataset_updated,
-    reconcile_run,
-    verdict_timings,
-    verdict_trigger,
-)
-from localcloud.triggers.async_invoker import AsyncInvoker
-from localcloud.triggers.kinesis import KinesisEventSourceMapping, ShardProgress
-from localcloud.triggers.lambda_runtime import LambdaContext, scheduled_event
+from localcloud.run_progress import ProgressCallback
+from localcloud.run_report import RunReport
+from localcloud.stack import inspection, run, stage
+from localcloud.stack.database import CloudDatabase
+from localcloud.stack.environment import MOTO_CREDENTIAL, REGION, ProcessEnvironment
+from localcloud.stack.functions import lambda_service
 from localcloud.triggers.lambda_service import LambdaService
-from localcloud.triggers.sqs import SqsEventSourceMapping
 
-REGION = "us-east-1"
-MOTO_CREDENTIAL = "testing"
-"""moto accepts any credentials; these are not a secret."""
-RECONCILE_GRACE_S = "0"
-"""The local stage's PIPELINE_RECONCILE_GRACE_S: the cloud fires the reconcile schedule only
-once its drivers have drained everything, so nothing of the run can still be in flight."""
+__all__ = ["MOTO_CREDENTIAL", "REGION", "LocalCloud"]
 
 
 class LocalCloud:
@@ -119,18 +94,14 @@ class LocalCloud:
         self.moto = MotoServer(state_dir / "moto.log")
         self.fake_api: FakeApiServer | None = None
         self.provisioned: Provisioned | None = None
-        self._saved_env: dict[str, str | None] = {}
+        self.environment = ProcessEnvironment()
         self.started_s = 0.0
         # PostgreSQL: our own embedded server, or a running one given by the caller (tests)
-        self.postgres = postgres
-        self._owns_postgres = postgres is None
-        self._postgres_started: Future[Credentials] | None = None
-        self.postgres_database: str | None = None
+        self.database = CloudDatabase(postgres)
         self.events: EventCapture | None = None
         self.monitoring = LocalMonitoring(state_dir)
         self.deployed: DeployedStage | None = None
         self.stage: Stage | None = None
-        self.postgres_credentials: Credentials | None = None
         self.attached: dict[str, Any] | None = None
         """The state of a running cloud (`localcloud up`) this one works on, instead of its own."""
 
@@ -155,19 +126,27 @@ class LocalCloud:
         )
         cloud.attached = state
         cloud.positions = dict(state.get("positions", {}))
-        cloud._owns_postgres = False
+        cloud.database.owns_server = False
         return cloud
+
+    @property
+    def postgres(self) -> EmbeddedPostgres | None:
+        return self.database.server
+
+    @property
+    def postgres_database(self) -> str | None:
+        return self.database.name
+
+    @property
+    def postgres_credentials(self) -> Credentials | None:
+        return self.database.credentials
 
     def processes(self) -> dict[str, Any]:
         """The processes this cloud started: `down` stops what a crashed `up` left behind."""
         found: dict[str, Any] = {}
         if self.moto.pid is not None:
             found["moto"] = self.moto.pid
-        if self._owns_postgres and self.postgres is not None and self.postgres.data_dir:
-            found["postgres_data_dir"] = str(self.postgres.data_dir)
-            pid_file = self.postgres.data_dir / "postmaster.pid"
-            if pid_file.exists():
-                found["postgres"] = int(pid_file.read_text().split()[0])
+        found.update(self.database.processes())
         return found
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -177,7 +156,8 @@ class LocalCloud:
             return self._enter_attached(self.attached)
         started = time.monotonic()
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self._start_postgres()
+        wants_postgres = stage.wants_postgres(self.extra_env)
+        self.database.start(wants_postgres)
         try:
             self.moto.start()
             api_url = self.api_url
@@ -189,13 +169,19 @@ class LocalCloud:
                 )
                 self.fake_api.start()
                 api_url = self.fake_api.url
-            self._apply_runtime_environment()
-            self._deploy(api_url)
-            self._prepare_postgres()
+            self.environment.apply_runtime(self.moto.url)
+            self.stage, self.provisioned = stage.deploy(
+                self.state_dir, stage.stage_variables(api_url, self.shard_count, self.extra_env)
+            )
+            self.read_deployment()
+            self.database.prepare(
+                wants_postgres, names.postgres_secret(self.stage.settings.table_prefix)
+            )
             self._apply_deployed_environment()
-            if self.chaos is not None and self.postgres and self.postgres_database:
+            admin_dsn = self.database.admin_dsn()
+            if self.chaos is not None and admin_dsn is not None:
                 # postgres-disconnect terminates the sink's sessions through this admin DSN
-                self.chaos.postgres_dsn = self.postgres.admin_dsn(self.postgres_database)
+                self.chaos.postgres_dsn = admin_dsn
             self.events = EventCapture(
                 names.event_capture(self.settings.table_prefix), self.settings.event_bus_name
             ).start()
@@ -212,11 +198,8 @@ class LocalCloud:
         started = time.monotonic()
         try:
             self.moto = MotoServer.running(state["aws_endpoint"])
-            self._apply_runtime_environment()
-            self.stage = Stage.load(STAGE, Path(state["project"]))
-            self.provisioned = provisioned_from(
-                self.stage.settings, StackResult([], state["attributes"])
-            )
+            self.environment.apply_runtime(self.moto.url)
+            self.stage, self.provisioned = stage.attached_stage(state)
             self.read_deployment()
             self._apply_deployed_environment()
             self.events = EventCapture(
@@ -249,139 +232,12 @@ class LocalCloud:
         if exc_type is None or not issubclass(exc_type, KeyboardInterrupt):
             # interrupted, the process ends now (`localcloud.cli`): the drivers' threads keep
             # the emulator's endpoint and never fall back to a real account's
-            self._restore_environment()
-        self._stop_postgres()
+            self.environment.restore()
+        self.database.stop()
 
     @property
     def settings(self) -> Settings:
         return get_settings()
-
-    def _set_environment(self, environment: dict[str, str], drop: tuple[str, ...] = ()) -> None:
-        for name in [*environment, *drop]:
-            self._saved_env.setdefault(name, os.environ.get(name))
-        for name in drop:
-            os.environ.pop(name, None)
-        os.environ.update(environment)
-        wiring.reset()
-
-    def _apply_runtime_environment(self) -> None:
-        """What the Lambda runtime gives every function (and the deploy needs): the emulator's
-        endpoint, its region and dummy credentials; no profile or session of this shell."""
-        self._set_environment(
-            {
-                "AWS_ENDPOINT_URL": self.moto.url,
-                "AWS_ACCESS_KEY_ID": MOTO_CREDENTIAL,
-                "AWS_SECRET_ACCESS_KEY": MOTO_CREDENTIAL,
-                "AWS_DEFAULT_REGION": REGION,
-                "AWS_REGION": REGION,
-            },
-            drop=("AWS_PROFILE", "AWS_SESSION_TOKEN"),
-        )
-
-    def stage_variables(self, api_url: str) -> dict[str, str]:
-        """The local stage's variables for this cloud, on top of `.chalice/config.json`."""
-        environment = {
-            "PIPELINE_API_URL": api_url,
-            "PIPELINE_STREAM_SHARDS": str(self.shard_count),
-            "PIPELINE_RECONCILE_GRACE_S": RECONCILE_GRACE_S,
-        }
-        if self._wants_postgres():
-            prefix = {**stage_environment(STAGE), **self.extra_env}["PIPELINE_TABLE_PREFIX"]
-            environment["PIPELINE_POSTGRES_SECRET_ARN"] = names.postgres_secret(prefix)
-        environment.update(self.extra_env)
-        return environment
-
-    def _deploy(self, api_url: str) -> None:
-        """Deploy the stage into moto with the deploy code and read back what it made."""
-        project = local_project(self.state_dir / "project", self.stage_variables(api_url))
-        report = deploy_stage(project, self.state_dir / "deploy.log")
-        self.stage = Stage.load(STAGE, project)
-        self.provisioned = provisioned_from(
-            self.stage.settings, StackResult(report.infra, report.attributes)
-        )
-        self.read_deployment()
-
-    def read_deployment(self) -> DeployedStage:
-        """What the drivers emulate, read back from the emulator (after any change to it)."""
-        assert self.stage is not None
-        self.deployed = read_deployed(self.stage)
-        return self.deployed
-
-    @staticmethod
-    def _runs_with(environment: dict[str, str]) -> bool:
-        """Whether this process has exactly that function environment (no other PIPELINE_)."""
-        return all(
-            os.environ.get(name) == value for name, value in environment.items()
-        ) and not any(
-            name.startswith("PIPELINE_") and name not in environment for name in os.environ
-        )
-
-    def apply_deployment(self) -> DeployedStage:
-        """Read the deployment back; a function reconfigured since (UpdateFunctionConfiguration)
-        runs with its new environment from now on. Each run starts with this."""
-        deployed = self.read_deployment()
-        if not self._runs_with(deployed.environment()):
-            self._apply_deployed_environment()
-        return deployed
-
-    def _apply_deployed_environment(self) -> None:
-        """This process runs the functions: it takes their deployed environment."""
-        assert self.deployed is not None
-        self._set_environment(
-            self.deployed.environment(),
-            drop=tuple(name for name in os.environ if name.startswith("PIPELINE_")),
-        )
-
-    def _wants_postgres(self) -> bool:
-        environment = {**stage_environment("local"), **self.extra_env}
-        sinks = environment.get("PIPELINE_SINKS", Settings.model_fields["sinks"].default)
-        return "postgres" in [name.strip() for name in str(sinks).split(",")]
-
-    def _start_postgres(self) -> None:
-        """Start our embedded PostgreSQL in the background while moto starts."""
-        if not (self._owns_postgres and self._wants_postgres()):
-            return
-        postgres = self.postgres = EmbeddedPostgres()
-        database = self.postgres_database = f"moovitamix_{uuid.uuid4().hex[:8]}"
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="postgres")
-        self._postgres_started = pool.submit(lambda: postgres.start().create_database(database))
-        pool.shutdown(wait=False)  # the thread ends once the database is ready
-
-    def _prepare_postgres(self) -> None:
-        """A database and login role for this cloud, its credentials in Secrets Manager."""
-        if self._postgres_started is not None:
-            credentials = self._postgres_started.result()
-        elif self.postgres is not None and self._wants_postgres():
-            self.postgres_database = f"moovitamix_{uuid.uuid4().hex[:8]}"
-            credentials = self.postgres.create_database(self.postgres_database)
-        else:
-            return
-        # on AWS, RDS keeps the credentials in the stage's secret; here they are this cloud's
-        assert self.stage is not None
-        self.postgres_credentials = credentials
-        ensure_postgres_secret(names.postgres_secret(self.stage.settings.table_prefix), credentials)
-
-    def _stop_postgres(self) -> None:
-        if self._postgres_started is not None:
-            self._postgres_started.exception()  # wait for a start still running
-            self._postgres_started = None
-        if self.postgres is None:
-            return
-        if self._owns_postgres:
-            self.postgres.stop()
-            self.postgres = None
-        elif self.postgres_database is not None:
-            self.postgres.drop_database(self.postgres_database)
-        self.postgres_database = None
-
-    def _restore_environment(self) -> None:
-        for name, value in self._saved_env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        self._saved_env.clear()
-        wiring.reset()
 
     def _route_logs(self) -> None:
         """Lambda logs go to a file in the state dir, not to the terminal."""
@@ -396,181 +252,37 @@ class LocalCloud:
     def log_path(self) -> Path:
         return self.state_dir / "lambda.log"
 
-    # -- one run -----------------------------------------------------------------------------
+    # -- the deployment ----------------------------------------------------------------------
+
+    def read_deployment(self) -> DeployedStage:
+        """What the drivers emulate, read back from the emulator (after any change to it)."""
+        assert self.stage is not None
+        self.deployed = read_deployed(self.stage)
+        return self.deployed
+
+    def apply_deployment(self) -> DeployedStage:
+        """Read the deployment back; a function reconfigured since (UpdateFunctionConfiguration)
+        runs with its new environment from now on. Each run starts with this."""
+        deployed = self.read_deployment()
+        if not self.environment.runs_with(deployed.environment()):
+            self._apply_deployed_environment()
+        return deployed
+
+    def _apply_deployed_environment(self) -> None:
+        assert self.deployed is not None
+        self.environment.apply_deployed(self.deployed.environment())
 
     def mapping_settings(self) -> KinesisEventSourceSettings:
         """The load trigger's settings as deployed (read back from the emulator)."""
-        deployed = self.read_deployment()
-        if deployed.kinesis is None:
-            raise DeploymentError("no enabled event-source mapping from the stream to load")
-        return deployed.kinesis.settings
+        return stage.mapping_settings(self.read_deployment())
 
-    def _apply_event_source(self) -> None:
+    def apply_event_source(self) -> None:
         """`event_source` given: change the deployed mapping to it, as an operator would with
         UpdateEventSourceMapping (settings it leaves out keep their deployed value)."""
         if self.event_source is None:
             return
-        deployed = self.read_deployment()
-        assert deployed.kinesis is not None
-        parameters = self.event_source.as_api_parameters()
-        parameters.pop("ParallelizationFactor", None)
-        aws.client("lambda").update_event_source_mapping(UUID=deployed.kinesis.uuid, **parameters)
+        stage.update_event_source(self.read_deployment(), self.event_source)
         self.event_source = None
-
-    def _context(self, function: str) -> Callable[[int], LambdaContext]:
-        """Contexts of the deployed function: its name, memory and timeout."""
-        assert self.deployed is not None
-        deployed = self.deployed.function(function)
-        return lambda _number: LambdaContext(
-            deployed.name,
-            memory_limit_in_mb=deployed.memory_mb,
-            timeout_s=deployed.timeout_s,
-            region=REGION,
-        )
-
-    def run(self, progress: ProgressCallback | None = None) -> RunReport:
-        """Fire the schedule once, drive the stream until drained, and reconcile the counts.
-
-        The run is loaded when the pipeline asks for its verdict
-        (`chalicelib.reconcile.verdict_request`): the reconcile function runs then, as Lambda runs
-        the async invocation. Once the drivers
-        have drained everything, a run it has not settled (no request came, or it came early)
-        is settled by firing the reconcile schedule, as on AWS the schedule would.
-        """
-        import app  # the Chalice app: imported after the environment points at the cloud
-
-        assert self.provisioned is not None
-        self._apply_event_source()
-        deployed = self.apply_deployment()
-        settings = self.settings
-        window_start = self.monitoring.begin_run()
-        started = time.monotonic()
-        progress_handler = ProgressHandler(progress or (lambda *_: None))
-        pipeline_logger = logging.getLogger(SERVICE)
-        pipeline_logger.addHandler(progress_handler)
-        service = self.lambda_service()
-        service.on_log = progress_handler.handle
-        lambda_events = aws.client("lambda").meta.events
-        if not service.processes:  # the handlers' async invocations, made in this process
-            lambda_events.register("before-call.lambda.Invoke", service.capture_invoke)
-        calls_before = service.aws_calls()
-        reconciles_before = len(service.reconciles)
-        if deployed.work is None:
-            raise DeploymentError("no enabled event-source mapping from the work queue")
-        # cold starts on the run's critical path: the ingest and one load per shard now; the
-        # reconcile function once the ingest is done (it imports while the load drains); the
-        # fan-out workers on their first work item, as Lambda starts them
-        service.warm({"ingest": 1, "load": len(self._shard_ids())})
-
-        producer_done = threading.Event()
-        ingest_outcome: dict[str, Any] = {}
-        event = scheduled_event(deployed.schedule("ingest"), REGION)
-        chaos = self.chaos
-        ingest_name = deployed.function("ingest").name
-        invoker = AsyncInvoker(
-            handler=service.handler("ingest", app.ingest),
-            lambda_client=aws.client("lambda"),
-            function_name=ingest_name,
-            region=REGION,
-            max_invocations=settings.ingest_max_invocations + 10,
-            context_factory=(
-                (lambda number: chaos.ingest_context_for(number, ingest_name, REGION))
-                if chaos is not None and not service.processes
-                else self._context("ingest")
-            ),
-        )
-        service.ingest_queue = invoker.enqueue
-
-        ingest_done = threading.Event()
-
-        def fire_schedule() -> None:
-            try:
-                last = invoker.run(event)
-                if last.error is not None:
-                    ingest_outcome["error"] = last.error
-                else:
-                    ingest_outcome["result"] = last.result
-            finally:
-                ingest_done.set()
-                service.warm({"reconcile": 1})
-
-        if deployed.work.batch_size != 1:
-            raise DeploymentError(
-                f"the work queue's mapping has batch size {deployed.work.batch_size}: the local "
-                "SQS trigger delivers one message per invocation, as app.py deploys it"
-            )
-        worker = deployed.function(deployed.work.function)
-        work = SqsEventSourceMapping(
-            sqs=aws.client("sqs"),
-            queue_url=deployed.work.queue_url,
-            handler=service.handler("ingest_worker", app.ingest_worker),
-            function_name=worker.name,
-            concurrency=self.workers,
-            region=REGION,
-            memory_mb=worker.memory_mb,
-            timeout_s=worker.timeout_s,
-        )
-
-        def run_workers() -> None:
-            """Fan-out workers poll until the ingest is done and the work queue is empty."""
-            try:
-                work.run(ingest_done)
-            finally:
-                producer_done.set()
-
-        load_handler: Any = app.load
-        if chaos is not None and not service.processes:
-            wiring.load_dependencies()  # builds the sinks, hence PynamoDB's clients, to hook
-            chaos.attach(self._aws_clients())
-            load_handler = chaos.wrap_load(load_handler, lambda: chaos.attach(self._aws_clients()))
-        # Lambda sees a crash injected by chaos as the function's error, like any other
-        mapping = self._mapping(service.handler("load", load_handler))
-        producer = threading.Thread(target=fire_schedule, name="ingest", daemon=True)
-        producer.start()
-        workers = threading.Thread(target=run_workers, name="workers", daemon=True)
-        workers.start()
-        try:
-            shards = mapping.run(producer_done)
-            producer.join()
-            workers.join()
-            self._remember_positions(shards)
-        finally:
-            if chaos is not None and not service.processes:
-                chaos.detach()
-            pipeline_logger.removeHandler(progress_handler)
-            service.on_log = None
-            service.ingest_queue = None
-        pipeline_s = time.monotonic() - started
-
-        run_id = run_id_for_event(event)
-        service.wait_reconciles()  # a verdict request of the pipeline, still running
-        lambda_events.unregister("before-call.lambda.Invoke", service.capture_invoke)
-        report = reconcile_run(
-            self, run_id, ingest_outcome, shards, work.progress, backstop_only=True
-        )
-        invocations = service.reconciles[reconciles_before:]
-        if report.status == "succeeded":
-            receive_dataset_updated(self, report)
-        report.metrics, report.alarms = self.monitoring.end_run(window_start)
-        report.ingest_invocations = len(invoker.invocations)
-        if chaos is not None:
-            counts = chaos.counts()
-            for name, count in service.chaos_counts().items():
-                counts[name] = counts.get(name, 0) + count
-            report.chaos = counts
-        report.timings = {
-            "total_s": round(self.started_s + time.monotonic() - started, 3),
-            "pipeline_s": round(pipeline_s, 3),
-            **verdict_timings(run_id, invocations, started),
-        }
-        report.verdict_trigger = verdict_trigger(run_id, invocations)
-        if service.processes:
-            calls = service.aws_calls()
-            report.aws_calls = {
-                function: calls[function] - calls_before.get(function, 0)
-                for function in ("ingest", "ingest_worker", "load", "reconcile")
-            }
-        return report
 
     def lambda_service(self) -> LambdaService:
         """Where the functions run: worker processes (`function_processes`) or this process.
@@ -583,148 +295,40 @@ class LocalCloud:
             self._service = None
         if self._service is None:
             assert self.deployed is not None
-            deployed = self.deployed
-            self._service = LambdaService(
+            self._service = lambda_service(
+                self.deployed,
                 processes=self.function_processes,
                 state_dir=self.state_dir,
-                names={
-                    function: deployed.function(function).name
-                    for function in ("ingest", "load", "ingest_worker", "reconcile")
-                },
-                contexts={
-                    function: functools.partial(self._context(function), 1)
-                    for function in ("ingest", "load", "ingest_worker", "reconcile")
-                },
-                instrument=self.monitoring.instrument,
-                emf_output=lambda line: metrics.output(line),
+                monitoring=self.monitoring,
                 environment=environment,
                 chaos=self.chaos,
             )
             self._service_environment = environment
         return self._service
 
-    def _shard_ids(self) -> list[str]:
-        deployed = self.read_deployment()
-        if deployed.kinesis is None:
-            return []
-        stream = deployed.kinesis.stream_arn.rsplit("/", 1)[-1]
-        shards = aws.client("kinesis").list_shards(StreamName=stream)["Shards"]
-        return [shard["ShardId"] for shard in shards]
+    # -- runs --------------------------------------------------------------------------------
 
-    def _mapping(self, handler: Any) -> KinesisEventSourceMapping:
-        """The load trigger as deployed, continuing where the previous drain stopped."""
-        deployed = self.read_deployment()
-        trigger = deployed.kinesis
-        if trigger is None:
-            raise DeploymentError("no enabled event-source mapping from the stream to load")
-        if trigger.settings.parallelization_factor != 1:
-            raise DeploymentError(
-                f"the Kinesis mapping is deployed with ParallelizationFactor "
-                f"{trigger.settings.parallelization_factor}: the local driver runs one batch per "
-                "shard at a time (and the DynamoDB sink relies on it)"
-            )
-        function = deployed.function(trigger.function)
-        return KinesisEventSourceMapping(
-            kinesis=aws.client("kinesis"),
-            stream_name=trigger.stream_arn.rsplit("/", 1)[-1],
-            stream_arn=trigger.stream_arn,
-            handler=handler,
-            function_name=function.name,
-            region=REGION,
-            settings=trigger.settings,
-            sqs=aws.client("sqs"),
-            destination_url=trigger.destination_url,
-            memory_mb=function.memory_mb,
-            timeout_s=function.timeout_s,
-            progress={
-                shard_id: ShardProgress(shard_id, last_sequence=sequence)
-                for shard_id, sequence in self.positions.items()
-            },
-        )
-
-    def _remember_positions(self, shards: dict[str, ShardProgress]) -> None:
-        for shard_id, shard in shards.items():
-            if shard.last_sequence:
-                self.positions[shard_id] = shard.last_sequence
+    def run(self, progress: ProgressCallback | None = None) -> RunReport:
+        """Fire the schedule once, drive the stream until drained, and reconcile the counts
+        (`localcloud/stack/run.py`)."""
+        return run.run_pipeline(self, progress)
 
     def redrive(
         self, run_id: str, *, sources: tuple[str, ...] = ("quarantine", "failures")
     ) -> tuple[RedriveReport, RunReport]:
-        """Redrive what `run_id` set aside (the code an operator runs against AWS), drain the
-        stream again (without chaos) and reconcile the run anew."""
-        import app
-
-        report = RedriveReport(new_redrive_id())
-        redriver = wiring.redriver(self.settings)
-        if "quarantine" in sources:
-            redriver.redrive_quarantine(report, run_id=run_id)
-        if "failures" in sources:
-            redriver.redrive_failures(report)
-        drained = threading.Event()
-        drained.set()
-        load = self.lambda_service().handler("load", app.load, chaos=False)
-        shards = self._mapping(load).run(drained)
-        self._remember_positions(shards)
-        return report, reconcile_run(self, run_id, {}, shards)
-
-    def _aws_clients(self) -> list[Any]:
-        """The pipeline's AWS clients: boto3's cached ones and PynamoDB's (chaos hooks them)."""
-        from chalicelib.load.sinks.dynamodb import ROW_MODELS
-
-        clients = [aws.client("kinesis"), aws.client("dynamodb")]
-        for model in ROW_MODELS.values():
-            clients.append(model._get_connection().connection.client)
-        return clients
+        """Redrive what `run_id` set aside, drain the stream again and reconcile it anew."""
+        return run.redrive(self, run_id, sources)
 
     def fire_reconcile(self) -> dict[str, Any]:
-        """Fire the reconcile schedule once: the deployed function settles the pending runs,
-        writes their run-outcome metrics and publishes DatasetUpdated. Returns its answer."""
-        deployed = self.read_deployment()
-        event = scheduled_event(deployed.schedule("reconcile"), REGION)
-        invocation = self.lambda_service().fire_reconcile(event)
-        if invocation.error is not None or invocation.answer is None:
-            raise RuntimeError(invocation.error or "the reconcile function answered nothing")
-        return invocation.answer
+        """Fire the reconcile schedule once; the reconcile function's answer."""
+        return run.fire_reconcile(self)
 
     # -- inspection --------------------------------------------------------------------------
 
     def stored_items(self, sink_name: str, entity: str) -> list[dict[str, Any]]:
         """Every row of one sink and entity in the API's shape, sorted by key."""
-        sink = next(s for s in wiring.build_sinks(self.settings) if s.name == sink_name)
-        rows: list[dict[str, Any]] = sink.rows(entity)  # type: ignore[attr-defined]
-        return sorted(rows, key=lambda item: entity_key(entity, item))
+        return inspection.stored_items(self.settings, sink_name, entity)
 
     def dump(self, directory: Path) -> list[Path]:
-        """Write `DIR/<sink>/<entity>.jsonl`, one stored row per line, and
-        `DIR/quarantine.jsonl`, one quarantined record (payload and reason) per line."""
-        written: list[Path] = []
-        directory.mkdir(parents=True, exist_ok=True)
-        quarantine_path = directory / "quarantine.jsonl"
-        with quarantine_path.open("wb") as handle:
-            for record in wiring.quarantine(self.settings).records():
-                document = orjson.loads(record.to_json())
-                handle.write(
-                    orjson.dumps(
-                        {
-                            "run_id": record.run_id,
-                            "entity": record.entity,
-                            "origin": record.origin,
-                            "reason": record.reason,
-                            "payload": document["payload"],
-                            "payload_base64": document["payload_base64"],
-                        },
-                        option=orjson.OPT_SORT_KEYS,
-                    )
-                    + b"\n"
-                )
-        written.append(quarantine_path)
-        for sink in wiring.build_sinks(self.settings):
-            folder = directory / sink.name
-            folder.mkdir(parents=True, exist_ok=True)
-            for entity in ENTITIES:
-                path = folder / f"{entity}.jsonl"
-                with path.open("wb") as handle:
-                    for item in self.stored_items(sink.name, entity):
-                        handle.write(orjson.dumps(item) + b"\n")
-                written.append(path)
-        return written
+        """`DIR/<sink>/<entity>.jsonl` and `DIR/quarantine.jsonl` (`run --dump`)."""
+        return inspection.dump(self.settings, directory)
