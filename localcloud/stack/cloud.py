@@ -2,7 +2,7 @@
 
 `LocalCloud` starts the services, deploys the `local` stage of `.chalice/config.json` into moto
 through the deploy code (`localcloud/deployment.py`: infrastructure, functions, schedules,
-mappings, alarms, dashboard), reads back what was deployed, gives this process the functions'
+mappings, alarms, dashboard), reads back what was deployed, starts the functions with their
 deployed environment (plus what the Lambda runtime adds: the endpoint, region, credentials)
 and runs the pipeline by calling the Chalice handlers exactly as Lambda would, with the
 deployed settings. It holds no pipeline logic: the verdict, the run-outcome metrics and the
@@ -21,7 +21,6 @@ run, the redrive) and `inspection.py` (what the stores hold).
 from __future__ import annotations
 
 import logging
-import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -49,7 +48,12 @@ from localcloud.run_progress import ProgressCallback
 from localcloud.run_report import RunReport
 from localcloud.stack import inspection, run, stage
 from localcloud.stack.database import CloudDatabase
-from localcloud.stack.environment import MOTO_CREDENTIAL, REGION, ProcessEnvironment
+from localcloud.stack.environment import (
+    MOTO_CREDENTIAL,
+    REGION,
+    ProcessEnvironment,
+    function_environment,
+)
 from localcloud.stack.functions import lambda_service
 from localcloud.triggers.lambda_service import LambdaService
 
@@ -95,6 +99,7 @@ class LocalCloud:
         self.fake_api: FakeApiServer | None = None
         self.provisioned: Provisioned | None = None
         self.environment = ProcessEnvironment()
+        """This process's own environment while the cloud is up (why: stack/environment.py)."""
         self.started_s = 0.0
         # PostgreSQL: our own embedded server, or a running one given by the caller (tests)
         self.database = CloudDatabase(postgres)
@@ -268,6 +273,11 @@ class LocalCloud:
             self._apply_deployed_environment()
         return deployed
 
+    def function_environment(self) -> dict[str, str]:
+        """The environment a function process is started with (`function_environment`)."""
+        assert self.deployed is not None
+        return function_environment(self.moto.url, self.deployed.environment())
+
     def _apply_deployed_environment(self) -> None:
         assert self.deployed is not None
         self.environment.apply_deployed(self.deployed.environment())
@@ -288,13 +298,13 @@ class LocalCloud:
         """Where the functions run: worker processes (`function_processes`) or this process.
 
         Made once per cloud (warm across runs); made anew when the functions' deployed
-        environment changed since."""
-        environment = dict(os.environ)
+        environment changed since. The processes get it explicitly (`function_environment`)."""
+        assert self.deployed is not None
+        environment = self.function_environment()
         if self._service is not None and self._service_environment != environment:
             self._service.close()
             self._service = None
         if self._service is None:
-            assert self.deployed is not None
             self._service = lambda_service(
                 self.deployed,
                 processes=self.function_processes,
