@@ -37,8 +37,7 @@ from botocore.awsrequest import AWSResponse, HTTPHeaders
 
 from localcloud.fakeapi import FaultInjector
 from localcloud.fakeapi.content_faults import CONTENT_FAULTS
-from localcloud.triggers.kinesis import Handler
-from localcloud.triggers.lambda_runtime import LambdaContext
+from localcloud.triggers.lambda_runtime import Handler, LambdaContext
 
 log = logging.getLogger(__name__)
 

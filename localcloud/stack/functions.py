@@ -17,9 +17,7 @@ from localcloud.deployment import DeployedStage
 from localcloud.monitoring import LocalMonitoring
 from localcloud.stack.environment import REGION
 from localcloud.triggers.lambda_runtime import LambdaContext
-from localcloud.triggers.lambda_service import LambdaService
-
-FUNCTIONS = ("ingest", "load", "ingest_worker", "reconcile")
+from localcloud.triggers.lambda_service import FUNCTIONS, LambdaService
 
 
 def function_context(deployed: DeployedStage, function: str) -> Callable[[int], LambdaContext]:
