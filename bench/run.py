@@ -128,7 +128,7 @@ def run_pipeline(
     rule = f"arn:aws:events:{REGION}:123456789012:rule/moovitamix-pipeline-ingest"
     event = scheduled_event(rule, REGION)
     run_id = run_id_for_event(event)
-    env = dict(os.environ)
+    env = cloud.function_environment()
     env["BENCH_EVENT"] = json.dumps(event)
     env["BENCH_SHARD_POSITIONS"] = json.dumps(positions or {})
     env["BENCH_FAILURE_QUEUE_ARN"] = cloud.provisioned.failure_queue_arn

@@ -123,7 +123,6 @@ class RunProgress:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.client = client
-        self.runs_table = runs_table
         self.manifests = RunManifests(client, runs_table)
         self.pages_table = pages_table
         self.sleep = sleep

@@ -15,8 +15,7 @@ from localcloud.chaos.api_faults import API_FAULTS, ApiFault
 from localcloud.chaos.catalogue import FAULTS, parse_spec
 from localcloud.chaos.fault import Fault
 from localcloud.fakeapi import FaultInjector
-from localcloud.triggers.kinesis import Handler
-from localcloud.triggers.lambda_runtime import LambdaContext
+from localcloud.triggers.lambda_runtime import Handler, LambdaContext
 
 IngestContextFactory = Callable[[int, str, str], LambdaContext]
 

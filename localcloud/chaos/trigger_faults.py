@@ -12,8 +12,7 @@ import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from localcloud.chaos.fault import Fault, SimulatedCrash
-from localcloud.triggers.kinesis import Handler
-from localcloud.triggers.lambda_runtime import LambdaContext
+from localcloud.triggers.lambda_runtime import Handler, LambdaContext
 
 if TYPE_CHECKING:
     from localcloud.chaos.run import Chaos

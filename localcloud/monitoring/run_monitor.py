@@ -24,7 +24,8 @@ from chalicelib.settings import Settings
 from infra.stage import StageResources
 from localcloud.monitoring.alarm_evaluator import evaluate_alarms
 from localcloud.monitoring.emf_extraction import EmfBridge, dimension_list
-from localcloud.monitoring.service_metrics import Handler, ServiceMetrics
+from localcloud.monitoring.service_metrics import ServiceMetrics
+from localcloud.triggers.lambda_runtime import Handler
 
 STEPS = ("ingest", "load")
 

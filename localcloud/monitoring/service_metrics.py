@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,8 +24,7 @@ from botocore.exceptions import ClientError
 
 from infra.stage import StageResources
 from localcloud.monitoring.emf_extraction import MetricAccumulator
-
-Handler = Callable[[Any, Any], Any]
+from localcloud.triggers.lambda_runtime import Handler
 
 
 class ServiceMetrics:

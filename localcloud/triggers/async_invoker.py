@@ -18,8 +18,7 @@ from urllib.parse import unquote
 import orjson
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 
-from localcloud.triggers.kinesis import Handler
-from localcloud.triggers.lambda_runtime import LambdaContext
+from localcloud.triggers.lambda_runtime import Handler, LambdaContext
 
 log = logging.getLogger(__name__)
 

@@ -37,9 +37,8 @@ from chalicelib.deadletter.failures import (
     now_iso,
 )
 from infra.trigger import KinesisEventSourceSettings
-from localcloud.triggers.lambda_runtime import LambdaContext, kinesis_event
+from localcloud.triggers.lambda_runtime import Handler, LambdaContext, kinesis_event
 
-Handler = Callable[[dict[str, Any], Any], Any]
 log = logging.getLogger(__name__)
 
 

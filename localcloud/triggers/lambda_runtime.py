@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +17,9 @@ from typing import Any
 from infra import names
 
 ACCOUNT_ID = "123456789012"  # moto's default account
+
+Handler = Callable[[dict[str, Any], Any], Any]
+"""A Lambda handler as its triggers call it: (event, context) -> answer."""
 
 
 @dataclass

@@ -34,9 +34,8 @@ import orjson
 
 from localcloud.chaos import Chaos
 from localcloud.triggers.function_pool import ChaosConfig, FunctionPool, HostConfig
-from localcloud.triggers.lambda_runtime import LambdaContext
+from localcloud.triggers.lambda_runtime import Handler, LambdaContext
 
-Handler = Callable[[dict[str, Any], Any], Any]
 FUNCTIONS = ("ingest", "load", "ingest_worker", "reconcile")
 ASYNC_RETRIES = 2
 log = logging.getLogger(__name__)

@@ -13,13 +13,10 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from localcloud.triggers.lambda_runtime import ACCOUNT_ID, LambdaContext
-
-Handler = Callable[[dict[str, Any], Any], Any]
+from localcloud.triggers.lambda_runtime import ACCOUNT_ID, Handler, LambdaContext
 
 
 @dataclass

@@ -22,7 +22,7 @@ from chalicelib.aws import clients as aws
 from chalicelib.model.contract import ENTITIES
 from localcloud.chaos import Chaos
 from localcloud.stack import LocalCloud
-from localcloud.triggers.kinesis import Handler
+from localcloud.triggers.lambda_runtime import Handler
 
 pytestmark = pytest.mark.e2e
 

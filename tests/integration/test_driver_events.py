@@ -20,7 +20,7 @@ import pytest
 from chalicelib.aws import clients as aws
 from infra.trigger import KinesisEventSourceSettings
 from localcloud.triggers.kinesis import KinesisEventSourceMapping
-from localcloud.triggers.lambda_runtime import LambdaContext
+from localcloud.triggers.lambda_runtime import Handler, LambdaContext
 from tests.helpers.factories import create_stream, unique_name
 
 
@@ -66,9 +66,6 @@ def stream(aws_env: str) -> Iterator[Stream]:
     aws.client("kinesis").delete_stream(StreamName=name, EnforceConsumerDeletion=True)
 
 
-Handler = Callable[[dict[str, Any], Any], Any]
-
-
 @dataclass
 class Recorder:
     """A handler that records every event; `decide(event)` returns its response or raises."""
@@ -101,24 +98,50 @@ class Recorder:
         ]
 
 
-def drive(stream: Stream, handler: Handler, **options: Any) -> KinesisEventSourceMapping:
-    mapping = KinesisEventSourceMapping(
-        kinesis=aws.client("kinesis"),
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+def mapping_of(
+    stream: Stream, handler: Handler, kinesis: Any = None, **options: Any
+) -> KinesisEventSourceMapping:
+    """The mapping of `stream` to `handler` (through `kinesis`, the real client by default),
+    polling an idle shard every 10 ms."""
+    return KinesisEventSourceMapping(
+        kinesis=kinesis or aws.client("kinesis"),
         stream_name=stream.name,
         stream_arn=stream.arn,
         handler=handler,
         idle_poll_s=0.01,
         **options,
     )
+
+
+def drive(stream: Stream, handler: Handler, **options: Any) -> KinesisEventSourceMapping:
+    """Drain what is in the stream now (the producer is done)."""
+    mapping = mapping_of(stream, handler, **options)
     done = threading.Event()
     done.set()
     mapping.run(done)
     return mapping
 
 
-def test_builds_the_lambda_kinesis_event(stream: Stream) -> None:
+def drive_while(
+    mapping: KinesisEventSourceMapping, publish: Callable[[], None], timeout_s: float
+) -> None:
+    """Run the mapping while `publish` puts records, until it drained them (or `timeout_s`)."""
+    done = threading.Event()
+    consumer = threading.Thread(target=mapping.run, args=(done,), daemon=True)
+    consumer.start()
+    publish()
+    done.set()
+    consumer.join(timeout=timeout_s)
+    assert not consumer.is_alive()
+
+
+def test_builds_the_lambda_kinesis_event(stream: Stream, recorder: Recorder) -> None:
     stream.put(40)
-    recorder = Recorder()
     drive(stream, recorder, batch_size=100, function_name="load-fn", region="us-east-1")
 
     put = {(shard, sequence): (key, data) for shard, sequence, key, data in stream.records}
@@ -151,9 +174,10 @@ def test_builds_the_lambda_kinesis_event(stream: Stream) -> None:
     assert context.get_remaining_time_in_millis() > 0
 
 
-def test_honours_batch_size_and_drains_every_shard_in_order(stream: Stream) -> None:
+def test_honours_batch_size_and_drains_every_shard_in_order(
+    stream: Stream, recorder: Recorder
+) -> None:
     stream.put(230)
-    recorder = Recorder()
     mapping = drive(stream, recorder, batch_size=7)
 
     assert all(1 <= len(batch) <= 7 for batch in recorder.sequences())
@@ -167,25 +191,15 @@ def test_honours_batch_size_and_drains_every_shard_in_order(stream: Stream) -> N
         assert mapping.progress[shard].stuck_at is None
 
 
-def test_consumes_while_the_producer_is_still_publishing(stream: Stream) -> None:
-    recorder = Recorder()
-    mapping = KinesisEventSourceMapping(
-        kinesis=aws.client("kinesis"),
-        stream_name=stream.name,
-        stream_arn=stream.arn,
-        handler=recorder,
-        batch_size=50,
-        idle_poll_s=0.01,
-    )
-    done = threading.Event()
-    consumer = threading.Thread(target=mapping.run, args=(done,), daemon=True)
-    consumer.start()
-    for start in range(0, 300, 100):
-        stream.put(100, start=start)
-    done.set()
-    consumer.join(timeout=60)
+def test_consumes_while_the_producer_is_still_publishing(
+    stream: Stream, recorder: Recorder
+) -> None:
+    def publish() -> None:
+        for start in range(0, 300, 100):
+            stream.put(100, start=start)
 
-    assert not consumer.is_alive()
+    drive_while(mapping_of(stream, recorder, batch_size=50), publish, timeout_s=60)
+
     assert sorted(recorder.pairs()) == sorted(stream.pairs())  # each exactly once
 
 
@@ -203,7 +217,7 @@ def test_unknown_item_identifier_redelivers_the_whole_batch(stream: Stream) -> N
     assert batches[0] == batches[1]
 
 
-def test_broken_poller_is_reported_not_hung(stream: Stream) -> None:
+def test_broken_poller_is_reported_not_hung(stream: Stream, recorder: Recorder) -> None:
     class BrokenKinesis:
         """The real client, except that GetRecords fails (e.g. expired credentials)."""
 
@@ -213,42 +227,29 @@ def test_broken_poller_is_reported_not_hung(stream: Stream) -> None:
             return getattr(aws.client("kinesis"), name)
 
     stream.put(5)
-    recorder = Recorder()
-    mapping = KinesisEventSourceMapping(
-        kinesis=BrokenKinesis(),
-        stream_name=stream.name,
-        stream_arn=stream.arn,
-        handler=recorder,
-    )
-    done = threading.Event()
-    done.set()
-    progress = mapping.run(done)
+    progress = drive(stream, recorder, kinesis=BrokenKinesis()).progress
     assert len(progress) == 2
     assert all("GetRecords is broken" in (p.error or "") for p in progress.values())
     assert recorder.events == []
 
 
-def test_the_batching_window_gathers_records_until_the_batch_is_full(stream: Stream) -> None:
+def test_the_batching_window_gathers_records_until_the_batch_is_full(
+    stream: Stream, recorder: Recorder
+) -> None:
     """`MaximumBatchingWindowInSeconds` as deployed: while the producer publishes, a shard's
     records wait for a full batch (or the window's end, a minute here) before one invocation."""
-    recorder = Recorder()
-    mapping = KinesisEventSourceMapping(
-        kinesis=aws.client("kinesis"),
-        stream_name=stream.name,
-        stream_arn=stream.arn,
-        handler=recorder,
+    mapping = mapping_of(
+        stream,
+        recorder,
         settings=KinesisEventSourceSettings(batch_size=1000, maximum_batching_window_in_seconds=60),
-        idle_poll_s=0.01,
     )
-    done = threading.Event()
-    consumer = threading.Thread(target=mapping.run, args=(done,), daemon=True)
-    consumer.start()
-    for start in range(0, 40, 10):
-        stream.put(10, start=start)
-    done.set()
-    consumer.join(timeout=120)
 
-    assert not consumer.is_alive()
+    def publish() -> None:
+        for start in range(0, 40, 10):
+            stream.put(10, start=start)
+
+    drive_while(mapping, publish, timeout_s=120)
+
     assert sorted(recorder.pairs()) == sorted(stream.pairs())
     # one invocation per shard: nothing was delivered before the producer was done
     assert len(recorder.events) == len(stream.by_shard()) == 2
