@@ -17,7 +17,7 @@ Action = Literal["created", "updated", "unchanged", "deleted", "absent", "retain
 """`retained`: a production stage's data store that `destroy` keeps (see `retain` fields)."""
 
 
-def _deletion_policy(retain: bool) -> dict[str, str]:
+def deletion_policy(retain: bool) -> dict[str, str]:
     """CloudFormation keeps a retained resource when the stack is deleted or replaces it."""
     policy = "Retain" if retain else "Delete"
     return {"DeletionPolicy": policy, "UpdateReplacePolicy": policy}
@@ -118,7 +118,7 @@ def error_code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
 
 
-def _missing(error: ClientError, *codes: str) -> bool:
+def error_is(error: ClientError, *codes: str) -> bool:
     return error_code(error) in codes
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from infra.resources.base import ApplyContext, Change, _deletion_policy, _missing, wait_until
+from infra.resources.base import ApplyContext, Change, deletion_policy, error_is, wait_until
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class DynamoTable:
         try:
             return dict(client.describe_table(TableName=self.name)["Table"])
         except ClientError as error:
-            if _missing(error, "ResourceNotFoundException"):
+            if error_is(error, "ResourceNotFoundException"):
                 return None
             raise
 
@@ -151,7 +151,7 @@ class DynamoTable:
                     PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
                 )
             except ClientError as error:
-                if _missing(error, "ContinuousBackupsUnavailableException"):
+                if error_is(error, "ContinuousBackupsUnavailableException"):
                     return False
                 raise
             return True
@@ -181,7 +181,7 @@ class DynamoTable:
         return {
             self.logical_id: {
                 "Type": "AWS::DynamoDB::Table",
-                **_deletion_policy(self.retain),
+                **deletion_policy(self.retain),
                 "Properties": properties,
             }
         }

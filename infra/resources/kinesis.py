@@ -11,8 +11,8 @@ from infra.resources.base import (
     ApplyContext,
     Attr,
     Change,
-    _deletion_policy,
-    _missing,
+    deletion_policy,
+    error_is,
     wait_until,
 )
 
@@ -39,7 +39,7 @@ class KinesisStream:
                 client.describe_stream_summary(StreamName=self.name)["StreamDescriptionSummary"]
             )
         except ClientError as error:
-            if _missing(error, "ResourceNotFoundException"):
+            if error_is(error, "ResourceNotFoundException"):
                 return None
             raise
 
@@ -111,7 +111,7 @@ class KinesisStream:
         return {
             self.logical_id: {
                 "Type": "AWS::Kinesis::Stream",
-                **_deletion_policy(self.retain),
+                **deletion_policy(self.retain),
                 "Properties": {
                     "Name": self.name,
                     "ShardCount": self.shard_count,

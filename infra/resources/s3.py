@@ -14,9 +14,9 @@ from infra.resources.base import (
     ApplyContext,
     Attr,
     Change,
-    _deletion_policy,
-    _missing,
     contains,
+    deletion_policy,
+    error_is,
 )
 
 _PUBLIC_ACCESS_BLOCK = {
@@ -99,7 +99,7 @@ class PrivateBucket:
         try:
             client.head_bucket(Bucket=self.name)
         except ClientError as error:
-            if _missing(error, "404", "NoSuchBucket", "NotFound"):
+            if error_is(error, "404", "NoSuchBucket", "NotFound"):
                 return False
             raise
         return True
@@ -108,7 +108,7 @@ class PrivateBucket:
         try:
             return getattr(client, getter)(Bucket=self.name)[key]
         except ClientError as error:
-            if _missing(error, missing):
+            if error_is(error, missing):
                 return None
             raise
 
@@ -246,14 +246,14 @@ class PrivateBucket:
         resources: dict[str, Any] = {
             self.logical_id: {
                 "Type": "AWS::S3::Bucket",
-                **_deletion_policy(self.retain),
+                **deletion_policy(self.retain),
                 "Properties": properties,
             },
         }
         if self.tls_only:
             resources[self.policy_logical_id] = {
                 "Type": "AWS::S3::BucketPolicy",
-                **_deletion_policy(self.retain),
+                **deletion_policy(self.retain),
                 "Properties": {
                     "Bucket": Attr(self.logical_id, "Ref").cloudformation(),
                     "PolicyDocument": tls_only_policy(self.arn),

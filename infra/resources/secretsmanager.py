@@ -9,7 +9,7 @@ from typing import Any, Final
 
 from botocore.exceptions import ClientError
 
-from infra.resources.base import ApplyContext, Attr, Change, _missing
+from infra.resources.base import ApplyContext, Attr, Change, error_is
 
 MANAGED_BY_TAG: Final = "moovitamix:managed-by"
 MANAGED_BY: Final = "infra.deploy"
@@ -43,7 +43,7 @@ class Secret:
         try:
             return dict(client.describe_secret(SecretId=self.name))
         except ClientError as error:
-            if _missing(error, "ResourceNotFoundException"):
+            if error_is(error, "ResourceNotFoundException"):
                 return None
             raise
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from infra.resources.base import ApplyContext, Attr, Change, _missing
+from infra.resources.base import ApplyContext, Attr, Change, error_is
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Queue:
         try:
             return str(client.get_queue_url(QueueName=self.name)["QueueUrl"])
         except ClientError as error:
-            if _missing(error, "AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+            if error_is(error, "AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
                 return None
             raise
 
