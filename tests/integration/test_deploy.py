@@ -840,7 +840,7 @@ def test_a_stage_is_only_deployed_to_the_account_and_region_it_is_pinned_to(
     config = read_config(project)
     config["stages"]["dev"]["infra"]["account_id"] = "123456789012"
     write_config(config, project)
-    from infra.deploy import check_account
+    from infra.deploy.target import check_account
 
     with pytest.MonkeyPatch.context() as patch:
         for name, value in environment.items():

@@ -401,7 +401,7 @@ def test_stage_settings_come_from_the_config_not_the_shell(monkeypatch: pytest.M
 
 
 def test_chalice_sees_the_stage_settings_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    from infra.deploy import chalice_environment
+    from infra.deploy.chalice_runner import chalice_environment
 
     monkeypatch.setenv("PIPELINE_SINKS", "from-the-shell")
     monkeypatch.setenv("PIPELINE_NOT_A_SETTING", "x")

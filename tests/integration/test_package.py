@@ -36,7 +36,7 @@ import pytest
 
 from chalicelib.load.sinks.postgres_connection import Credentials
 from chalicelib.settings import Settings
-from infra.deploy import run_chalice
+from infra.deploy.chalice_runner import run_chalice
 from infra.postgres_secret import ensure_postgres_secret
 from infra.provision import provision
 from infra.stages import PROJECT_ROOT, Stage
