@@ -9,9 +9,7 @@ import sys
 from typing import IO
 
 from infra.chalice_cli import APP_ONLY
-from infra.deploy.target import (
-    DeployError,
-)
+from infra.deploy.target import DeployError
 from infra.stages import PROJECT_ROOT, Stage
 
 

@@ -10,12 +10,7 @@ from pathlib import Path
 from infra.deploy.commands import deploy, destroy, package
 from infra.deploy.invocation import invoke, invoke_failure, scheduled_event_payload
 from infra.deploy.status import describe_deployment, status_check
-from infra.deploy.target import (
-    SCHEDULED_FUNCTION,
-    DeployError,
-    check_target,
-    endpoint_label,
-)
+from infra.deploy.target import SCHEDULED_FUNCTION, DeployError, check_target, endpoint_label
 from infra.stages import FUNCTIONS, PROJECT_ROOT, Stage
 
 

@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 from chalicelib.aws import clients as aws
 from infra.cloudformation import add_to_terraform, infra_template, sam_merge_template
 from infra.deploy.chalice_runner import run_chalice
-from infra.deploy.status import _print_deployment, describe_deployment
+from infra.deploy.status import describe_deployment, print_deployment
 from infra.deploy.target import (
     check_account,
     check_policies,
@@ -81,7 +81,7 @@ def deploy(stage: Stage, *, app_only: bool = False, output: IO[str] | None = Non
         flush=True,
     )
     report.deployment = describe_deployment(stage)
-    _print_deployment(report.deployment)
+    print_deployment(report.deployment)
     return report
 
 

@@ -7,11 +7,7 @@ import json
 from typing import Any
 
 from chalicelib.aws import clients as aws
-from infra.deploy.target import (
-    SCHEDULED_FUNCTION,
-    check_target,
-    spec_for,
-)
+from infra.deploy.target import SCHEDULED_FUNCTION, check_target, spec_for
 from infra.stages import Stage
 
 

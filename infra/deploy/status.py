@@ -11,12 +11,7 @@ from botocore.exceptions import ClientError
 from chalicelib.aws import clients as aws
 from infra.deploy.check import check_deployment
 from infra.deploy.check import stream_arn as deployed_stream_arn
-from infra.deploy.target import (
-    SCHEDULED_FUNCTION,
-    WORKER_FUNCTION,
-    endpoint_label,
-    spec_for,
-)
+from infra.deploy.target import SCHEDULED_FUNCTION, WORKER_FUNCTION, endpoint_label, spec_for
 from infra.spec import StackSpec
 from infra.stages import FUNCTIONS, Stage
 from infra.trigger import LOAD_FUNCTION, mappings_of
@@ -122,7 +117,7 @@ def _work_queue_mappings(lambda_client: Any, spec: StackSpec) -> list[dict[str, 
     return mappings_of(lambda_client, spec.function_name(WORKER_FUNCTION), queue_arn)
 
 
-def _print_deployment(deployment: dict[str, Any]) -> None:
+def print_deployment(deployment: dict[str, Any]) -> None:
     print("deployed:")
     for details in deployment["functions"].values():
         print(
