@@ -20,7 +20,6 @@ from infra.resources.base import (
     Change,
     Resource,
     contains,
-    to_cloudformation,
 )
 from infra.resources.dynamodb import DynamoTable, TableIndex
 from infra.resources.kinesis import KinesisStream
@@ -43,5 +42,4 @@ __all__ = [
     "TableIndex",
     "Topic",
     "contains",
-    "to_cloudformation",
 ]

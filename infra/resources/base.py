@@ -75,17 +75,6 @@ class ApplyContext:
         return value
 
 
-def to_cloudformation(value: Any) -> Any:
-    """`value` with every `Attr` replaced by its CloudFormation intrinsic function."""
-    if isinstance(value, Attr):
-        return value.cloudformation()
-    if isinstance(value, dict):
-        return {key: to_cloudformation(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [to_cloudformation(item) for item in value]
-    return value
-
-
 class Resource(Protocol):
     """What every resource offers; builders in `infra.provision.BUILDERS` return these."""
 
