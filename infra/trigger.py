@@ -7,7 +7,7 @@ factor of 1 are modelled here with the rest of the mapping, once, in
 `KinesisEventSourceSettings`, and written every way the mapping exists: applied with
 `UpdateEventSourceMapping` after `chalice deploy`, merged into the SAM template's Kinesis
 event, added to the Terraform event-source mapping, compared with the deployed mapping by
-`infra.deploy_check`, read back from the emulator by the local cloud
+`infra.deploy.check`, read back from the emulator by the local cloud
 (`localcloud/deployment.py`, `from_api`) whose driver (`localcloud/triggers/kinesis.py`) honours the
 same semantics. Field names are the AWS parameter names in snake case.
 """

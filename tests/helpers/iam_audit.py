@@ -10,6 +10,7 @@ for the parts our policies use: Allow/Deny, `*`/`?` wildcards, StringEquals/Stri
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 import threading
 from collections.abc import Iterator
@@ -19,6 +20,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from botocore.client import BaseClient
+
+from infra.stages import PROJECT_ROOT
 
 ACCOUNT = "123456789012"  # moto's account
 
@@ -287,3 +290,17 @@ def grant_used(action: str, pattern: str, condition: dict[str, Any], calls: list
         for call in calls
         for resource in call.resources
     )
+
+
+def local_policy(function: str) -> dict[str, Any]:
+    """The policy document of `function` in the `local` stage, as the deploy applies it."""
+    path = PROJECT_ROOT / ".chalice" / f"policy-local-{function}.json"
+    return dict(json.loads(path.read_text()))
+
+
+LOCAL = "arn:aws:{service}:us-east-1:123456789012:{resource}"
+
+
+def local_arn(service: str, resource: str) -> str:
+    """An ARN of the `local` stage's region and account (moto's)."""
+    return LOCAL.format(service=service, resource=resource)

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,32 +57,67 @@ def copy_project(target: Path) -> Path:
     return target
 
 
-def emulator_environment(endpoint: str) -> dict[str, str]:
-    """What the Makefile's LOCAL_AWS gives the deploy: endpoint, dummy keys, no profile."""
+@pytest.fixture
+def own_project(tmp_path: Path) -> Path:
+    """A copy of the project for one test, whose config and policy files it may change."""
+    return copy_project(tmp_path / "project")
+
+
+def offline_environment() -> dict[str, str]:
+    """This process's environment without its AWS_* and PIPELINE_* variables (no profile, no
+    endpoint, no stage settings), in the tests' region."""
     environment = {
         name: value
         for name, value in os.environ.items()
         if not name.startswith(("AWS_", "PIPELINE_"))
     }
-    environment.update(
-        AWS_ENDPOINT_URL=endpoint,
-        AWS_ACCESS_KEY_ID="test",
-        AWS_SECRET_ACCESS_KEY="test",
-        AWS_DEFAULT_REGION=REGION,
-    )
+    environment["AWS_DEFAULT_REGION"] = REGION
     return environment
 
 
-def run_deploy_cli(*arguments: str, environment: dict[str, str]) -> str:
-    completed = subprocess.run(
+def emulator_environment(endpoint: str) -> dict[str, str]:
+    """What the Makefile's LOCAL_AWS gives the deploy: endpoint, dummy keys, no profile."""
+    return {
+        **offline_environment(),
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+    }
+
+
+@contextmanager
+def boto3_pointed_at(environment: dict[str, str]) -> Iterator[None]:
+    """This process's boto3 clients (`chalicelib.aws.clients`) use `environment` inside."""
+    from chalicelib.aws import clients as aws
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in environment.items():
+            patch.setenv(name, value)
+        aws.client.cache_clear()
+        try:
+            yield
+        finally:
+            aws.client.cache_clear()
+
+
+def deploy_cli(
+    *arguments: str, environment: dict[str, str], timeout: float = 1200, stdin: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m infra.deploy ARGUMENTS...` in a process of its own, its output captured."""
+    return subprocess.run(
         [sys.executable, "-m", "infra.deploy", *arguments],
         cwd=PROJECT_ROOT,
         env=environment,
         capture_output=True,
         text=True,
-        timeout=1200,
+        timeout=timeout,
         check=False,
+        stdin=stdin,
     )
+
+
+def run_deploy_cli(*arguments: str, environment: dict[str, str]) -> str:
+    completed = deploy_cli(*arguments, environment=environment)
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output
     return output
@@ -201,6 +237,10 @@ class Deployment:
     second_output: str
     second: dict[str, Any]
 
+    @property
+    def spec(self) -> StackSpec:
+        return spec_of(self.stage)
+
 
 def deploy_once(root: Path, moto: MotoServer) -> tuple[Path, dict[str, str], Cloud, str]:
     """A copy of the project deployed to `moto` once, as `make deploy-local` deploys it."""
@@ -244,17 +284,16 @@ def spec_of(stage: Stage) -> StackSpec:
 def test_every_infrastructure_resource_is_created_then_left_alone(deployment: Deployment) -> None:
     first = section(deployment.first_output, "infrastructure")
     second = section(deployment.second_output, "infrastructure")
-    for resource in stack_resources(spec_of(deployment.stage)):
+    for resource in stack_resources(deployment.spec):
         assert any(line.startswith("created") and resource.label in line for line in first)
         assert any(line.startswith("unchanged") and resource.label in line for line in second)
-    assert len(first) == len(second) == len(stack_resources(spec_of(deployment.stage)))
+    assert len(first) == len(second) == len(stack_resources(deployment.spec))
 
 
 def test_both_functions_run_with_the_stage_settings_and_their_own_roles(
     deployment: Deployment,
 ) -> None:
-    stage, snapshot = deployment.stage, deployment.first
-    spec = spec_of(stage)
+    stage, snapshot, spec = deployment.stage, deployment.first, deployment.spec
     for function in FUNCTIONS:
         deployed = snapshot["functions"][spec.function_name(function)]
         assert deployed["Handler"] == f"app.{function}"
@@ -277,8 +316,7 @@ def test_both_functions_run_with_the_stage_settings_and_their_own_roles(
 
 
 def test_the_schedule_rule_targets_the_ingest_function(deployment: Deployment) -> None:
-    stage = deployment.stage
-    spec = spec_of(stage)
+    stage, spec = deployment.stage, deployment.spec
     rule = deployment.first["rules"][stage.rule_name("ingest")]
     assert rule["ScheduleExpression"] == stage.environment["PIPELINE_SCHEDULE"]
     assert rule["State"] == "ENABLED"
@@ -293,8 +331,7 @@ def test_the_schedule_rule_targets_the_ingest_function(deployment: Deployment) -
 
 
 def test_the_kinesis_trigger_has_the_failure_settings(deployment: Deployment) -> None:
-    stage = deployment.stage
-    spec = spec_of(stage)
+    stage, spec = deployment.stage, deployment.spec
     stream = deployment.first["streams"][stage.settings.stream_name]
     (mapping,) = [
         m for m in deployment.first["mappings"] if m["EventSourceArn"] == stream["StreamARN"]
@@ -330,8 +367,7 @@ def queue(cloud: Cloud, name: str) -> dict[str, str]:
 def test_the_worker_is_triggered_by_the_work_queue_one_item_at_a_time(
     deployment: Deployment,
 ) -> None:
-    stage = deployment.stage
-    spec = spec_of(stage)
+    stage, spec = deployment.stage, deployment.spec
     work = queue(deployment.cloud, stage.environment["PIPELINE_WORK_QUEUE"])
     dead_letter = queue(deployment.cloud, f"{stage.settings.table_prefix}-ingest-work-dlq")
     (mapping,) = [
@@ -405,7 +441,7 @@ def test_the_alarms_and_the_dashboard_exist(deployment: Deployment) -> None:
 
 
 def test_the_deploy_prints_what_exists(deployment: Deployment) -> None:
-    spec = spec_of(deployment.stage)
+    spec = deployment.spec
     printed = section(deployment.first_output, "deployed")
     assert any(spec.function_name("ingest") in line for line in printed)
     assert any(spec.function_name("load") in line for line in printed)
@@ -426,17 +462,10 @@ def test_a_second_deploy_changes_nothing(deployment: Deployment) -> None:
 
 def status_check(deployment: Deployment) -> subprocess.CompletedProcess[str]:
     """`python -m infra.deploy status --check`, as `make deploy-local` ends."""
-    return subprocess.run(
-        [
-            *(sys.executable, "-m", "infra.deploy", "status", "--stage", STAGE),
-            *("--project-dir", str(deployment.project), "--check"),
-        ],
-        cwd=PROJECT_ROOT,
-        env=deployment.environment,
-        capture_output=True,
-        text=True,
+    return deploy_cli(
+        *("status", "--stage", STAGE, "--project-dir", str(deployment.project), "--check"),
+        environment=deployment.environment,
         timeout=300,
-        check=False,
     )
 
 
@@ -491,7 +520,7 @@ def test_status_check_names_a_changed_kinesis_trigger_setting(
 
 
 def test_status_check_catches_a_bare_chalice_deploy_and_the_deploy_repairs_it(
-    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+    deployment: Deployment,
 ) -> None:
     """What `chalice deploy` alone leaves on a fresh stage: a mapping with AWS's defaults."""
     from chalicelib.aws import clients as aws
@@ -524,17 +553,12 @@ def test_status_check_catches_a_bare_chalice_deploy_and_the_deploy_repairs_it(
         "DestinationConfig",
     }
     assert "Lambda ignores the function's batchItemFailures" in checked.stderr
-    for name, value in deployment.environment.items():
-        monkeypatch.setenv(name, value)
-    aws.client.cache_clear()
-    try:
+    with boto3_pointed_at(deployment.environment):
         spec = spec_for(deployment.stage)
         applied = apply_stack(spec).attributes
         repaired = apply_failure_settings(
             aws.client("lambda"), spec, applied[STREAM]["Arn"], applied[FAILURE_QUEUE]["Arn"]
         )
-    finally:
-        aws.client.cache_clear()
     assert repaired.action == "updated"
     assert status_check(deployment).returncode == 0
 
@@ -624,14 +648,18 @@ class Packaged:
     infra_text: str
     terraform: dict[str, Any]
 
+    @property
+    def spec(self) -> StackSpec:
+        return spec_of(self.stage)
+
 
 @pytest.fixture(scope="module")
 def packaged(tmp_path_factory: pytest.TempPathFactory) -> Packaged:
     """`make package` for the dev stage, into a temporary folder."""
     out = tmp_path_factory.mktemp("package")
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PIPELINE_"))}
-    environment["AWS_DEFAULT_REGION"] = REGION
-    run_deploy_cli("package", "--stage", "dev", "--out", str(out), environment=environment)
+    run_deploy_cli(
+        "package", "--stage", "dev", "--out", str(out), environment=offline_environment()
+    )
     root = out / "dev"
     sam_text = (root / "cloudformation" / "sam.json").read_text()
     return Packaged(
@@ -656,7 +684,7 @@ def test_the_cloudformation_packages_pass_cfn_lint(packaged: Packaged) -> None:
 def test_the_sam_template_holds_the_infrastructure_and_the_failure_settings(
     packaged: Packaged,
 ) -> None:
-    spec = spec_of(packaged.stage)
+    spec = packaged.spec
     resources = packaged.sam["Resources"]
     for resource in stack_resources(spec):
         for logical_id, definition in resource.cloudformation().items():
@@ -701,8 +729,7 @@ def test_cfn_lint_checks_the_failure_settings_as_lambda_receives_them(packaged: 
     failure = {
         key: value
         for key, value in event["Properties"].items()
-        if key
-        in KinesisEventSourceSettings.from_spec(spec_of(packaged.stage)).failure_parameters("")
+        if key in KinesisEventSourceSettings.from_spec(packaged.spec).failure_parameters("")
     }
     failure["DestinationConfig"] = {
         "OnFailure": {"Destination": "arn:aws:sqs:us-east-1:123456789012:q"}
@@ -717,7 +744,7 @@ TERRAFORM_REFERENCE = re.compile(r"\$\{(aws_[a-z0-9_]+|data\.[a-z0-9_]+)\.([A-Za
 
 def test_the_terraform_package_is_consistent(packaged: Packaged) -> None:
     terraform = packaged.terraform
-    spec = spec_of(packaged.stage)
+    spec = packaged.spec
     resources, data = terraform["resource"], terraform["data"]
     assert set(terraform) >= {"resource", "data", "terraform"}
     for kind in (
@@ -817,29 +844,16 @@ def test_make_aws_targets_take_the_stage() -> None:
 
 
 def test_a_stage_is_only_deployed_to_the_account_and_region_it_is_pinned_to(
-    tmp_path: Path, moto_server: MotoServer
+    own_project: Path, moto_server: MotoServer
 ) -> None:
     """moto answers GetCallerIdentity with its account 123456789012; dev names 111122223333."""
-    project = copy_project(tmp_path / "project")
+    project = own_project
     make_ready(project, "dev")  # past the offline preflight (VPC, TLS) to the account check
     environment = emulator_environment(moto_server.url)
     for stage, region in (("dev", REGION), ("dev", "eu-west-1")):
-        completed = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "infra.deploy",
-                "deploy",
-                "--stage",
-                stage,
-                "--project-dir",
-                str(project),
-            ],
-            cwd=PROJECT_ROOT,
-            env={**environment, "AWS_DEFAULT_REGION": region, "AWS_REGION": region},
-            capture_output=True,
-            text=True,
-            check=False,
+        completed = deploy_cli(
+            *("deploy", "--stage", stage, "--project-dir", str(project)),
+            environment={**environment, "AWS_DEFAULT_REGION": region, "AWS_REGION": region},
             timeout=300,
         )
         assert completed.returncode == 1
@@ -849,65 +863,31 @@ def test_a_stage_is_only_deployed_to_the_account_and_region_it_is_pinned_to(
     config = read_config(project)
     config["stages"]["dev"]["infra"]["account_id"] = "123456789012"
     write_config(config, project)
-    from infra.deploy import check_account
+    from infra.deploy.target import check_account
 
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in environment.items():
-            patch.setenv(name, value)
-        from chalicelib.aws import clients as aws
-
-        aws.client.cache_clear()
-        try:
-            check_account(Stage.load("dev", project))  # pinned where it deploys: accepted
-        finally:
-            aws.client.cache_clear()
+    with boto3_pointed_at(environment):
+        check_account(Stage.load("dev", project))  # pinned where it deploys: accepted
 
 
-def test_cli_guards_need_no_aws(tmp_path: Path) -> None:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PIPELINE_"))}
-    environment["AWS_DEFAULT_REGION"] = REGION
-    command = [sys.executable, "-m", "infra.deploy"]
-    emulator_without_endpoint = subprocess.run(
-        [*command, "deploy", "--stage", "local"],
-        cwd=PROJECT_ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+def test_cli_guards_need_no_aws(own_project: Path) -> None:
+    environment = offline_environment()
+    emulator_without_endpoint = deploy_cli("deploy", "--stage", "local", environment=environment)
     assert emulator_without_endpoint.returncode == 1
     assert "set AWS_ENDPOINT_URL" in emulator_without_endpoint.stderr
-    unconfirmed = subprocess.run(
-        [*command, "destroy", "--stage", "dev"],
-        cwd=PROJECT_ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        check=False,
-        stdin=subprocess.DEVNULL,
+    unconfirmed = deploy_cli(
+        "destroy", "--stage", "dev", environment=environment, stdin=subprocess.DEVNULL
     )
     assert unconfirmed.returncode == 1
     assert "without --yes" in unconfirmed.stderr
-    project = copy_project(tmp_path / "project")
+    project = own_project
     policy = project / ".chalice" / "policy-local-load.json"
     policy.write_text(policy.read_text().replace("dynamodb:BatchWriteItem", "dynamodb:*"))
-    stale = subprocess.run(
-        [*command, "deploy", "--stage", "local", "--project-dir", str(project)],
-        cwd=PROJECT_ROOT,
-        env={**environment, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"},
-        capture_output=True,
-        text=True,
-        check=False,
+    stale = deploy_cli(
+        *("deploy", "--stage", "local", "--project-dir", str(project)),
+        environment={**environment, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"},
     )
     assert stale.returncode == 1
     assert "policy-local-load.json is missing or stale" in stale.stderr
-    unknown = subprocess.run(
-        [*command, "status", "--stage", "nope"],
-        cwd=PROJECT_ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    unknown = deploy_cli("status", "--stage", "nope", environment=environment)
     assert unknown.returncode == 1
     assert "unknown stage 'nope'" in unknown.stderr

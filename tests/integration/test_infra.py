@@ -401,7 +401,7 @@ def test_stage_settings_come_from_the_config_not_the_shell(monkeypatch: pytest.M
 
 
 def test_chalice_sees_the_stage_settings_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    from infra.deploy import chalice_environment
+    from infra.deploy.chalice_runner import chalice_environment
 
     monkeypatch.setenv("PIPELINE_SINKS", "from-the-shell")
     monkeypatch.setenv("PIPELINE_NOT_A_SETTING", "x")
@@ -446,7 +446,7 @@ def test_the_localstack_compose_file_runs_every_service_the_deploy_uses(spec: St
 def test_quarantined_records_expire_and_the_bucket_refuses_plain_http(spec: StackSpec) -> None:
     from botocore.exceptions import ClientError
 
-    from infra.resources import tls_only_policy
+    from infra.resources.s3 import tls_only_policy
 
     strict = StackSpec(spec.settings, stage=spec.stage, shard_count=1, tls_only=True)
     apply_stack(strict)

@@ -39,7 +39,7 @@ from packaging.utils import canonicalize_name
 from chalicelib.load.sinks.postgres_connection import Credentials
 from chalicelib.settings import Settings
 from infra import locks
-from infra.deploy import run_chalice
+from infra.deploy.chalice_runner import run_chalice
 from infra.postgres_secret import ensure_postgres_secret
 from infra.provision import provision
 from infra.stages import PROJECT_ROOT, Stage

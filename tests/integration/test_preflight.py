@@ -25,7 +25,8 @@ from cfnlint.api import ManualArgs, lint
 from infra import policies, preflight
 from infra.chalice_config import read_config, write_config
 from infra.cloudformation import infra_template
-from infra.deploy import check_preflight, spec_for
+from infra.deploy import spec_for
+from infra.deploy.target import check_preflight
 from infra.network import ENDPOINT_SERVICES, STAGE_TAG, vpc_endpoint_resources
 from infra.resources import ApplyContext
 from infra.stages import FUNCTIONS, PROJECT_ROOT, Stage
