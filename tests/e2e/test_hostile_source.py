@@ -109,7 +109,7 @@ def test_a_bad_item_is_quarantined_and_a_bad_page_fails_only_its_resource(tmp_pa
     assert report.status == "failed"
     # users: one item past year 9999 is quarantined, naming its field; the page goes on
     assert_stored(outcome, "users", served("users", [i for i in range(RECORDS) if i != 7]))
-    [kept] = [q for q in outcome.quarantined if q.entity == "users"]
+    [kept] = outcome.quarantined  # the only record quarantined in the run
     assert kept.origin == "ingest-p1-i7"
     assert "updated_at" in kept.reason
     assert "out of range" in kept.reason
@@ -156,6 +156,7 @@ def test_a_source_that_changes_or_ignores_size_fails_without_extra_traffic(
     report = outcome.report
 
     assert report.status == "failed"
+    assert not outcome.quarantined
     # users: 20 rows deleted at the front after page 1: offsets shift, total drops
     assert_stored(outcome, "users", served("users", range(100)))
     [error] = errors_about(outcome, "users")
@@ -169,6 +170,7 @@ def test_a_source_that_changes_or_ignores_size_fails_without_extra_traffic(
     assert_stored(outcome, "tracks", [])
     [error] = errors_about(outcome, "tracks")
     assert "more than its size 100" in error
+    assert "/tracks?page=1&size=100" in error
     assert report.entities["tracks"]["fetched"] == 0
     assert outcome.faults.injected["ignore-size"] == report.ingest_invocations  # page 1 each
 
@@ -209,6 +211,8 @@ def test_a_dripping_server_and_a_huge_page_fail_within_their_bounds(tmp_path: Pa
     assert "/users?page=1&size=100" in error
     [error] = errors_about(outcome, "tracks")
     assert "larger than PIPELINE_MAX_RESPONSE_BYTES (1,048,576 bytes)" in error
+    assert "/tracks?page=1&size=100" in error
+    assert not outcome.quarantined
     assert_stored(outcome, "users", [])
     assert_stored(outcome, "tracks", [])
     assert_stored(outcome, "listen_history", served("listen_history", range(RECORDS)))
@@ -237,8 +241,13 @@ def test_fanned_out_resources_keep_isolation_and_completeness(tmp_path: Path) ->
     assert report.status == "failed"
     assert report.entities["users"]["work_items"] == 3
     assert_stored(outcome, "users", served("users", [i for i in range(RECORDS) if i != 7]))
-    [kept] = [q for q in outcome.quarantined if q.entity == "users"]
+    [kept] = outcome.quarantined  # the only record quarantined in the run
+    assert kept.entity == "users"
     assert "updated_at" in kept.reason
+    [line] = log_lines(outcome, "record quarantined", "users")  # by the worker, once
+    assert line["run_id"] == report.run_id
+    assert line["key"] == str(generate_item("users", 7, RECORDS, SEED)["id"])
+    assert "/users?page=1&size=50" in line["url"]
     # tracks: the planner read total 250; after the deletion every worker finds 230
     assert report.entities["tracks"]["work_items"] == 3
     assert any("dead-letter" in error for error in report.errors)
@@ -254,6 +263,52 @@ def test_fanned_out_resources_keep_isolation_and_completeness(tmp_path: Path) ->
     assert stored_histories == served("listen_history", range(200))
     assert outcome.stored[("postgres", "listen_history")] == stored_histories
     assert report.event is None
+
+
+@pytest.mark.e2e
+def test_fanned_out_resources_fail_on_unparseable_oversized_or_growing_pages(
+    tmp_path: Path,
+) -> None:
+    """The page faults met by ingest_worker functions (pages after the planner's page 1): a
+    page nested too deeply, a server ignoring `size`, pagination that never ends."""
+    outcome = run_with_faults(
+        tmp_path,
+        {"nested-json": "users", "ignore-size": "tracks", "growing-pages": "listen_history"},
+        env={"PIPELINE_PAGE_SIZE": "50", "PIPELINE_PAGES_PER_WORKER": "1"},
+    )
+    report = outcome.report
+
+    assert report.status == "failed"
+    assert not outcome.quarantined
+    assert report.event is None
+    # users: 5 pages, one work item each; page 2 cannot be parsed: that work item fails on
+    # each delivery, the other pages are stored
+    assert report.entities["users"]["work_items"] == 5
+    assert_stored(outcome, "users", served("users", [*range(50), *range(100, RECORDS)]))
+    failed = log_lines(outcome, "work item failed", "users")
+    assert failed
+    for line in failed:
+        assert line["run_id"] == report.run_id
+        assert "nested too deeply" in line["error"]
+        assert "/users?page=2&size=50" in line["error"]
+    assert any("dead-letter" in error for error in report.errors), report.errors
+    # tracks: page 1 already holds 500 items: the planner refuses it, no work item is sent
+    assert_stored(outcome, "tracks", [])
+    [error] = errors_about(outcome, "tracks")
+    assert "more than its size 50" in error
+    assert "/tracks?page=1&size=50" in error
+    assert report.entities["tracks"]["fetched"] == 0
+    # listen_history: page 1 announces 2 pages (2 work items); the worker's page 2 announces 3
+    assert report.entities["listen_history"]["work_items"] == 2
+    assert_stored(outcome, "listen_history", served("listen_history", range(50)))
+    failed = log_lines(outcome, "work item failed", "listen_history")
+    assert failed
+    for line in failed:
+        assert "changed under the run" in line["error"]
+        assert "/listen_history?page=2&size=50" in line["error"]
+    # a page or two per delivery of each work item and attempt of the run, never followed on
+    # toward PIPELINE_MAX_PAGES
+    assert outcome.faults.injected["growing-pages"] < 20
 
 
 # --- the page ledger holds pages of any size ------------------------------------------------
