@@ -22,9 +22,11 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from chalicelib import wiring
+from chalicelib.aws import clients as aws
 from chalicelib.deadletter.quarantine import QuarantinedRecord
 from chalicelib.ingest.run import IngestFailed, new_run_id, run_ingest
 from chalicelib.model.contract import entity_key, validate_item
+from chalicelib.model.envelope import decode_envelope
 from chalicelib.runs.page_ledger import LEDGER_ITEM_BYTES, PageLedger
 from chalicelib.settings import get_settings
 from localcloud.fakeapi import FakeApiServer, generate_item
@@ -365,6 +367,23 @@ VALID_USER = st.builds(
 ITEM = st.one_of(JSON, VALID_USER, VALID_USER.map(lambda user: {**user, "id": str(user["id"])}))
 
 
+@st.composite
+def page_bodies(draw: st.DrawFn) -> str:
+    """A body shaped like a page (the same one served for every page): the envelope of its
+    items, often with some of `total`, `page`, `size` and `pages` announcing anything else."""
+    items = draw(st.lists(ITEM, max_size=12))
+    page = {
+        "items": items,
+        "total": len(items),
+        "page": 1,
+        "size": 10,
+        "pages": -(-len(items) // 10),
+    }
+    for name in draw(st.sets(st.sampled_from(["total", "page", "size", "pages"]))):
+        page[name] = draw(st.integers(min_value=-1, max_value=14))
+    return json.dumps(page)
+
+
 class _PageServer:
     """Serves one hypothesis example: either pages of `items` by the contract, or `body`."""
 
@@ -428,7 +447,10 @@ def anyjson_stage(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(items=st.lists(ITEM, max_size=25), body=st.none() | JSON.map(json.dumps))
+@given(
+    items=st.lists(ITEM, max_size=25),
+    body=st.none() | JSON.map(json.dumps) | page_bodies(),
+)
 def test_arbitrary_json_is_stored_quarantined_or_failed_never_lost(
     anyjson_stage: _PageServer, items: list[Any], body: str | None
 ) -> None:
@@ -450,6 +472,7 @@ def test_arbitrary_json_is_stored_quarantined_or_failed_never_lost(
     positions = [(page.number, position) for page in ledger for position, _, _ in page.entries]
     assert len(positions) == len(set(positions))  # nothing counted twice
     quarantined = list(wiring.quarantine(get_settings()).records(run_id))
+    published = published_items(run_id)
     event(  # `--hypothesis-show-statistics` shows that the interesting cases are reached
         "whole page: " + ("failed" if error else "accepted")
         if body is not None
@@ -471,9 +494,45 @@ def test_arbitrary_json_is_stored_quarantined_or_failed_never_lost(
         assert len(quarantined) == counts.quarantined
         assert sorted(positions) == [(i // 10 + 1, i % 10) for i in range(len(items))]
         assert manifest["ingest_status"] == "published"
+        # ... and what reached the stream is exactly every item not quarantined, once each
+        kept = {q.origin for q in quarantined}
+        assert sorted(published) == sorted(
+            json.dumps(validate_item("users", item), sort_keys=True)
+            for i, item in enumerate(items)
+            if f"ingest-p{i // 10 + 1}-i{i % 10}" not in kept
+        )
     elif error is not None:  # a whole page that is no page: the resource fails, by URL
-        assert "/users?page=1&size=10" in error
+        assert "/users?page=" in error
+        assert "/users?page=1&size=10" in error or "/users?page=2&size=10" in error
         assert manifest["ingest_status"] == "failed"
+    else:  # a body accepted as the whole resource holds exactly what it announces
+        page = json.loads(body)
+        assert result is not None
+        counts = result.resources["users"]
+        assert page["total"] == counts.fetched == len(page["items"])
+        assert page["pages"] == (1 if page["items"] else page["pages"])
+        assert counts.published + counts.quarantined == counts.fetched
+        assert len(published) == counts.published
+        assert manifest["ingest_status"] == "published"
+
+
+def published_items(run_id: str) -> list[str]:
+    """The items the run put on the stream (every shard, from the start), as sorted JSON."""
+    kinesis = aws.client("kinesis")
+    stream = get_settings().stream_name
+    found: list[str] = []
+    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
+        iterator = kinesis.get_shard_iterator(
+            StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        while iterator:
+            answer = kinesis.get_records(ShardIterator=iterator, Limit=1000)
+            for record in answer["Records"]:
+                envelope = decode_envelope(record["Data"])
+                if envelope.run_id == run_id:
+                    found.append(json.dumps(envelope.item, sort_keys=True))
+            iterator = answer.get("NextShardIterator") if answer["Records"] else None
+    return found
 
 
 # --- the fake API's source faults -----------------------------------------------------------
