@@ -2,7 +2,8 @@
 
 `up --json` prints its endpoints once ready; two attached runs over an unchanged source
 publish nothing the second time; the data is there for `psql` and the AWS CLI exactly as the
-README shows; `down`, Ctrl-C (SIGINT) and SIGTERM leave no process behind, for `up` and `run`.
+README shows; `down`, Ctrl-C (SIGINT) and SIGTERM leave no process behind, for `up` and `run`
+(also in the middle of a run: its function worker processes end too).
 """
 
 from __future__ import annotations
@@ -227,6 +228,54 @@ def test_a_signal_stops_every_process_the_command_started(
     # stopping is how `up` ends (exit 0); a run that is cut short did not succeed (128 + signal)
     assert stopped(process) == (0 if command == "up" else 128 + signum)
     assert_gone(processes)
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every living process under `pid` (read from /proc), with its command line."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # ended meanwhile
+            children.setdefault(parent, []).append(int(entry.name))
+    found: dict[int, str] = {}
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            try:
+                command = (Path("/proc") / str(child) / "cmdline").read_bytes()
+            except OSError:
+                continue
+            found[child] = command.replace(b"\0", b" ").decode(errors="replace")
+            stack.append(child)
+    return found
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_in_the_middle_of_a_run_stops_its_function_processes(
+    tmp_path: Path, guard: list[subprocess.Popen[str]], signum: signal.Signals
+) -> None:
+    """Signalled while its functions run in their worker processes, `localcloud run` ends
+    them too, with the moto server and PostgreSQL."""
+    process = start(["run", "--json", "--records", "5000", "--state-dir", "state"], tmp_path)
+    guard.append(process)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    started: dict[int, str] = {}
+    while not any("localcloud.triggers.function_host" in c for c in started.values()):
+        assert process.poll() is None, f"exited with {process.returncode}"
+        assert time.monotonic() < deadline, "no function process ever started"
+        time.sleep(0.2)
+        started = descendants(process.pid)
+    processes = json.loads((tmp_path / "state" / "processes.json").read_text())
+    process.send_signal(signum)
+    assert stopped(process) == 128 + signum
+    assert_gone(processes)
+    deadline = time.monotonic() + 30
+    while [pid for pid in started if alive(pid)] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not {pid: c for pid, c in started.items() if alive(pid)}
 
 
 def test_down_without_a_cloud_says_so(tmp_path: Path) -> None:
