@@ -26,6 +26,8 @@ import pytest
 import requests
 
 from infra.stages import PROJECT_ROOT
+from localcloud.fakeapi import FakeApiServer
+from localcloud.fakeapi.source_faults import SourceFaults
 from localcloud.session import alive
 
 pytestmark = pytest.mark.e2e
@@ -253,28 +255,59 @@ def descendants(pid: int) -> dict[int, str]:
     return found
 
 
+def with_environment(value: bytes) -> dict[int, str]:
+    """Living processes whose environment holds `value` (the ones we may read)."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and alive(int(entry.name)):
+            try:
+                if value in (entry / "environ").read_bytes():
+                    found[int(entry.name)] = (
+                        (entry / "cmdline").read_bytes().decode(errors="replace")
+                    )
+            except OSError:
+                continue  # ended meanwhile, or not ours
+    return found
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_in_the_middle_of_a_run_stops_its_function_processes(
     tmp_path: Path, guard: list[subprocess.Popen[str]], signum: signal.Signals
 ) -> None:
-    """Signalled while its functions run in their worker processes, `localcloud run` ends
-    them too, with the moto server and PostgreSQL."""
-    process = start(["run", "--json", "--records", "5000", "--state-dir", "state"], tmp_path)
-    guard.append(process)
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    started: dict[int, str] = {}
-    while not any("localcloud.triggers.function_host" in c for c in started.values()):
-        assert process.poll() is None, f"exited with {process.returncode}"
-        assert time.monotonic() < deadline, "no function process ever started"
-        time.sleep(0.2)
+    """Signalled while its ingest is stuck reading an API that drips its answer (a fetch
+    that would last until PIPELINE_REQUEST_DEADLINE_S, three times over), `localcloud run`
+    stops at once and ends its function processes too, with the moto server and PostgreSQL."""
+    dripping = SourceFaults({"slow-drip": "users"}, drip_interval=3.0)
+    with FakeApiServer(records=250, seed=11, source_faults=dripping) as api:
+        process = start(["run", "--json", "--api-url", api.url, "--state-dir", "state"], tmp_path)
+        guard.append(process)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        started: dict[int, str] = {}
+        while not any("localcloud.triggers.function_host" in c for c in started.values()):
+            assert process.poll() is None, f"exited with {process.returncode}"
+            assert time.monotonic() < deadline, "no function process ever started"
+            time.sleep(0.2)
+            started = descendants(process.pid)
+        time.sleep(1.0)  # the ingest's invocation is under way (not a bound on anything)
         started = descendants(process.pid)
+        _stop_mid_run(process, started, signum, tmp_path)
+
+
+def _stop_mid_run(
+    process: subprocess.Popen[str], started: dict[int, str], signum: signal.Signals, tmp_path: Path
+) -> None:
     processes = json.loads((tmp_path / "state" / "processes.json").read_text())
+    moto = (Path("/proc") / str(processes["moto"]) / "cmdline").read_bytes().split(b"\0")
+    endpoint = b"127.0.0.1:" + moto[moto.index(b"-p") + 1]  # in every function's environment
     process.send_signal(signum)
     assert stopped(process) == 128 + signum
     assert_gone(processes)
-    deadline = time.monotonic() + 30
-    while [pid for pid in started if alive(pid)] and time.monotonic() < deadline:
+    # ... and so are its function processes: those it had, and any a driver's thread started
+    # while it stopped (Lambda's retry of an invocation whose process was killed)
+    deadline = time.monotonic() + 5
+    while (left := with_environment(endpoint)) and time.monotonic() < deadline:
         time.sleep(0.2)
+    assert not left
     assert not {pid: c for pid, c in started.items() if alive(pid)}
 
 
