@@ -198,17 +198,22 @@ class FunctionPool:
     _idle: list[FunctionHost] = field(default_factory=list)
     _all: list[FunctionHost] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _closed: bool = False
+    """Closed pools start no process: a driver's thread still calling (Lambda's retry of an
+    invocation whose process `close` killed) would leave one running after the command."""
 
     def warm(self, count: int) -> None:
         """Start `count` processes now (their imports run while the caller does other work)."""
         with self._lock:
-            while len(self._all) < count:
+            while len(self._all) < count and not self._closed:
                 host = FunctionHost(self.config, self, len(self._all))
                 self._all.append(host)
                 self._idle.append(host)
 
     def __call__(self, event: dict[str, Any], context: Any) -> Any:
         with self._lock:
+            if self._closed:
+                raise FunctionError(f"the {self.config.function} function is stopped")
             self.invocations += 1
             number = self.invocations
             host = self._idle.pop() if self._idle else None
@@ -260,6 +265,7 @@ class FunctionPool:
     def close(self, *, kill: bool = False) -> None:
         """End every process: after its current invocation, or at once (`kill`)."""
         with self._lock:
+            self._closed = True
             hosts, self._all, self._idle = self._all, [], []
         for host in hosts:
             host.stop(kill=kill)  # all of them first: they end in parallel

@@ -116,8 +116,42 @@ def test_a_fault_leaves_the_stores_as_a_clean_run(spec: str, clean: Dump, tmp_pa
     assert report.chaos[name] > 0, f"{name} was never injected"
     assert report.status == "succeeded", report.errors
     assert dump == clean
+    assert not (tmp_path / "dump" / "quarantine.jsonl").read_text().strip()
     if name == "producer-timeout":
         assert report.ingest_invocations > 1
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("name", ["api-5xx", "api-429", "api-timeout"])
+def test_an_api_that_keeps_failing_fails_each_resource_by_url(name: str, tmp_path: Path) -> None:
+    """Every request answered 5xx, 429 or too late: once the retries are spent each resource
+    fails naming its URL, nothing is stored or quarantined, and Lambda's retries of the run
+    end (three attempts), with no DatasetUpdated."""
+    environment = {
+        **FAST,
+        "PIPELINE_MAX_RETRIES": "1",
+        "PIPELINE_REQUEST_TIMEOUT_S": "1",  # below the fault's 2.5 s stall
+    }
+    chaos = Chaos.from_spec(f"{name}=1", seed=1)
+    with LocalCloud(
+        tmp_path / "state", records=RECORDS, seed=SEED, extra_env=environment, chaos=chaos
+    ) as cloud:
+        report = cloud.run()
+        cloud.dump(tmp_path / "dump")
+    dump = read_dump(tmp_path / "dump")
+    assert report.status == "failed"
+    assert report.chaos is not None
+    assert report.chaos[name] > 0
+    assert report.ingest_invocations == 3
+    assert report.event is None
+    assert set(dump) == {f"{sink}/{e}.jsonl" for sink in ("dynamodb", "postgres") for e in ENTITIES}
+    assert all(rows == [] for rows in dump.values()), dump  # nothing in either sink
+    assert not (tmp_path / "dump" / "quarantine.jsonl").read_text().strip()
+    for entity in ENTITIES:
+        assert any(
+            f"'{entity}'" in error and f"/{entity}?page=1&size=10" in error
+            for error in report.errors
+        ), (entity, report.errors)
 
 
 def expected_without_poison(clean: Dump, chaos: Chaos) -> tuple[Dump, int]:
@@ -146,6 +180,8 @@ def test_poison_is_quarantined_and_the_rest_stored(clean: Dump, tmp_path: Path) 
     report, dump, directory = run_cloud(tmp_path, chaos)
     assert report.status == "succeeded", report.errors
     expected, poisoned = expected_without_poison(clean, chaos)
+    injector = chaos.api_injector
+    assert isinstance(injector, FaultInjector)
     assert poisoned > 0
     assert dump == expected
     for entity in ENTITIES:
@@ -154,6 +190,13 @@ def test_poison_is_quarantined_and_the_rest_stored(clean: Dump, tmp_path: Path) 
     lines = [json.loads(line) for line in (directory / "quarantine.jsonl").read_text().splitlines()]
     # the API counts poison per response: page 1, read again at the end of a walk, counts twice
     assert len(lines) == poisoned <= report.chaos["poison"]  # type: ignore[index]
+    for entity in ENTITIES:  # each quarantined record is one the API poisoned, by its place
+        origins = sorted(line["origin"] for line in lines if line["entity"] == entity)
+        assert origins == sorted(
+            f"ingest-p{index // 10 + 1}-i{index % 10}"
+            for index in range(RECORDS)
+            if injector.is_poisoned(entity, index)
+        ), entity
     assert all(line["reason"].startswith("breaks the contract") for line in lines)
     assert all("payload" in line for line in lines)
 

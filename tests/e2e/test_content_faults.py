@@ -30,6 +30,9 @@ RECORDS = 60
 SEED = 3
 PAGE = 10
 ENV = {"PIPELINE_PAGE_SIZE": str(PAGE), "PIPELINE_BATCH_SIZE": "25"}
+FANNED_OUT = {"PIPELINE_PAGES_PER_WORKER": "2"}
+"""6 pages per resource as 3 work items of the ingest_worker function."""
+SPLIT = pytest.mark.parametrize("split", [False, True], ids=["one-ingest", "fanned-out"])
 
 
 def served(entity: str, probabilities: dict[str, float], fault_seed: int) -> list[Any]:
@@ -63,14 +66,19 @@ def by_key(entity: str, items: list[Any]) -> dict[Any, Any]:
     return {entity_key(entity, item): item for item in items}
 
 
-def cloud_with(tmp: Path, spec: str, **env: str) -> LocalCloud:
+def cloud_with(tmp: Path, spec: str, split: bool = False, **env: str) -> LocalCloud:
     return LocalCloud(
         tmp / "state",
         records=RECORDS,
         seed=SEED,
-        extra_env={**ENV, **env},
+        extra_env={**ENV, **(FANNED_OUT if split else {}), **env},
         chaos=Chaos.from_spec(spec, seed=1),
     )
+
+
+def split_as_asked(report: RunReport, split: bool, entities: tuple[str, ...] = ENTITIES) -> None:
+    for entity in entities:
+        assert report.entities[entity].get("work_items", 0) == (3 if split else 0), entity
 
 
 def balances(report: RunReport) -> None:
@@ -83,13 +91,18 @@ def balances(report: RunReport) -> None:
         )
 
 
-def test_a_repeated_key_on_a_page_is_superseded_and_the_run_settles(tmp_path: Path) -> None:
+@SPLIT
+def test_a_repeated_key_on_a_page_is_superseded_and_the_run_settles(
+    tmp_path: Path, split: bool
+) -> None:
     """The same id twice on one page (an exact duplicate row): the reconciliation's look-up
     must not fail ("Provided list of item keys contains duplicates"); the repeat is counted."""
-    with cloud_with(tmp_path, "duplicate-item=0.15") as cloud:
+    with cloud_with(tmp_path, "duplicate-item=0.15", split) as cloud:
         report = cloud.run()
         contents = dump(cloud, tmp_path / "dump")
     assert report.status == "succeeded", report.errors
+    split_as_asked(report, split)
+    assert contents["quarantine"] == []
     assert report.chaos is not None
     assert report.chaos["duplicate-item"] > 0
     balances(report)
@@ -101,13 +114,21 @@ def test_a_repeated_key_on_a_page_is_superseded_and_the_run_settles(tmp_path: Pa
             assert len(contents["rows"][f"{sink}/{entity}.jsonl"]) == len(distinct)
 
 
-def test_every_user_with_a_renamed_field_fails_the_quality_gate(tmp_path: Path) -> None:
-    """250 of 250 quarantined is not "succeeded": the run fails naming the resource, its own
-    alarm fires, the drift names the new field; the other resources are stored in full."""
-    with cloud_with(tmp_path, "renamed-field=1", PIPELINE_RESOURCES="users,tracks") as cloud:
+@SPLIT
+def test_every_user_with_a_renamed_field_fails_the_quality_gate(
+    tmp_path: Path, split: bool
+) -> None:
+    """All of a resource quarantined is not "succeeded": the run fails naming the resource, its
+    own alarm fires, the drift names the new field; nothing of it is stored."""
+    with cloud_with(tmp_path, "renamed-field=1", split, PIPELINE_RESOURCES="users,tracks") as cloud:
         report = cloud.run()
         contents = dump(cloud, tmp_path / "dump")
     assert report.status == "failed"
+    split_as_asked(report, split, ("users", "tracks"))
+    for entity in ("users", "tracks"):
+        for sink in ("dynamodb", "postgres"):
+            assert contents["rows"][f"{sink}/{entity}.jsonl"] == [], (sink, entity)
+    assert len(contents["quarantine"]) == 2 * RECORDS
     gate = [error for error in report.errors if "PIPELINE_MAX_QUARANTINE_RATIO" in error]
     assert len(gate) == 2  # users and tracks both renamed a field
     assert gate[0].startswith("users: 60 of 60 fetched records quarantined (100%)")
@@ -122,22 +143,37 @@ def test_every_user_with_a_renamed_field_fails_the_quality_gate(tmp_path: Path) 
     assert report.event is None  # no DatasetUpdated for a failed run
 
 
-def test_a_few_bad_records_pass_the_gate_and_unknown_fields_are_reported(tmp_path: Path) -> None:
+@SPLIT
+def test_a_few_bad_records_pass_the_gate_and_unknown_fields_are_reported(
+    tmp_path: Path, split: bool
+) -> None:
     probabilities = {"renamed-field": 0.05, "extra-field": 0.3}
     spec = ",".join(f"{name}={p}" for name, p in probabilities.items())
-    with cloud_with(tmp_path, spec) as cloud:
+    with cloud_with(tmp_path, spec, split) as cloud:
         report = cloud.run()
         contents = dump(cloud, tmp_path / "dump")
     assert report.status == "succeeded", report.errors
+    split_as_asked(report, split)
     balances(report)
+    assert report.as_dict()["schema_drift"] == report.schema_drift  # `run --json` shows it
     for entity in ENTITIES:
         items = served(entity, probabilities, 1)
         renamed = [item for item in items if RENAMED[entity][1] in item]
         assert 0 < len(renamed) <= RECORDS * 0.10
         assert report.entities[entity]["quarantined"] == len(renamed)
         assert report.schema_drift[entity] == sorted({RENAMED[entity][1], "source_region"})
-        for row in contents["rows"][f"dynamodb/{entity}.jsonl"]:
-            assert "source_region" not in row  # unknown fields are not stored
+        quarantined = [line for line in contents["quarantine"] if line["entity"] == entity]
+        assert sorted(entity_key(entity, line["payload"]) for line in quarantined) == sorted(
+            entity_key(entity, item) for item in renamed
+        )
+        assert {line["reason"] for line in quarantined} == {
+            f"breaks the contract: {RENAMED[entity][0]}: Field required"
+        }
+        for sink in ("dynamodb", "postgres"):
+            rows = contents["rows"][f"{sink}/{entity}.jsonl"]
+            assert len(rows) == len(by_key(entity, items)) - len(renamed)
+            for row in rows:
+                assert "source_region" not in row  # unknown fields are not stored
     assert report.metrics.get("UnknownFields", 0) > 0
 
 

@@ -22,9 +22,11 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from chalicelib import wiring
+from chalicelib.aws import clients as aws
 from chalicelib.deadletter.quarantine import QuarantinedRecord
 from chalicelib.ingest.run import IngestFailed, new_run_id, run_ingest
 from chalicelib.model.contract import entity_key, validate_item
+from chalicelib.model.envelope import decode_envelope
 from chalicelib.runs.page_ledger import LEDGER_ITEM_BYTES, PageLedger
 from chalicelib.settings import get_settings
 from localcloud.fakeapi import FakeApiServer, generate_item
@@ -109,7 +111,7 @@ def test_a_bad_item_is_quarantined_and_a_bad_page_fails_only_its_resource(tmp_pa
     assert report.status == "failed"
     # users: one item past year 9999 is quarantined, naming its field; the page goes on
     assert_stored(outcome, "users", served("users", [i for i in range(RECORDS) if i != 7]))
-    [kept] = [q for q in outcome.quarantined if q.entity == "users"]
+    [kept] = outcome.quarantined  # the only record quarantined in the run
     assert kept.origin == "ingest-p1-i7"
     assert "updated_at" in kept.reason
     assert "out of range" in kept.reason
@@ -156,6 +158,7 @@ def test_a_source_that_changes_or_ignores_size_fails_without_extra_traffic(
     report = outcome.report
 
     assert report.status == "failed"
+    assert not outcome.quarantined
     # users: 20 rows deleted at the front after page 1: offsets shift, total drops
     assert_stored(outcome, "users", served("users", range(100)))
     [error] = errors_about(outcome, "users")
@@ -169,6 +172,7 @@ def test_a_source_that_changes_or_ignores_size_fails_without_extra_traffic(
     assert_stored(outcome, "tracks", [])
     [error] = errors_about(outcome, "tracks")
     assert "more than its size 100" in error
+    assert "/tracks?page=1&size=100" in error
     assert report.entities["tracks"]["fetched"] == 0
     assert outcome.faults.injected["ignore-size"] == report.ingest_invocations  # page 1 each
 
@@ -209,6 +213,8 @@ def test_a_dripping_server_and_a_huge_page_fail_within_their_bounds(tmp_path: Pa
     assert "/users?page=1&size=100" in error
     [error] = errors_about(outcome, "tracks")
     assert "larger than PIPELINE_MAX_RESPONSE_BYTES (1,048,576 bytes)" in error
+    assert "/tracks?page=1&size=100" in error
+    assert not outcome.quarantined
     assert_stored(outcome, "users", [])
     assert_stored(outcome, "tracks", [])
     assert_stored(outcome, "listen_history", served("listen_history", range(RECORDS)))
@@ -237,8 +243,13 @@ def test_fanned_out_resources_keep_isolation_and_completeness(tmp_path: Path) ->
     assert report.status == "failed"
     assert report.entities["users"]["work_items"] == 3
     assert_stored(outcome, "users", served("users", [i for i in range(RECORDS) if i != 7]))
-    [kept] = [q for q in outcome.quarantined if q.entity == "users"]
+    [kept] = outcome.quarantined  # the only record quarantined in the run
+    assert kept.entity == "users"
     assert "updated_at" in kept.reason
+    [line] = log_lines(outcome, "record quarantined", "users")  # by the worker, once
+    assert line["run_id"] == report.run_id
+    assert line["key"] == str(generate_item("users", 7, RECORDS, SEED)["id"])
+    assert "/users?page=1&size=50" in line["url"]
     # tracks: the planner read total 250; after the deletion every worker finds 230
     assert report.entities["tracks"]["work_items"] == 3
     assert any("dead-letter" in error for error in report.errors)
@@ -254,6 +265,52 @@ def test_fanned_out_resources_keep_isolation_and_completeness(tmp_path: Path) ->
     assert stored_histories == served("listen_history", range(200))
     assert outcome.stored[("postgres", "listen_history")] == stored_histories
     assert report.event is None
+
+
+@pytest.mark.e2e
+def test_fanned_out_resources_fail_on_unparseable_oversized_or_growing_pages(
+    tmp_path: Path,
+) -> None:
+    """The page faults met by ingest_worker functions (pages after the planner's page 1): a
+    page nested too deeply, a server ignoring `size`, pagination that never ends."""
+    outcome = run_with_faults(
+        tmp_path,
+        {"nested-json": "users", "ignore-size": "tracks", "growing-pages": "listen_history"},
+        env={"PIPELINE_PAGE_SIZE": "50", "PIPELINE_PAGES_PER_WORKER": "1"},
+    )
+    report = outcome.report
+
+    assert report.status == "failed"
+    assert not outcome.quarantined
+    assert report.event is None
+    # users: 5 pages, one work item each; page 2 cannot be parsed: that work item fails on
+    # each delivery, the other pages are stored
+    assert report.entities["users"]["work_items"] == 5
+    assert_stored(outcome, "users", served("users", [*range(50), *range(100, RECORDS)]))
+    failed = log_lines(outcome, "work item failed", "users")
+    assert failed
+    for line in failed:
+        assert line["run_id"] == report.run_id
+        assert "nested too deeply" in line["error"]
+        assert "/users?page=2&size=50" in line["error"]
+    assert any("dead-letter" in error for error in report.errors), report.errors
+    # tracks: page 1 already holds 500 items: the planner refuses it, no work item is sent
+    assert_stored(outcome, "tracks", [])
+    [error] = errors_about(outcome, "tracks")
+    assert "more than its size 50" in error
+    assert "/tracks?page=1&size=50" in error
+    assert report.entities["tracks"]["fetched"] == 0
+    # listen_history: page 1 announces 2 pages (2 work items); the worker's page 2 announces 3
+    assert report.entities["listen_history"]["work_items"] == 2
+    assert_stored(outcome, "listen_history", served("listen_history", range(50)))
+    failed = log_lines(outcome, "work item failed", "listen_history")
+    assert failed
+    for line in failed:
+        assert "changed under the run" in line["error"]
+        assert "/listen_history?page=2&size=50" in line["error"]
+    # a page or two per delivery of each work item and attempt of the run, never followed on
+    # toward PIPELINE_MAX_PAGES
+    assert outcome.faults.injected["growing-pages"] < 20
 
 
 # --- the page ledger holds pages of any size ------------------------------------------------
@@ -308,6 +365,23 @@ VALID_USER = st.builds(
     st.sampled_from(["2025-07-13T01:47:15.825923", "2025-07-13T01:47:15", OVERFLOW_TIMESTAMP]),
 )
 ITEM = st.one_of(JSON, VALID_USER, VALID_USER.map(lambda user: {**user, "id": str(user["id"])}))
+
+
+@st.composite
+def page_bodies(draw: st.DrawFn) -> str:
+    """A body shaped like a page (the same one served for every page): the envelope of its
+    items, often with some of `total`, `page`, `size` and `pages` announcing anything else."""
+    items = draw(st.lists(ITEM, max_size=12))
+    page = {
+        "items": items,
+        "total": len(items),
+        "page": 1,
+        "size": 10,
+        "pages": -(-len(items) // 10),
+    }
+    for name in draw(st.sets(st.sampled_from(["total", "page", "size", "pages"]))):
+        page[name] = draw(st.integers(min_value=-1, max_value=14))
+    return json.dumps(page)
 
 
 class _PageServer:
@@ -373,7 +447,10 @@ def anyjson_stage(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(items=st.lists(ITEM, max_size=25), body=st.none() | JSON.map(json.dumps))
+@given(
+    items=st.lists(ITEM, max_size=25),
+    body=st.none() | JSON.map(json.dumps) | page_bodies(),
+)
 def test_arbitrary_json_is_stored_quarantined_or_failed_never_lost(
     anyjson_stage: _PageServer, items: list[Any], body: str | None
 ) -> None:
@@ -395,6 +472,7 @@ def test_arbitrary_json_is_stored_quarantined_or_failed_never_lost(
     positions = [(page.number, position) for page in ledger for position, _, _ in page.entries]
     assert len(positions) == len(set(positions))  # nothing counted twice
     quarantined = list(wiring.quarantine(get_settings()).records(run_id))
+    published = published_items(run_id)
     event(  # `--hypothesis-show-statistics` shows that the interesting cases are reached
         "whole page: " + ("failed" if error else "accepted")
         if body is not None
@@ -416,9 +494,45 @@ def test_arbitrary_json_is_stored_quarantined_or_failed_never_lost(
         assert len(quarantined) == counts.quarantined
         assert sorted(positions) == [(i // 10 + 1, i % 10) for i in range(len(items))]
         assert manifest["ingest_status"] == "published"
+        # ... and what reached the stream is exactly every item not quarantined, once each
+        kept = {q.origin for q in quarantined}
+        assert sorted(published) == sorted(
+            json.dumps(validate_item("users", item), sort_keys=True)
+            for i, item in enumerate(items)
+            if f"ingest-p{i // 10 + 1}-i{i % 10}" not in kept
+        )
     elif error is not None:  # a whole page that is no page: the resource fails, by URL
-        assert "/users?page=1&size=10" in error
+        assert "/users?page=" in error
+        assert "/users?page=1&size=10" in error or "/users?page=2&size=10" in error
         assert manifest["ingest_status"] == "failed"
+    else:  # a body accepted as the whole resource holds exactly what it announces
+        page = json.loads(body)
+        assert result is not None
+        counts = result.resources["users"]
+        assert page["total"] == counts.fetched == len(page["items"])
+        assert page["pages"] == (1 if page["items"] else page["pages"])
+        assert counts.published + counts.quarantined == counts.fetched
+        assert len(published) == counts.published
+        assert manifest["ingest_status"] == "published"
+
+
+def published_items(run_id: str) -> list[str]:
+    """The items the run put on the stream (every shard, from the start), as sorted JSON."""
+    kinesis = aws.client("kinesis")
+    stream = get_settings().stream_name
+    found: list[str] = []
+    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
+        iterator = kinesis.get_shard_iterator(
+            StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        while iterator:
+            answer = kinesis.get_records(ShardIterator=iterator, Limit=1000)
+            for record in answer["Records"]:
+                envelope = decode_envelope(record["Data"])
+                if envelope.run_id == run_id:
+                    found.append(json.dumps(envelope.item, sort_keys=True))
+            iterator = answer.get("NextShardIterator") if answer["Records"] else None
+    return found
 
 
 # --- the fake API's source faults -----------------------------------------------------------

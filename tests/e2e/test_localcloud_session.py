@@ -2,7 +2,8 @@
 
 `up --json` prints its endpoints once ready; two attached runs over an unchanged source
 publish nothing the second time; the data is there for `psql` and the AWS CLI exactly as the
-README shows; `down`, Ctrl-C (SIGINT) and SIGTERM leave no process behind, for `up` and `run`.
+README shows; `down`, Ctrl-C (SIGINT) and SIGTERM leave no process behind, for `up` and `run`
+(also in the middle of a run: its function worker processes end too).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import pytest
 import requests
 
 from infra.stages import PROJECT_ROOT
+from localcloud.fakeapi import FakeApiServer
+from localcloud.fakeapi.source_faults import SourceFaults
 from localcloud.session import alive
 
 pytestmark = pytest.mark.e2e
@@ -227,6 +230,85 @@ def test_a_signal_stops_every_process_the_command_started(
     # stopping is how `up` ends (exit 0); a run that is cut short did not succeed (128 + signal)
     assert stopped(process) == (0 if command == "up" else 128 + signum)
     assert_gone(processes)
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every living process under `pid` (read from /proc), with its command line."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # ended meanwhile
+            children.setdefault(parent, []).append(int(entry.name))
+    found: dict[int, str] = {}
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            try:
+                command = (Path("/proc") / str(child) / "cmdline").read_bytes()
+            except OSError:
+                continue
+            found[child] = command.replace(b"\0", b" ").decode(errors="replace")
+            stack.append(child)
+    return found
+
+
+def with_environment(value: bytes) -> dict[int, str]:
+    """Living processes whose environment holds `value` (the ones we may read)."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and alive(int(entry.name)):
+            try:
+                if value in (entry / "environ").read_bytes():
+                    found[int(entry.name)] = (
+                        (entry / "cmdline").read_bytes().decode(errors="replace")
+                    )
+            except OSError:
+                continue  # ended meanwhile, or not ours
+    return found
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_in_the_middle_of_a_run_stops_its_function_processes(
+    tmp_path: Path, guard: list[subprocess.Popen[str]], signum: signal.Signals
+) -> None:
+    """Signalled while its ingest is stuck reading an API that drips its answer (a fetch
+    that would last until PIPELINE_REQUEST_DEADLINE_S, three times over), `localcloud run`
+    stops at once and ends its function processes too, with the moto server and PostgreSQL."""
+    dripping = SourceFaults({"slow-drip": "users"}, drip_interval=3.0)
+    with FakeApiServer(records=250, seed=11, source_faults=dripping) as api:
+        process = start(["run", "--json", "--api-url", api.url, "--state-dir", "state"], tmp_path)
+        guard.append(process)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        started: dict[int, str] = {}
+        while not any("localcloud.triggers.function_host" in c for c in started.values()):
+            assert process.poll() is None, f"exited with {process.returncode}"
+            assert time.monotonic() < deadline, "no function process ever started"
+            time.sleep(0.2)
+            started = descendants(process.pid)
+        time.sleep(1.0)  # the ingest's invocation is under way (not a bound on anything)
+        started = descendants(process.pid)
+        _stop_mid_run(process, started, signum, tmp_path)
+
+
+def _stop_mid_run(
+    process: subprocess.Popen[str], started: dict[int, str], signum: signal.Signals, tmp_path: Path
+) -> None:
+    processes = json.loads((tmp_path / "state" / "processes.json").read_text())
+    moto = (Path("/proc") / str(processes["moto"]) / "cmdline").read_bytes().split(b"\0")
+    endpoint = b"127.0.0.1:" + moto[moto.index(b"-p") + 1]  # in every function's environment
+    process.send_signal(signum)
+    assert stopped(process) == 128 + signum
+    assert_gone(processes)
+    # ... and so are its function processes: those it had, and any a driver's thread started
+    # while it stopped (Lambda's retry of an invocation whose process was killed)
+    deadline = time.monotonic() + 5
+    while (left := with_environment(endpoint)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left
+    assert not {pid: c for pid, c in started.items() if alive(pid)}
 
 
 def test_down_without_a_cloud_says_so(tmp_path: Path) -> None:
