@@ -283,7 +283,7 @@ def test_a_signal_in_the_middle_of_a_run_stops_its_function_processes(
         guard.append(process)
         deadline = time.monotonic() + READY_TIMEOUT_S
         started: dict[int, str] = {}
-        while not any("localcloud.triggers.function_host" in c for c in started.values()):
+        while not any("localcloud.triggers.function_process" in c for c in started.values()):
             assert process.poll() is None, f"exited with {process.returncode}"
             assert time.monotonic() < deadline, "no function process ever started"
             time.sleep(0.2)

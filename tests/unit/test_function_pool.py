@@ -1,4 +1,4 @@
-"""A function's pool of warm processes (`localcloud/triggers/function_host.py`) once closed.
+"""A function's pool of warm processes (`localcloud/triggers/function_pool.py`) once closed.
 
 `localcloud run` closes the pools when it is interrupted (SIGINT, SIGTERM), killing the
 processes; a driver's thread may still call a pool then (Lambda's retry of the invocation
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from localcloud.triggers.function_host import FunctionError, FunctionPool, HostConfig
+from localcloud.triggers.function_pool import FunctionError, FunctionPool, HostConfig
 
 
 def closed_pool(tmp_path: Path) -> FunctionPool:
