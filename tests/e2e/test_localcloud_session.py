@@ -2,7 +2,8 @@
 
 `up --json` prints its endpoints once ready; two attached runs over an unchanged source
 publish nothing the second time; the data is there for `psql` and the AWS CLI exactly as the
-README shows; `down`, Ctrl-C (SIGINT) and SIGTERM leave no process behind, for `up` and `run`.
+README shows; `down`, Ctrl-C (SIGINT) and SIGTERM leave no process behind, for `up` and `run`;
+`down` stops what an `up` killed with SIGKILL left running.
 """
 
 from __future__ import annotations
@@ -227,6 +228,31 @@ def test_a_signal_stops_every_process_the_command_started(
     # stopping is how `up` ends (exit 0); a run that is cut short did not succeed (128 + signal)
     assert stopped(process) == (0 if command == "up" else 128 + signum)
     assert_gone(processes)
+
+
+def test_down_stops_what_a_killed_up_left_behind(
+    tmp_path: Path, guard: list[subprocess.Popen[str]]
+) -> None:
+    """`up` killed with SIGKILL runs no cleanup: its moto server and PostgreSQL outlive it.
+    `down` finds them in the state file and stops them."""
+    up = start(["up", "--json", "--records", "10"], tmp_path)
+    guard.append(up)
+    first_line(up)
+    processes = json.loads((tmp_path / ".localcloud" / "up.json").read_text())["processes"]
+    up.kill()
+    assert stopped(up) == -signal.SIGKILL
+    orphans = {name: int(processes[name]) for name in ("moto", "postgres")}
+    assert all(alive(pid) for pid in orphans.values()), orphans
+    attached = localcloud("run", "--attach", "--json", cwd=tmp_path)
+    assert attached.returncode == 1
+    assert "no local cloud is up" in attached.stderr
+
+    down = localcloud("down", cwd=tmp_path, timeout=STOP_TIMEOUT_S)
+    assert down.returncode == 0, down.stderr
+    assert f"stopped the orphaned moto server (pid {orphans['moto']})" in down.stderr
+    assert f"stopped the orphaned PostgreSQL (pid {orphans['postgres']})" in down.stderr
+    assert_gone(processes)
+    assert not (tmp_path / ".localcloud" / "up.json").exists()
 
 
 def test_down_without_a_cloud_says_so(tmp_path: Path) -> None:
