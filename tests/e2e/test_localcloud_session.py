@@ -1,7 +1,7 @@
 """`localcloud up`, `run --attach`, `down`, and signals, as a user runs them (subprocesses).
 
 `up --json` prints its endpoints once ready; two attached runs over an unchanged source
-publish nothing the second time; the data is there for `psql` and the AWS CLI exactly as the
+publish nothing the second time (the first with `--dump`, the second with `--chaos`); the data is there for `psql` and the AWS CLI exactly as the
 README shows; `down`, Ctrl-C (SIGINT) and SIGTERM leave no process behind, for `up` and `run`;
 `down` stops what an `up` killed with SIGKILL left running.
 """
@@ -129,15 +129,22 @@ def test_up_two_attached_runs_psql_aws_cli_then_down(
     assert state["pid"] == up.pid
     assert endpoints["aws_endpoint"] == state["aws_endpoint"]
 
-    first = localcloud("run", "--attach", "--json", cwd=tmp_path)
+    first = localcloud("run", "--attach", "--json", "--dump", "dump", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     first_summary = json.loads(first.stdout)
     assert first_summary["status"] == "succeeded"
     assert {c["published"] for c in first_summary["entities"].values()} == {RECORDS}
-    second = localcloud("run", "--attach", "--json", cwd=tmp_path)
+    dumped = sorted((tmp_path / "dump").glob("*/*.jsonl"))
+    assert len(dumped) == 6  # two sinks, three entities
+    assert {len(path.read_text().splitlines()) for path in dumped} == {RECORDS}
+    # the AWS-side faults work attached too (in the function processes the run starts)
+    second = localcloud(
+        "run", "--attach", "--json", "--chaos", "dynamodb-throttle=0.0001", cwd=tmp_path
+    )
     assert second.returncode == 0, second.stderr
     summary = json.loads(second.stdout)
     assert summary["status"] == "succeeded", summary.get("errors")
+    assert summary["chaos"]["dynamodb-throttle"] >= 1
     assert summary["run_id"] != first_summary["run_id"]
     for counts in summary["entities"].values():
         assert counts["fetched"] == counts["unchanged"] == RECORDS
