@@ -1,9 +1,10 @@
 """`localcloud up`, `run --attach`, `down`, and signals, as a user runs them (subprocesses).
 
 `up --json` prints its endpoints once ready; two attached runs over an unchanged source
-publish nothing the second time (the first with `--dump`, the second with `--chaos`); the data is there for `psql` and the AWS CLI exactly as the
-README shows; `down`, Ctrl-C (SIGINT) and SIGTERM leave no process behind, for `up` and `run`;
-`down` stops what an `up` killed with SIGKILL left running.
+publish nothing the second time (the first with `--dump`, the second with `--chaos`); the
+data is there for `psql` and the AWS CLI exactly as the README shows; `down`, Ctrl-C (SIGINT)
+and SIGTERM leave no process behind, for `up` and `run`; `down` stops what an `up` killed
+with SIGKILL left running.
 """
 
 from __future__ import annotations
