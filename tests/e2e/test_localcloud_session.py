@@ -106,6 +106,11 @@ def assert_gone(processes: dict[str, Any]) -> None:
         assert not Path(processes["postgres_data_dir"]).exists()
 
 
+def _number(value: Any) -> float:
+    """An EMF value: a number, or a list of one."""
+    return float(value[0] if isinstance(value, list) else value)
+
+
 @pytest.fixture
 def guard() -> Iterator[list[subprocess.Popen[str]]]:
     """Processes a test started: never left running, whatever the test's outcome."""
@@ -196,6 +201,35 @@ def test_up_two_attached_runs_psql_aws_cli_then_down(
             aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
         )
         assert client.scan(TableName=table, Select="COUNT")["Count"] == RECORDS
+    # both runs' outcome metrics were written by the reconcile function, in its own process:
+    # its log group in the emulator's CloudWatch Logs holds them, and no other group does
+    logs = boto3.client(
+        "logs",
+        endpoint_url=endpoints["aws_endpoint"],
+        region_name=credentials["AWS_DEFAULT_REGION"],
+        aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
+    )
+    outcomes: dict[str, list[Any]] = {}
+    for groups in logs.get_paginator("describe_log_groups").paginate(
+        logGroupNamePrefix="/aws/lambda/"
+    ):
+        for group in groups["logGroups"]:
+            name = group["logGroupName"]
+            for events in logs.get_paginator("filter_log_events").paginate(logGroupName=name):
+                for event in events["events"]:
+                    document = json.loads(event["message"])
+                    emitted = {
+                        metric["Name"]
+                        for directive in document["_aws"]["CloudWatchMetrics"]
+                        for metric in directive["Metrics"]
+                    }
+                    if "RunSucceeded" in emitted:
+                        outcomes.setdefault(name, []).append(
+                            (document["RunSucceeded"], document["RunFailed"])
+                        )
+    assert list(outcomes) == [f"/aws/lambda/moovitamix-pipeline-{endpoints['stage']}-reconcile"]
+    assert [tuple(map(_number, pair)) for pair in next(iter(outcomes.values()))] == [(1, 0)] * 2
     page = requests.get(endpoints["report_url"], timeout=30)
     assert page.status_code == 200
     assert 'pipeline: <span class="badge' in page.text  # the health report, its verdict
