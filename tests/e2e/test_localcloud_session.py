@@ -3,8 +3,8 @@
 `up --json` prints its endpoints once ready; two attached runs over an unchanged source
 publish nothing the second time (the first with `--dump`, the second with `--chaos`); the
 data is there for `psql` and the AWS CLI exactly as the README shows; `down`, Ctrl-C (SIGINT)
-and SIGTERM leave no process behind, for `up` and `run`; `down` stops what an `up` killed
-with SIGKILL left running.
+and SIGTERM leave no process behind, for `up` and `run`; the next `down` or `up` stops what
+an `up` killed with SIGKILL left running.
 """
 
 from __future__ import annotations
@@ -272,11 +272,13 @@ def test_a_signal_stops_every_process_the_command_started(
     assert_gone(processes)
 
 
-def test_down_stops_what_a_killed_up_left_behind(
-    tmp_path: Path, guard: list[subprocess.Popen[str]]
+@pytest.mark.parametrize("then", ["down", "up"])
+def test_what_a_killed_up_left_behind_is_stopped_by_the_next_down_or_up(
+    tmp_path: Path, guard: list[subprocess.Popen[str]], then: str
 ) -> None:
     """`up` killed with SIGKILL runs no cleanup: its moto server and PostgreSQL outlive it.
-    `down` finds them in the state file and stops them."""
+    The next `down` finds them in the state file and stops them; so does the next `up`, before
+    it replaces the state file with its own."""
     up = start(["up", "--json", "--records", "10"], tmp_path)
     guard.append(up)
     first_line(up)
@@ -288,13 +290,30 @@ def test_down_stops_what_a_killed_up_left_behind(
     attached = localcloud("run", "--attach", "--json", cwd=tmp_path)
     assert attached.returncode == 1
     assert "no local cloud is up" in attached.stderr
+    stopped_orphans = (
+        f"stopped the orphaned moto server (pid {orphans['moto']})",
+        f"stopped the orphaned PostgreSQL (pid {orphans['postgres']})",
+    )
 
+    if then == "down":
+        down = localcloud("down", cwd=tmp_path, timeout=STOP_TIMEOUT_S)
+        assert down.returncode == 0, down.stderr
+        assert all(line in down.stderr for line in stopped_orphans), down.stderr
+        assert_gone(processes)
+        assert not (tmp_path / ".localcloud" / "up.json").exists()
+        return
+    again = start(["up", "--json", "--records", "10"], tmp_path)
+    guard.append(again)
+    first_line(again)
+    assert_gone(processes)
+    log = (tmp_path / "stderr.log").read_text()
+    assert all(line in log for line in stopped_orphans), log
+    state = json.loads((tmp_path / ".localcloud" / "up.json").read_text())
+    assert state["pid"] == again.pid
     down = localcloud("down", cwd=tmp_path, timeout=STOP_TIMEOUT_S)
     assert down.returncode == 0, down.stderr
-    assert f"stopped the orphaned moto server (pid {orphans['moto']})" in down.stderr
-    assert f"stopped the orphaned PostgreSQL (pid {orphans['postgres']})" in down.stderr
-    assert_gone(processes)
-    assert not (tmp_path / ".localcloud" / "up.json").exists()
+    assert stopped(again) == 0
+    assert_gone(state["processes"])
 
 
 def test_down_without_a_cloud_says_so(tmp_path: Path) -> None:
