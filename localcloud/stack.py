@@ -104,7 +104,7 @@ class LocalCloud:
         """Run each function in warm worker processes (`localcloud.triggers.lambda_service`), as the
         command does; False runs them as threads of this process (tests that hook them)."""
         self._service: LambdaService | None = None
-        self._service_environment: dict[str, str] = {}
+        self._service_environment: dict[str, dict[str, str]] = {}
         self.api_url = api_url
         self.records = records
         self.seed = seed
@@ -320,15 +320,22 @@ class LocalCloud:
         """Read the deployment back; a function reconfigured since (UpdateFunctionConfiguration)
         runs with its new environment from now on. Each run starts with this."""
         deployed = self.read_deployment()
-        if not self._runs_with(deployed.environment()):
+        if not self._runs_with(self._own_environment()):
             self._apply_deployed_environment()
         return deployed
+
+    def _own_environment(self) -> dict[str, str]:
+        """This process's function environment: with worker processes (each gets its own
+        function's) the reconcile function's, whose verdict and outcome it reads back; as
+        threads of this process, the one every function must share."""
+        assert self.deployed is not None
+        return self.deployed.environment("reconcile" if self.function_processes else None)
 
     def _apply_deployed_environment(self) -> None:
         """This process runs the functions: it takes their deployed environment."""
         assert self.deployed is not None
         self._set_environment(
-            self.deployed.environment(),
+            self._own_environment(),
             drop=tuple(name for name in os.environ if name.startswith("PIPELINE_")),
         )
 
@@ -575,14 +582,19 @@ class LocalCloud:
     def lambda_service(self) -> LambdaService:
         """Where the functions run: worker processes (`function_processes`) or this process.
 
-        Made once per cloud (warm across runs); made anew when the functions' deployed
-        environment changed since."""
-        environment = dict(os.environ)
-        if self._service is not None and self._service_environment != environment:
+        Each worker process has its function's deployed environment (and what the Lambda
+        runtime adds). Made once per cloud (warm across runs); made anew when a function's
+        deployed environment changed since."""
+        assert self.deployed is not None
+        runtime = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
+        environments = {
+            function: {**runtime, **self.deployed.environment(function)}
+            for function in ("ingest", "load", "ingest_worker", "reconcile")
+        }
+        if self._service is not None and self._service_environment != environments:
             self._service.close()
             self._service = None
         if self._service is None:
-            assert self.deployed is not None
             deployed = self.deployed
             self._service = LambdaService(
                 processes=self.function_processes,
@@ -597,10 +609,10 @@ class LocalCloud:
                 },
                 instrument=self.monitoring.instrument,
                 emf_output=lambda line: metrics.output(line),
-                environment=environment,
+                environments=environments,
                 chaos=self.chaos,
             )
-            self._service_environment = environment
+            self._service_environment = environments
         return self._service
 
     def _shard_ids(self) -> list[str]:

@@ -237,3 +237,35 @@ def test_a_crashed_batch_is_split_only_with_bisect_in_the_deployed_batch_size(
     assert sum(shard.bisections for shard in shards) == (1 if bisect else 0)
     assert sum(shard.redeliveries for shard in shards) == (0 if bisect else 1)
     assert sum(shard.invocations for shard in shards) >= -(-3 * RECORDS // 7)  # batches of 7
+
+
+def test_each_function_process_runs_with_its_own_deployed_environment(
+    tmp_path: Path, postgres_server: EmbeddedPostgres
+) -> None:
+    """Only the ingest function is reconfigured (UpdateFunctionConfiguration: page size 4): as
+    on AWS, the ingest reads pages of 4 while the other functions keep their environment, and
+    the cloud reads the run back with the reconcile function's."""
+    with LocalCloud(
+        tmp_path / "state", records=RECORDS, postgres=postgres_server, function_processes=True
+    ) as cloud:
+        assert cloud.stage is not None
+        lambda_client = aws.client("lambda")
+        name = cloud.stage.function_name("ingest")
+        variables = lambda_client.get_function_configuration(FunctionName=name)["Environment"][
+            "Variables"
+        ]
+        lambda_client.update_function_configuration(
+            FunctionName=name, Environment={"Variables": {**variables, "PIPELINE_PAGE_SIZE": "4"}}
+        )
+        report = cloud.run()
+        deployed = cloud.read_deployment()
+        assert deployed.functions["ingest"].environment["PIPELINE_PAGE_SIZE"] == "4"
+        assert "4" not in {
+            deployed.functions[function].environment.get("PIPELINE_PAGE_SIZE")
+            for function in ("load", "ingest_worker", "reconcile")
+        }
+        assert os.environ.get("PIPELINE_PAGE_SIZE") != "4"
+
+    assert report.status == "succeeded", report.errors
+    assert report.metrics["PagesFetched"] == 3 * RECORDS // 4
+    assert {counts["published"] for counts in report.entities.values()} == {RECORDS}
