@@ -121,8 +121,11 @@ class DeployedStage:
             raise DeploymentError(f"no enabled schedule rule targets the {function} function")
         return self.schedules[function]
 
-    def environment(self) -> dict[str, str]:
-        """The functions' environment: they run in one process, so it must be one."""
+    def environment(self, function: str | None = None) -> dict[str, str]:
+        """`function`'s deployed environment; without one, the environment every function
+        has (the handlers run as threads of one process then, so it must be one)."""
+        if function is not None:
+            return dict(self.function(function).environment)
         environments = {name: f.environment for name, f in self.functions.items()}
         first = next(iter(environments.values()), {})
         differing = sorted(name for name, env in environments.items() if env != first)

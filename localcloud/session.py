@@ -3,10 +3,12 @@
 `up` starts the services, deploys the stage, serves the health report over HTTP, writes the
 state file `.localcloud/up.json` (endpoints, the processes it started, the load trigger's
 position on each shard) and waits for Ctrl-C, SIGTERM or `down`. `run --attach` reads the state
-file and runs the pipeline on that cloud from its own process (the functions run in-process,
-as in `run`), then saves where the load trigger stopped so the next attached run continues
-there. `down` sends SIGTERM to the `up` process and, should that process have died without
-cleaning up (SIGKILL, a crash of the interpreter), stops the processes the state file lists.
+file and runs the pipeline on that cloud from its own process (the functions in warm worker
+processes that process starts and stops, as in `run`), then saves where the load trigger
+stopped so the next attached run continues there. `down` sends SIGTERM to the `up` process
+and, should that process have died without cleaning up (SIGKILL, a crash of the
+interpreter), stops the processes the state file lists; `up` does the same before it
+replaces the state file of such an `up`.
 
 The HTTP server is the standard library's (`http.server`): a static folder is all it serves.
 """

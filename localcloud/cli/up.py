@@ -37,6 +37,9 @@ def command_up(args: argparse.Namespace) -> int:
         raise SessionError(
             f"a local cloud is already up (pid {existing['pid']}): `python -m localcloud down`"
         )
+    if existing is not None:  # an `up` that was killed: stop what it left before forgetting it
+        for line in stop_cloud():
+            print(line, file=sys.stderr)
     HOME.mkdir(exist_ok=True)
     state_dir = (args.state_dir or HOME / "up").resolve()
     console = Console(stderr=True)

@@ -55,7 +55,7 @@ from localcloud.stack.environment import (
     function_environment,
 )
 from localcloud.stack.functions import lambda_service
-from localcloud.triggers.lambda_service import LambdaService
+from localcloud.triggers.lambda_service import FUNCTIONS, LambdaService
 
 __all__ = ["MOTO_CREDENTIAL", "REGION", "LocalCloud"]
 
@@ -83,7 +83,7 @@ class LocalCloud:
         """Run each function in warm worker processes (`localcloud.triggers.lambda_service`), as the
         command does; False runs them as threads of this process (tests that hook them)."""
         self._service: LambdaService | None = None
-        self._service_environment: dict[str, str] = {}
+        self._service_environment: dict[str, dict[str, str]] = {}
         self.api_url = api_url
         self.records = records
         self.seed = seed
@@ -269,18 +269,25 @@ class LocalCloud:
         """Read the deployment back; a function reconfigured since (UpdateFunctionConfiguration)
         runs with its new environment from now on. Each run starts with this."""
         deployed = self.read_deployment()
-        if not self.environment.runs_with(deployed.environment()):
+        if not self.environment.runs_with(self._own_environment()):
             self._apply_deployed_environment()
         return deployed
 
-    def function_environment(self) -> dict[str, str]:
-        """The environment a function process is started with (`function_environment`)."""
+    def function_environment(self, function: str | None = None) -> dict[str, str]:
+        """The environment `function`'s processes are started with (`function_environment`):
+        its deployed environment; without a function, the one every function has."""
         assert self.deployed is not None
-        return function_environment(self.moto.url, self.deployed.environment())
+        return function_environment(self.moto.url, self.deployed.environment(function))
+
+    def _own_environment(self) -> dict[str, str]:
+        """This process's function environment: with worker processes (each gets its own
+        function's) the reconcile function's, whose verdict and outcome it reads back; as
+        threads of this process, the one every function must share."""
+        assert self.deployed is not None
+        return self.deployed.environment("reconcile" if self.function_processes else None)
 
     def _apply_deployed_environment(self) -> None:
-        assert self.deployed is not None
-        self.environment.apply_deployed(self.deployed.environment())
+        self.environment.apply_deployed(self._own_environment())
 
     def mapping_settings(self) -> KinesisEventSourceSettings:
         """The load trigger's settings as deployed (read back from the emulator)."""
@@ -297,11 +304,12 @@ class LocalCloud:
     def lambda_service(self) -> LambdaService:
         """Where the functions run: worker processes (`function_processes`) or this process.
 
-        Made once per cloud (warm across runs); made anew when the functions' deployed
-        environment changed since. The processes get it explicitly (`function_environment`)."""
+        Each function's processes get its own deployed environment explicitly
+        (`function_environment`). Made once per cloud (warm across runs); made anew when a
+        function's deployed environment changed since."""
         assert self.deployed is not None
-        environment = self.function_environment()
-        if self._service is not None and self._service_environment != environment:
+        environments = {function: self.function_environment(function) for function in FUNCTIONS}
+        if self._service is not None and self._service_environment != environments:
             self._service.close()
             self._service = None
         if self._service is None:
@@ -310,10 +318,10 @@ class LocalCloud:
                 processes=self.function_processes,
                 state_dir=self.state_dir,
                 monitoring=self.monitoring,
-                environment=environment,
+                environments=environments,
                 chaos=self.chaos,
             )
-            self._service_environment = environment
+            self._service_environment = environments
         return self._service
 
     # -- runs --------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ def lambda_service(
     processes: bool,
     state_dir: Path,
     monitoring: LocalMonitoring,
-    environment: dict[str, str],
+    environments: dict[str, dict[str, str]],
     chaos: Chaos | None,
 ) -> LambdaService:
     """The deployed functions' Lambda service: worker processes (`processes`) or this one."""
@@ -51,6 +51,6 @@ def lambda_service(
         },
         instrument=monitoring.instrument,
         emf_output=lambda line: metrics.output(line),
-        environment=environment,
+        environments=environments,
         chaos=chaos,
     )

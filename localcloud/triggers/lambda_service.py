@@ -69,7 +69,7 @@ class LambdaService:
         contexts: dict[str, Callable[[], LambdaContext]],
         instrument: Callable[[str, Handler], Handler],
         emf_output: Callable[[str], None] | None,
-        environment: dict[str, str],
+        environments: dict[str, dict[str, str]],
         chaos: Chaos | None = None,
     ) -> None:
         self.processes = processes
@@ -94,7 +94,7 @@ class LambdaService:
                 self.pools[function] = FunctionPool(
                     HostConfig(
                         function=function,
-                        environment=environment,
+                        environment=environments[function],
                         log_path=state_dir / "lambda.log",
                         output_path=state_dir / "functions" / f"{function}.log",
                         chaos=self._chaos_config(),

@@ -3,7 +3,9 @@
 The stage is deployed into moto by `infra.deploy.deploy` (as `make deploy-local` does); the
 drivers read the functions, schedules and mappings back with the Lambda and EventBridge APIs
 and behave as AWS does with what they find. A deployment that lacks a setting fails the way
-AWS would fail with it; a function reconfigured in the emulator runs with its new settings.
+AWS would fail with it (a bare `chalice deploy` recreating the load's mapping without its
+failure settings; a mapping without bisect retries a crashed batch whole); a function or
+mapping reconfigured in the emulator runs with its new settings.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from infra.deploy_check import check_deployment
 
 from chalicelib.aws import clients as aws
+from infra.deploy import run_chalice, spec_for
 from infra.spec import StackSpec
 from infra.stages import FUNCTIONS
 from infra.trigger import KinesisEventSourceSettings
+from localcloud.chaos import Chaos
 from localcloud.emulators.postgres import EmbeddedPostgres
 from localcloud.stack import LocalCloud
 
@@ -145,3 +150,122 @@ def test_a_failed_sink_write_is_redelivered_only_with_report_batch_item_failures
         assert report.metrics["RunFailed"] == 1
         assert report.metrics["ReconciliationDifference"] == missing
         assert any("not in dynamodb" in error for error in report.errors), report.errors
+
+
+def test_a_bare_chalice_deploy_leaves_the_mapping_without_failure_settings_and_the_run_fails(
+    tmp_path: Path, postgres_server: EmbeddedPostgres
+) -> None:
+    """What the issue warns of, for real: on a stage without the load's Kinesis mapping (here
+    deleted, as on a fresh stage), `chalice deploy` alone (the deploy code's own Chalice call,
+    without the step that applies the failure settings) creates the mapping with a batch size,
+    window and starting position only. The local cloud reads that mapping back and drives it
+    as Lambda would: the load function's `batchItemFailures` are ignored, so the records of a
+    failed sink write are lost and the reconcile function fails the run; `status --check`
+    names every missing setting."""
+    failed: list[str] = []
+    with LocalCloud(tmp_path / "state", records=RECORDS, postgres=postgres_server) as cloud:
+        assert cloud.stage is not None
+        stage = cloud.stage
+        before = cloud.read_deployment().kinesis
+        assert before is not None
+        aws.client("lambda").delete_event_source_mapping(UUID=before.uuid)
+        with (tmp_path / "chalice.log").open("w") as log:
+            run_chalice(stage, "deploy", "--stage", stage.name, app_only=True, output=log)
+        after = cloud.read_deployment().kinesis
+        assert after is not None
+        assert after.uuid != before.uuid  # Chalice created a new mapping
+        trigger = after.settings
+        assert trigger.batch_size == stage.settings.batch_size
+        assert trigger.maximum_batching_window_in_seconds == stage.settings.batching_window_s
+        assert not trigger.reports_batch_item_failures
+        assert trigger.bisect_batch_on_function_error is False
+        assert trigger.maximum_retry_attempts == -1
+        assert trigger.on_failure_destination_arn is None
+        assert after.destination_url is None
+        assert trigger.parallelization_factor == 1  # Lambda's default, absent from moto's answer
+        # moto leaves ParallelizationFactor out of a mapping created without it (AWS reports
+        # its default, 1): the check names it too, as it names every setting not in place
+        missing = {problem.setting for problem in check_deployment(spec_for(stage))}
+        assert missing == {
+            "FunctionResponseTypes",
+            "BisectBatchOnFunctionError",
+            "MaximumRetryAttempts",
+            "MaximumRecordAgeInSeconds",
+            "DestinationConfig",
+            "ParallelizationFactor",
+        }
+        _fail_first_batch_write(failed)
+        report = cloud.run()
+
+    assert len(failed) == 1, failed
+    assert sum(shard.redeliveries for shard in report.shards.values()) == 0
+    assert sum(shard.failure_messages for shard in report.shards.values()) == 0
+    lost = sum(
+        counts["fetched"] - counts["quarantined"] - min(counts["stored"].values())
+        for counts in report.entities.values()
+    )
+    assert report.status == "failed"
+    assert lost > 0
+    assert sum(counts.get("missing", 0) for counts in report.entities.values()) == lost
+    assert report.metrics["RunFailed"] == 1
+    assert report.metrics["ReconciliationDifference"] == lost
+
+
+@pytest.mark.parametrize("bisect", [True, False])
+def test_a_crashed_batch_is_split_only_with_bisect_in_the_deployed_batch_size(
+    tmp_path: Path, postgres_server: EmbeddedPostgres, bisect: bool
+) -> None:
+    """The load function crashes once (chaos `consumer-crash`, on its first batch). Deployed
+    with BisectBatchOnFunctionError, Lambda splits that batch and retries the halves; without,
+    it retries the whole batch. The batches are of the deployed size (changed to 7 in the
+    emulator, as an operator would), and re-delivery makes the run succeed either way."""
+    chaos = Chaos({"consumer-crash": 0.0001}, seed=1)  # at its first opportunity, then not
+    with LocalCloud(
+        tmp_path / "state", records=RECORDS, postgres=postgres_server, chaos=chaos
+    ) as cloud:
+        deployed = cloud.read_deployment()
+        assert deployed.kinesis is not None
+        aws.client("lambda").update_event_source_mapping(
+            UUID=deployed.kinesis.uuid, BatchSize=7, BisectBatchOnFunctionError=bisect
+        )
+        report = cloud.run()
+
+    assert report.status == "succeeded", report.errors
+    assert report.chaos == {"consumer-crash": 1}
+    shards = list(report.shards.values())
+    assert sum(shard.handler_errors for shard in shards) == 1
+    assert sum(shard.bisections for shard in shards) == (1 if bisect else 0)
+    assert sum(shard.redeliveries for shard in shards) == (0 if bisect else 1)
+    assert sum(shard.invocations for shard in shards) >= -(-3 * RECORDS // 7)  # batches of 7
+
+
+def test_each_function_process_runs_with_its_own_deployed_environment(
+    tmp_path: Path, postgres_server: EmbeddedPostgres
+) -> None:
+    """Only the ingest function is reconfigured (UpdateFunctionConfiguration: page size 4): as
+    on AWS, the ingest reads pages of 4 while the other functions keep their environment, and
+    the cloud reads the run back with the reconcile function's."""
+    with LocalCloud(
+        tmp_path / "state", records=RECORDS, postgres=postgres_server, function_processes=True
+    ) as cloud:
+        assert cloud.stage is not None
+        lambda_client = aws.client("lambda")
+        name = cloud.stage.function_name("ingest")
+        variables = lambda_client.get_function_configuration(FunctionName=name)["Environment"][
+            "Variables"
+        ]
+        lambda_client.update_function_configuration(
+            FunctionName=name, Environment={"Variables": {**variables, "PIPELINE_PAGE_SIZE": "4"}}
+        )
+        report = cloud.run()
+        deployed = cloud.read_deployment()
+        assert deployed.functions["ingest"].environment["PIPELINE_PAGE_SIZE"] == "4"
+        assert "4" not in {
+            deployed.functions[function].environment.get("PIPELINE_PAGE_SIZE")
+            for function in ("load", "ingest_worker", "reconcile")
+        }
+        assert os.environ.get("PIPELINE_PAGE_SIZE") != "4"
+
+    assert report.status == "succeeded", report.errors
+    assert report.metrics["PagesFetched"] == 3 * RECORDS // 4
+    assert {counts["published"] for counts in report.entities.values()} == {RECORDS}

@@ -1,9 +1,11 @@
 """`localcloud up`, `run --attach`, `down`, and signals, as a user runs them (subprocesses).
 
 `up --json` prints its endpoints once ready; two attached runs over an unchanged source
-publish nothing the second time; the data is there for `psql` and the AWS CLI exactly as the
-README shows; `down`, Ctrl-C (SIGINT) and SIGTERM leave no process behind, for `up` and `run`
-(also in the middle of a run: its function worker processes end too).
+publish nothing the second time (the first with `--dump`, the second with `--chaos`); the
+data is there for `psql` and the AWS CLI exactly as the README shows; `down`, Ctrl-C (SIGINT)
+and SIGTERM leave no process behind, for `up` and `run` (also in the middle of a run: its
+function worker processes end too); the next `down` or `up` stops what an `up` killed with
+SIGKILL left running.
 """
 
 from __future__ import annotations
@@ -107,6 +109,11 @@ def assert_gone(processes: dict[str, Any]) -> None:
         assert not Path(processes["postgres_data_dir"]).exists()
 
 
+def _number(value: Any) -> float:
+    """An EMF value: a number, or a list of one."""
+    return float(value[0] if isinstance(value, list) else value)
+
+
 @pytest.fixture
 def guard() -> Iterator[list[subprocess.Popen[str]]]:
     """Processes a test started: never left running, whatever the test's outcome."""
@@ -131,15 +138,22 @@ def test_up_two_attached_runs_psql_aws_cli_then_down(
     assert state["pid"] == up.pid
     assert endpoints["aws_endpoint"] == state["aws_endpoint"]
 
-    first = localcloud("run", "--attach", "--json", cwd=tmp_path)
+    first = localcloud("run", "--attach", "--json", "--dump", "dump", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     first_summary = json.loads(first.stdout)
     assert first_summary["status"] == "succeeded"
     assert {c["published"] for c in first_summary["entities"].values()} == {RECORDS}
-    second = localcloud("run", "--attach", "--json", cwd=tmp_path)
+    dumped = sorted((tmp_path / "dump").glob("*/*.jsonl"))
+    assert len(dumped) == 6  # two sinks, three entities
+    assert {len(path.read_text().splitlines()) for path in dumped} == {RECORDS}
+    # the AWS-side faults work attached too (in the function processes the run starts)
+    second = localcloud(
+        "run", "--attach", "--json", "--chaos", "dynamodb-throttle=0.0001", cwd=tmp_path
+    )
     assert second.returncode == 0, second.stderr
     summary = json.loads(second.stdout)
     assert summary["status"] == "succeeded", summary.get("errors")
+    assert summary["chaos"]["dynamodb-throttle"] >= 1
     assert summary["run_id"] != first_summary["run_id"]
     for counts in summary["entities"].values():
         assert counts["fetched"] == counts["unchanged"] == RECORDS
@@ -190,6 +204,35 @@ def test_up_two_attached_runs_psql_aws_cli_then_down(
             aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
         )
         assert client.scan(TableName=table, Select="COUNT")["Count"] == RECORDS
+    # both runs' outcome metrics were written by the reconcile function, in its own process:
+    # its log group in the emulator's CloudWatch Logs holds them, and no other group does
+    logs = boto3.client(
+        "logs",
+        endpoint_url=endpoints["aws_endpoint"],
+        region_name=credentials["AWS_DEFAULT_REGION"],
+        aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
+    )
+    outcomes: dict[str, list[Any]] = {}
+    for groups in logs.get_paginator("describe_log_groups").paginate(
+        logGroupNamePrefix="/aws/lambda/"
+    ):
+        for group in groups["logGroups"]:
+            name = group["logGroupName"]
+            for events in logs.get_paginator("filter_log_events").paginate(logGroupName=name):
+                for event in events["events"]:
+                    document = json.loads(event["message"])
+                    emitted = {
+                        metric["Name"]
+                        for directive in document["_aws"]["CloudWatchMetrics"]
+                        for metric in directive["Metrics"]
+                    }
+                    if "RunSucceeded" in emitted:
+                        outcomes.setdefault(name, []).append(
+                            (document["RunSucceeded"], document["RunFailed"])
+                        )
+    assert list(outcomes) == [f"/aws/lambda/moovitamix-pipeline-{endpoints['stage']}-reconcile"]
+    assert [tuple(map(_number, pair)) for pair in next(iter(outcomes.values()))] == [(1, 0)] * 2
     page = requests.get(endpoints["report_url"], timeout=30)
     assert page.status_code == 200
     assert 'pipeline: <span class="badge' in page.text  # the health report, its verdict
@@ -309,6 +352,50 @@ def _stop_mid_run(
         time.sleep(0.2)
     assert not left
     assert not {pid: c for pid, c in started.items() if alive(pid)}
+
+
+@pytest.mark.parametrize("then", ["down", "up"])
+def test_what_a_killed_up_left_behind_is_stopped_by_the_next_down_or_up(
+    tmp_path: Path, guard: list[subprocess.Popen[str]], then: str
+) -> None:
+    """`up` killed with SIGKILL runs no cleanup: its moto server and PostgreSQL outlive it.
+    The next `down` finds them in the state file and stops them; so does the next `up`, before
+    it replaces the state file with its own."""
+    up = start(["up", "--json", "--records", "10"], tmp_path)
+    guard.append(up)
+    first_line(up)
+    processes = json.loads((tmp_path / ".localcloud" / "up.json").read_text())["processes"]
+    up.kill()
+    assert stopped(up) == -signal.SIGKILL
+    orphans = {name: int(processes[name]) for name in ("moto", "postgres")}
+    assert all(alive(pid) for pid in orphans.values()), orphans
+    attached = localcloud("run", "--attach", "--json", cwd=tmp_path)
+    assert attached.returncode == 1
+    assert "no local cloud is up" in attached.stderr
+    stopped_orphans = (
+        f"stopped the orphaned moto server (pid {orphans['moto']})",
+        f"stopped the orphaned PostgreSQL (pid {orphans['postgres']})",
+    )
+
+    if then == "down":
+        down = localcloud("down", cwd=tmp_path, timeout=STOP_TIMEOUT_S)
+        assert down.returncode == 0, down.stderr
+        assert all(line in down.stderr for line in stopped_orphans), down.stderr
+        assert_gone(processes)
+        assert not (tmp_path / ".localcloud" / "up.json").exists()
+        return
+    again = start(["up", "--json", "--records", "10"], tmp_path)
+    guard.append(again)
+    first_line(again)
+    assert_gone(processes)
+    log = (tmp_path / "stderr.log").read_text()
+    assert all(line in log for line in stopped_orphans), log
+    state = json.loads((tmp_path / ".localcloud" / "up.json").read_text())
+    assert state["pid"] == again.pid
+    down = localcloud("down", cwd=tmp_path, timeout=STOP_TIMEOUT_S)
+    assert down.returncode == 0, down.stderr
+    assert stopped(again) == 0
+    assert_gone(state["processes"])
 
 
 def test_down_without_a_cloud_says_so(tmp_path: Path) -> None:
