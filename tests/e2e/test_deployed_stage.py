@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from infra.deploy_check import check_deployment
 
 from chalicelib.aws import clients as aws
-from infra.deploy import run_chalice, spec_for
+from infra.deploy import spec_for
+from infra.deploy.chalice_runner import run_chalice
+from infra.deploy.check import check_deployment
 from infra.spec import StackSpec
 from infra.stages import FUNCTIONS
 from infra.trigger import KinesisEventSourceSettings
