@@ -25,6 +25,8 @@ APP_NAME: Final = "moovitamix-pipeline"
 
 FUNCTIONS: Final = ("ingest", "load", "reconcile", "ingest_worker")
 """The Lambda functions of `app.py`, by their Chalice names."""
+WORKER_FUNCTION: Final = "ingest_worker"
+"""The function the fan-out's work queue triggers."""
 
 
 def chalice_name(app_name: str, stage: str, resource: str) -> str:

@@ -21,13 +21,13 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.aws import clients as aws
+from infra.names import WORKER_FUNCTION
 from infra.provision import WORK_QUEUE_MAX_RECEIVES, work_queue_visibility_s
 from infra.resources import contains
 from infra.spec import StackSpec
 from infra.stages import FUNCTIONS
 from infra.trigger import LOAD_FUNCTION, KinesisEventSourceSettings, mappings_of
 
-WORKER_FUNCTION = "ingest_worker"
 WORK_BATCH_SIZE = 1
 """`batch_size` of `@app.on_sqs_message` in app.py: one work item per invocation."""
 

@@ -11,7 +11,8 @@ from botocore.exceptions import ClientError
 from chalicelib.aws import clients as aws
 from infra.deploy.check import check_deployment
 from infra.deploy.check import stream_arn as deployed_stream_arn
-from infra.deploy.target import SCHEDULED_FUNCTION, WORKER_FUNCTION, endpoint_label, spec_for
+from infra.deploy.target import SCHEDULED_FUNCTION, endpoint_label, spec_for
+from infra.names import WORKER_FUNCTION
 from infra.spec import StackSpec
 from infra.stages import FUNCTIONS, Stage
 from infra.trigger import LOAD_FUNCTION, mappings_of

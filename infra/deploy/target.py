@@ -9,13 +9,13 @@ import sys
 
 from chalicelib.aws import clients as aws
 from infra import policies, preflight
+from infra.names import WORKER_FUNCTION
 from infra.network import endpoints_of_stage
 from infra.spec import StackSpec
 from infra.stages import EMULATOR_STAGES, Stage
 from infra.trigger import LOAD_FUNCTION
 
 SCHEDULED_FUNCTION = "ingest"
-WORKER_FUNCTION = "ingest_worker"
 """The function Chalice subscribes to the work queue (`@app.on_sqs_message`)."""
 CHALICE_DEFAULT_TIMEOUT_S = 60
 
