@@ -132,6 +132,22 @@ class Reconciler:
                 readers[sink.name] = RunRows(ReadAhead(run_rows(entity, run_id, after_page)))
         return readers
 
+    def _start_readers(
+        self, run_id: str, entities: list[str], after: str | None
+    ) -> dict[str, dict[str, RunRows]]:
+        """Every entity's read-back still to settle, started at once: while one entity is
+        settled, the stores already answer for the next. The ledger lists pages by
+        `<entity>#<number>`, so an entity before the saved position is done, and the
+        position's own entity resumes after its page."""
+        after_entity, _, after_number = (after or "").partition("#")
+        readers: dict[str, dict[str, RunRows]] = {}
+        for entity in sorted(entities):
+            if after is not None and entity < after_entity:
+                continue
+            start = int(after_number) if after is not None and entity == after_entity else 0
+            readers[entity] = self._readers(run_id, entity, start)
+        return readers
+
     def _save_position(self, result: Reconciliation, page_id: str) -> None:
         """Stop here: the balances so far and the last page settled, for the next invocation."""
         position = {
@@ -210,7 +226,7 @@ class Reconciler:
         evidence = Ahead(
             self.evidence.pages(run_id, after) if self.evidence is not None else iter(())
         )
-        readers: dict[str, dict[str, RunRows]] = {}
+        readers = self._start_readers(run_id, list(result.entities), after)
         seen: dict[str, set[int]] = defaultdict(set)
         last: str | None = None
         try:
