@@ -82,11 +82,10 @@ def _check(
     balance: EntityBalance,
     index: QuarantineIndex,
     sinks: Sequence[VersionedSink],
-    seen: set[int] | None = None,
+    seen: set[int],
 ) -> None:
     keys = list(dict.fromkeys(item.key for item in items))  # a page may repeat a key
     stored_by_sink = {sink.name: sink.stored_versions(entity, keys) for sink in sinks}
-    repeats = seen if seen is not None else set()
     for item in items:
         wanted = parse_timestamp(item.version)
         lacking = [
@@ -99,11 +98,11 @@ def _check(
             newer = any(
                 parse_timestamp(stored[item.key]) > wanted for stored in stored_by_sink.values()
             )
-            if digest in repeats or newer:
+            if digest in seen or newer:
                 balance.superseded += 1
             else:
                 balance.stored += 1
-            repeats.add(digest)
+            seen.add(digest)
         elif item.key in index.load_keys:
             balance.quarantined += 1
         else:
