@@ -17,7 +17,7 @@ from chalicelib.ingest.worker import run_work_item
 from chalicelib.load.consumer import process_batch
 from chalicelib.observability.logging import logger
 from chalicelib.observability.metrics import metrics
-from chalicelib.reconcile.verdict import SETTLED
+from chalicelib.reconcile.verdict import SETTLED, STOP_MARGIN_S
 from chalicelib.reconcile.verdict_request import handled_per_run, requested_run
 from chalicelib.runs.ledger import Deadline, run_id_for_event
 from chalicelib.settings import get_settings
@@ -55,10 +55,6 @@ def handle_reconcile(event: dict[str, Any], context: Any) -> dict[str, Any]:
     (`chalicelib.reconcile.verdict_request`) settles its one run if it balances;
     a run that does not yet is left to the schedule (never final).
     Short of time, the function invokes itself with the same event and resumes there."""
-    from chalicelib.reconcile.verdict import (
-        STOP_MARGIN_S,  # only this function loads the reconciler
-    )
-
     settings = get_settings()
     reconciler = wiring.reconciler(settings)
     deadline = Deadline(context, STOP_MARGIN_S)
