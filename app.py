@@ -1,7 +1,9 @@
 """Chalice entry point: the pipeline's four Lambda functions, each a few lines.
 
 The schedule, stream and batch settings are read from the environment when Chalice loads the
-app (at deploy time), the same variables the functions read at run time.
+app (at deploy time), the same variables the functions read at run time. In Lambda, importing
+the app is the function's init: it prepares its clients and connection there
+(`chalicelib.execution_environment`).
 """
 
 from typing import Any
@@ -9,11 +11,12 @@ from typing import Any
 from chalice import Chalice
 from chalice.app import CloudWatchEvent, KinesisEvent, SQSEvent
 
-from chalicelib import handlers
+from chalicelib import execution_environment, handlers
 from chalicelib.settings import get_settings
 
 app = Chalice(app_name="moovitamix-pipeline")
 settings = get_settings()
+execution_environment.prepare()
 
 
 @app.schedule(settings.schedule, name="ingest")

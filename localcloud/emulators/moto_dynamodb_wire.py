@@ -13,8 +13,12 @@ moto in tests/integration/test_moto_server.py):
   JSON round trip. For KEYS_ONLY / INCLUDE indexes the projection here keeps the attributes
   whose round trip is the identity (S, BOOL, N already in canonical form) as they are and hands
   any other item to moto's own projection; since it builds new items, the deep copy before it
-  is skipped (only in that query). The size of a string or number value (counted twice per row
-  for the 1 MB page limit) is computed without moto's chain of type tests.
+  is skipped (only in that query). A ProjectionExpression of top-level names (`Item.project`)
+  keeps such values the same way.
+- Per row, moto converts each item of a page to plain JSON twice (`dynamo_to_dict`, then the
+  serializer's walk); an item of plain scalars (S and N strings, BOOL) is converted here in one
+  pass. The size of an item or value (the 1 MB page limit) is computed without moto's chain of
+  type tests.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import threading
 from enum import Enum
 from typing import Any, cast
 
@@ -31,11 +36,15 @@ from moto.core.responses import ActionContext, ActionResult
 from moto.core.serialize import JSONSerializer
 from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
 from moto.dynamodb.models.table import SecondaryIndex
+from moto.dynamodb.models.utilities import bytesize, dynamo_to_dict
 from moto.dynamodb.responses import DynamoResult
 
 _original_execute_result = DynamoResult.execute_result
+_original_result_init = DynamoResult.__init__
 _original_project = SecondaryIndex.project
 _original_size = DynamoType.size
+_original_item_project = Item.project
+_original_item_size = Item.size
 
 
 # The members of botocore's AttributeValue shape, in the order moto's serializer writes them.
@@ -104,6 +113,49 @@ def _wire_attribute_map(attributes: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class _Wired(dict[str, Any]):
+    """An item already in the JSON moto's serializer writes (built from plain scalars)."""
+
+
+_PLAIN_SCALARS = {"S": str, "N": str, "BOOL": bool}
+
+
+def _plain_item(attributes: Any) -> _Wired | None:
+    """An item of S / N strings and BOOLs as its wire JSON in one pass, what `dynamo_to_dict`
+    then `_wire_attribute_map` make of it; None for any other item (they take moto's path)."""
+    if not isinstance(attributes, dict):
+        return None
+    values = attributes.values()
+    if not all(
+        type(value) is DynamoType and _PLAIN_SCALARS.get(value.type) is type(value.value)
+        for value in values
+    ):
+        return None
+    return _Wired({name: {value.type: value.value} for name, value in attributes.items()})
+
+
+def _converted_items(items: Any) -> Any:
+    """A list of items with each plain one converted directly, the others by moto."""
+    if not isinstance(items, list):
+        return dynamo_to_dict(items)
+    return [
+        wired if (wired := _plain_item(item)) is not None else dynamo_to_dict(item)
+        for item in items
+    ]
+
+
+def _dynamo_result_init(self: DynamoResult, result: object) -> None:
+    """moto's `DynamoResult.__init__` (`dynamo_to_dict` of the whole result), with the items of
+    a Query or Scan page that hold only plain scalars converted in one pass."""
+    if isinstance(result, dict) and isinstance(result.get("Items"), list):
+        rest = dynamo_to_dict({key: value for key, value in result.items() if key != "Items"})
+        rest["Items"] = _converted_items(result["Items"])
+        transformed = {key: rest[key] for key in result}  # moto's key order
+    else:
+        transformed = dynamo_to_dict(result)
+    ActionResult.__init__(self, transformed)
+
+
 def _dynamo_execute_result(self: DynamoResult, context: ActionContext) -> Any:
     """moto's serializer for everything but the items, which are written directly (the
     serializer's per-member key lookups are most of moto's time per row)."""
@@ -138,7 +190,12 @@ def _dynamo_execute_result(self: DynamoResult, context: ActionContext) -> Any:
     for key, found in items.items():
         if isinstance(found, list):
             target[key] = [
-                _wire_attribute_map(item) if isinstance(item, dict) else item for item in found
+                item
+                if type(item) is _Wired
+                else _wire_attribute_map(item)
+                if isinstance(item, dict)
+                else item
+                for item in found
             ]
         else:
             target[key] = _wire_attribute_map(found)
@@ -158,6 +215,9 @@ def _keeps_value(value: Any) -> bool:
     if kind == "BOOL":
         return type(value.value) is bool
     if kind == "N" and type(value.value) is str:
+        number = value.value
+        if number.isascii() and number.isdigit() and len(number) <= 38 and number[0] != "0":
+            return True  # a plain positive integer: already canonical
         try:
             return str(DYNAMODB_CONTEXT.create_decimal(value.value)) == value.value
         except ArithmeticError:
@@ -176,22 +236,83 @@ def index_attributes(index: SecondaryIndex) -> list[str] | None:
     return names
 
 
+_PROJECTION_ATTRIBUTE = "_localcloud_projection"
+
+
+def _kept_names(index: SecondaryIndex) -> list[str] | None:
+    """`index_attributes`, remembered on the index (a DynamoDB index's projection never
+    changes); None when moto's own projection must run (ALL, or a list expression)."""
+    cached = index.__dict__.get(_PROJECTION_ATTRIBUTE)
+    if cached is None or cached[0] is not index.projection:
+        names = index_attributes(index)
+        if names is not None and any(_LIST_EXPRESSION.match(name) for name in names):
+            names = None
+        cached = (index.projection, list(dict.fromkeys(names)) if names is not None else None)
+        index.__dict__[_PROJECTION_ATTRIBUTE] = cached
+    return cached[1]
+
+
 def _project(self: SecondaryIndex, item: Item) -> Item:
     """Same item as moto's `SecondaryIndex.project`, without its round trip when the kept
     values would come back unchanged from it."""
-    names = index_attributes(self)
-    if names is None or any(_LIST_EXPRESSION.match(name) for name in names):
-        return _original_project(self, item)
+    names = _kept_names(self)
+    projected = _part_of(item, names) if names is not None else None
+    return projected if projected is not None else _original_project(self, item)
+
+
+def _part_of(item: Item, names: list[str]) -> Item | None:
+    """A new item holding `item`'s values of `names` (those it has, in that order), shared
+    with it; None when a value would not come back unchanged from moto's round trip."""
     attrs = item.attrs
-    kept = {name: attrs[name] for name in dict.fromkeys(names) if name in attrs}
+    kept = {name: attrs[name] for name in names if name in attrs}
     if not all(_keeps_value(value) for value in kept.values()):
-        return _original_project(self, item)
+        return None
     projected = cast(Item, Item.__new__(Item))  # moto's own copy does the same
     projected.hash_key = item.hash_key
     projected.range_key = item.range_key
     projected.attrs = LimitedSizeDict.__new__(LimitedSizeDict)
     dict.update(projected.attrs, kept)  # a part of a stored item: within the size limit
     return projected
+
+
+_last_paths = threading.local()
+
+
+def _top_level_names(paths: list[list[str]]) -> list[str] | None:
+    """The attribute names of a projection that names only top-level attributes, else None;
+    remembered for the last projection (a query projects every item of a page with the same)."""
+    last = getattr(_last_paths, "value", None)
+    if last is not None and last[0] is paths:
+        return last[1]
+    plain = all(len(path) == 1 and not _LIST_EXPRESSION.match(path[0]) for path in paths)
+    names = [path[0] for path in paths] if plain else None
+    _last_paths.value = (paths, names)  # holds `paths`: its id is not reused while remembered
+    return names
+
+
+def _item_project(self: Item, projection_expressions: list[list[str]]) -> Item:
+    """Same item as moto's `Item.project`, without its round trip when every expression names
+    a top-level attribute and the kept values would come back unchanged from it."""
+    names = _top_level_names(projection_expressions)
+    projected = _part_of(self, names) if names is not None else None
+    if projected is None:
+        return _original_item_project(self, projection_expressions)
+    return projected
+
+
+def _item_size(self: Item) -> int:
+    """moto's `Item.size` (names and values in bytes), scalars sized inline."""
+    total = 0
+    for name, value in self.attrs.items():
+        kind, inner = value.type, value.value
+        named = len(name) if name.isascii() else len(name.encode("utf-8"))
+        if kind == "S" and type(inner) is str:
+            total += named + (len(inner) if inner.isascii() else len(inner.encode("utf-8")))
+        elif kind == "N":
+            total += named + len(str(inner))
+        else:
+            total += bytesize(name) + value.size()
+    return total
 
 
 def _value_size(self: DynamoType) -> int:
@@ -207,6 +328,9 @@ def _value_size(self: DynamoType) -> int:
 
 def apply() -> None:
     """Patch how moto writes DynamoDB items, projects index items and sizes values."""
+    DynamoResult.__init__ = _dynamo_result_init  # type: ignore[method-assign]
     DynamoResult.execute_result = _dynamo_execute_result  # type: ignore[method-assign,assignment]
     SecondaryIndex.project = _project  # type: ignore[method-assign]
     DynamoType.size = _value_size  # type: ignore[method-assign]
+    Item.size = _item_size  # type: ignore[method-assign]
+    Item.project = _item_project  # type: ignore[method-assign]

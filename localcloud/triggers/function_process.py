@@ -56,11 +56,11 @@ class FunctionProcess:
         self.aws_calls.install()
         function = setup["function"]
         os.environ.setdefault("AWS_LAMBDA_FUNCTION_NAME", function)
-        import app  # the cold start: the app and its clients' code
+        self._route_logs(Path(setup["log_path"]))  # before the init's own logs
+        import app  # the cold start: the app's code, then its init (clients, connection)
         from chalicelib.observability.metrics import metrics
 
         metrics.output = self.emf_lines.append
-        self._route_logs(Path(setup["log_path"]))
         handler = getattr(app, function)
         chaos = self._chaos(setup.get("chaos"))
         if chaos is not None:

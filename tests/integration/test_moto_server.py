@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from moto import mock_aws
 from moto.dynamodb.models import table as dynamodb_table
-from moto.dynamodb.models.dynamo_type import DynamoType
+from moto.dynamodb.models.dynamo_type import DynamoType, Item
 from moto.dynamodb.models.table import SecondaryIndex, Table
 from moto.dynamodb.responses import DynamoHandler, DynamoResult
 from moto.kinesis.models import Shard
@@ -78,7 +78,10 @@ _DYNAMODB_PATCHES = (
         "_dynamo_execute_result",
         "_original_execute_result",
     ),
+    (DynamoResult, "__init__", moto_dynamodb_wire, "_dynamo_result_init", "_original_result_init"),
     (SecondaryIndex, "project", moto_dynamodb_wire, "_project", "_original_project"),
+    (Item, "project", moto_dynamodb_wire, "_item_project", "_original_item_project"),
+    (Item, "size", moto_dynamodb_wire, "_item_size", "_original_item_size"),
     (Table, "query", moto_dynamodb_query, "_query", "_original_query"),
     (DynamoType, "size", moto_dynamodb_wire, "_value_size", "_original_size"),
     (Table, "all_items", moto_dynamodb_query, "_all_items", "_original_all_items"),
@@ -427,6 +430,13 @@ def test_value_size_matches_moto(value: dict[str, Any]) -> None:
     """The size moto's page limit and item limit count is the same with the fast path."""
     typed = DynamoType(value)
     assert moto_dynamodb_wire._value_size(typed) == moto_dynamodb_wire._original_size(typed)
+
+
+@given(attributes=st.dictionaries(st.text(alphabet="aé#", min_size=1, max_size=3), _values))
+def test_item_size_matches_moto(attributes: dict[str, Any]) -> None:
+    """The size of a whole item (the 1 MB page limit) is the same with the fast path."""
+    item = Item(DynamoType({"S": "k"}), None, attributes)
+    assert moto_dynamodb_wire._item_size(item) == moto_dynamodb_wire._original_item_size(item)
 
 
 @contextlib.contextmanager

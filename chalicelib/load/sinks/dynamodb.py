@@ -330,12 +330,18 @@ class DynamoDBSink:
 
         The index is eventually consistent: a row written a moment ago may be missing, which
         only sends its page to the key-by-key check."""
+        read = [*_KEY_ATTRIBUTES[entity], "run_page", "updated_at"]
+        names = {f"#a{number}": name for number, name in enumerate(read)}
         paginator = aws.client("dynamodb").get_paginator("query")
-        for response in paginator.paginate(  # the index projects only what is read here
+        for response in paginator.paginate(
             TableName=ROW_MODELS[entity].Meta.table_name,
             IndexName=RUN_ROWS_INDEX,
             KeyConditionExpression="run_id = :run AND run_page > :after",
             ExpressionAttributeValues={":run": {"S": run_id}, ":after": {"N": str(after_page)}},
+            # not the run id the index also holds: every row has it, and parsing it is a
+            # quarter of the client's time per row
+            ProjectionExpression=", ".join(names),
+            ExpressionAttributeNames=names,
         ):
             for row in response.get("Items", []):
                 yield int(row["run_page"]["N"]), key_from_wire(entity, row), row["updated_at"]["S"]
