@@ -64,14 +64,21 @@ def _table(client: object, rows: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--patched", action="store_true", help="apply localcloud's patches")
+    parser.add_argument(
+        "--patched",
+        action="store_true",
+        help="apply localcloud's patches and its collector thresholds, as its moto server does",
+    )
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--endpoint-url", help="a running moto server (else in-process moto)")
     args = parser.parse_args()
     if args.patched:
+        import gc
+
         from localcloud.emulators import moto_server
 
         moto_server.apply()
+        gc.set_threshold(*moto_server.COLLECTOR_THRESHOLDS)  # as the server runs
     with contextlib.nullcontext() if args.endpoint_url else mock_aws():
         client: Any = boto3.client(
             "dynamodb",
