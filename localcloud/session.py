@@ -81,7 +81,9 @@ def alive(pid: int) -> bool:
 @contextlib.contextmanager
 def signals_as_interrupt() -> Iterator[None]:
     """SIGTERM (and SIGHUP) stop the command like Ctrl-C: `with` blocks unwind, so every
-    process it started is stopped."""
+    process it started is stopped. SIGINT is Ctrl-C's own, even when the command inherited it
+    ignored (a background job of a script, a test runner's worker): Python then leaves it
+    ignored, and the command could not be interrupted."""
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
@@ -89,6 +91,7 @@ def signals_as_interrupt() -> Iterator[None]:
     previous = {
         number: signal.signal(number, interrupt) for number in (signal.SIGTERM, signal.SIGHUP)
     }
+    previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:

@@ -60,7 +60,11 @@ def localcloud(
     )
 
 
-def start(arguments: list[str], cwd: Path) -> subprocess.Popen[str]:
+def start(
+    arguments: list[str], cwd: Path, *, sigint_ignored: bool = False
+) -> subprocess.Popen[str]:
+    """The command as a user starts it; `sigint_ignored`: as a script's background job
+    starts it, SIGINT ignored from the start."""
     return subprocess.Popen(
         [sys.executable, "-m", "localcloud", *arguments],
         cwd=cwd,
@@ -68,6 +72,9 @@ def start(arguments: list[str], cwd: Path) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=(cwd / "stderr.log").open("w"),
         text=True,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        if sigint_ignored
+        else None,
     )
 
 
@@ -272,6 +279,20 @@ def test_a_signal_stops_every_process_the_command_started(
     process.send_signal(signum)
     # stopping is how `up` ends (exit 0); a run that is cut short did not succeed (128 + signal)
     assert stopped(process) == (0 if command == "up" else 128 + signum)
+    assert_gone(processes)
+
+
+def test_sigint_stops_a_command_that_inherited_it_ignored(
+    tmp_path: Path, guard: list[subprocess.Popen[str]]
+) -> None:
+    """A process started with SIGINT ignored keeps it ignored in Python unless it says
+    otherwise: the command installs Ctrl-C's handler itself, so SIGINT still stops it."""
+    process = start(["up", "--json", "--state-dir", "state"], tmp_path, sigint_ignored=True)
+    guard.append(process)
+    first_line(process)
+    processes = json.loads((tmp_path / "state" / "processes.json").read_text())
+    process.send_signal(signal.SIGINT)
+    assert stopped(process) == 0
     assert_gone(processes)
 
 
