@@ -6,7 +6,9 @@ events (`_send_to_targets`), event-source mappings that moto records but does no
 - DynamoDB's answers (`moto_dynamodb_wire`): items written straight to the wire, index items
   projected without a round trip;
 - DynamoDB's Query (`moto_dynamodb_query`): sorted once per item, an index read back in O(page)
-  per page.
+  per page;
+- every request (`moto_requests`): the service found once per host, not by listing moto's
+  package; only failed requests in the access log.
 Each is checked against stock moto in tests/integration/test_moto_server.py.
 
 Run as `python -m localcloud.emulators.moto_server -H HOST -p PORT` (the arguments of
@@ -34,7 +36,12 @@ from typing import Any
 from moto.awslambda.models import EventSourceMapping, LambdaBackend
 from moto.events.models import Rule
 
-from localcloud.emulators import moto_dynamodb_query, moto_dynamodb_wire, moto_kinesis
+from localcloud.emulators import (
+    moto_dynamodb_query,
+    moto_dynamodb_wire,
+    moto_kinesis,
+    moto_requests,
+)
 
 COLLECTOR_THRESHOLDS = (50_000, 20, 100)
 """`gc.set_threshold` of the moto server: allocations before a young collection, young
@@ -71,10 +78,12 @@ def _send_to_targets(self: Rule, *args: Any, **kwargs: Any) -> None:
 
 
 def apply() -> None:
-    """Patch moto's Kinesis shard, DynamoDB read path, schedule rules and mappings here."""
+    """Patch moto's Kinesis shard, DynamoDB read path, request handling, schedule rules and
+    mappings here."""
     moto_kinesis.apply()
     moto_dynamodb_wire.apply()
     moto_dynamodb_query.apply()
+    moto_requests.apply()
     Rule.send_to_targets = _send_to_targets  # type: ignore[method-assign]
     LambdaBackend.create_event_source_mapping = _create_event_source_mapping  # type: ignore[method-assign]
 

@@ -1,28 +1,39 @@
-"""The local cloud's fixes of moto (Kinesis shard, DynamoDB read path) answer exactly what moto
-itself answers."""
+"""The local cloud's fixes of moto (Kinesis shard, DynamoDB read path, per-request costs) answer
+exactly what moto itself answers."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import re
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
 import boto3
 import botocore.exceptions
+import moto.backends
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from moto import mock_aws
+from moto.core.base_backend import BackendDict
 from moto.dynamodb.models import table as dynamodb_table
 from moto.dynamodb.models.dynamo_type import DynamoType, Item
 from moto.dynamodb.models.table import SecondaryIndex, Table
 from moto.dynamodb.responses import DynamoHandler, DynamoResult
 from moto.kinesis.models import Shard
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-from localcloud.emulators import moto_dynamodb_query, moto_dynamodb_wire, moto_kinesis
+from localcloud.emulators import (
+    moto_dynamodb_query,
+    moto_dynamodb_wire,
+    moto_kinesis,
+    moto_requests,
+)
+from localcloud.emulators.moto_process import MotoServer
 
 
 def _shard(count: int) -> Shard:
@@ -572,3 +583,93 @@ def test_a_read_back_reads_each_index_item_once_per_page() -> None:
             Table._item_comes_before_dct = original  # type: ignore[method-assign]
         assert pages == 30
         assert len(walked) <= 2 * pages  # two checks per page, not a walk from the first item
+
+
+# --- Every request: the service found once per host, failed requests only in the access log ---
+
+
+@contextlib.contextmanager
+def _requests_patched() -> Iterator[None]:
+    """moto's dispatcher and backend lookup as the local cloud's moto server patches them."""
+    saved = {
+        (DomainDispatcherApplication, "get_backend_for_host"): (
+            DomainDispatcherApplication.__dict__["get_backend_for_host"]
+        ),
+        (BackendDict, "__getitem__"): BackendDict.__dict__["__getitem__"],
+        (BackendDict, "reset"): BackendDict.__dict__["reset"],
+    }
+    moto_requests.apply()
+    try:
+        yield
+    finally:
+        for (owner, name), value in saved.items():
+            setattr(owner, name, value)
+        moto_requests._created.clear()
+
+
+_SERVICES = sorted(moto.backends.list_of_moto_modules())
+_REGIONS = ("us-east-1", "eu-west-3", "ap-southeast-2", "cn-north-1", "xx-nowhere-9")
+_hosts = st.one_of(
+    st.none(),
+    st.just("moto_api"),
+    st.sampled_from(_SERVICES),
+    st.builds(
+        "{}.{}.amazonaws.com".format,
+        st.sampled_from([*_SERVICES, "sts", "dynamodb", "kinesis", "s3", "nowhere"]),
+        st.sampled_from(_REGIONS),
+    ),
+    st.builds("data.{}.{}.amazonaws.com".format, st.sampled_from(_SERVICES), st.just("us-east-1")),
+    st.text(max_size=30),
+)
+
+
+@settings(max_examples=200)
+@given(hosts=st.lists(_hosts, min_size=1, max_size=8))
+def test_every_host_resolves_to_the_backend_moto_picks(hosts: list[str | None]) -> None:
+    stock = DomainDispatcherApplication(create_backend_app)
+    with _requests_patched():
+        patched = DomainDispatcherApplication(create_backend_app)
+        for host in [*hosts, *hosts]:  # the second time from the table
+            assert patched.get_backend_for_host(host) == (
+                moto_requests._original_get_backend_for_host(stock, host)
+            )
+
+
+def test_the_host_table_is_bounded() -> None:
+    with _requests_patched():
+        dispatcher = DomainDispatcherApplication(create_backend_app)
+        for number in range(moto_requests.MAX_HOSTS + 20):
+            dispatcher.get_backend_for_host(f"host-{number}.example")
+        assert len(dispatcher.__dict__["_backend_by_host"]) == moto_requests.MAX_HOSTS
+        assert dispatcher.get_backend_for_host("dynamodb.us-east-1.amazonaws.com") == "dynamodb"
+
+
+def test_a_reset_empties_every_backend_as_moto_does() -> None:
+    def table(client: Any) -> None:
+        client.create_table(
+            TableName="t",
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+
+    with _requests_patched(), mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        for _ in range(3):  # a backend created again after a reset is reset again
+            table(client)
+            assert client.list_tables()["TableNames"] == ["t"]
+            BackendDict.reset()  # what moto's /moto-api/reset and mock_aws do
+            assert client.list_tables()["TableNames"] == []
+
+
+def test_the_access_log_keeps_failed_requests_only(aws_env: str, moto_server: MotoServer) -> None:
+    client = boto3.client("dynamodb")
+    missing = f"missing-{uuid.uuid4().hex}"
+    for _ in range(3):
+        client.list_tables()
+    with pytest.raises(client.exceptions.ResourceNotFoundException):
+        client.describe_table(TableName=missing)
+    log = moto_server.log_path.read_text(errors="replace")
+    # the failed request (werkzeug colours the request line of a failure)
+    assert re.search(r'POST / HTTP/1\.1(\x1b\[0m)?" 400 ', log)
+    assert not re.search(r'" 200 ', log)  # no successful one, in this test or any before it
