@@ -13,9 +13,9 @@ run by the one process everything waits for. Three of them did not depend on the
 - **Finding the account's backend** (`_backend_of_account`): every `backends[account]` lookup
   (several per request: DynamoDB's handler looks its backend up once per item of a batch)
   takes moto's global backend lock and checks a list of every service in use by equality.
-  Once an account's backend exists and is registered for reset, it is returned straight
-  from the dictionary, until moto resets its backends (`_reset`), after which the first
-  lookup goes moto's way again.
+  Once moto has created and registered an account's backend, it is returned straight from
+  the dictionary. moto's reset empties the dictionary, so the next lookup misses it and goes
+  moto's way again (which creates and registers it anew).
 - **The access log** (`_log_request`): werkzeug writes one line per request to the server's
   log, under the logging lock. Only requests that failed (status >= 400) are logged now; the
   log keeps what someone reading it looks for, without a line per successful call.
@@ -32,7 +32,6 @@ dispatcher), hence the patch.
 
 from __future__ import annotations
 
-from http import HTTPStatus
 from typing import Any, Final
 
 from moto.core.base_backend import AccountSpecificBackend, BackendDict
@@ -46,9 +45,9 @@ FIRST_LOGGED_STATUS: Final = 400
 _original_get_backend_for_host = DomainDispatcherApplication.get_backend_for_host
 _original_log_request = MotoRequestHandler.log_request
 _original_backend_of_account = BackendDict.__getitem__
-_original_reset = BackendDict.reset.__func__  # type: ignore[attr-defined]
 _created: set[tuple[str, str]] = set()
-"""(BackendDict id, account id) pairs created and registered by moto since its last reset."""
+"""(BackendDict id, account id) pairs moto has created and registered; a pair whose backend a
+reset removed is found missing in the dictionary and looked up moto's way."""
 
 
 def _get_backend_for_host(self: DomainDispatcherApplication, host: str | None) -> Any:
@@ -69,32 +68,29 @@ def _backend_of_account(self: BackendDict[Any], account_id: str) -> AccountSpeci
     if (self._id, account_id) in _created:
         try:
             return dict.__getitem__(self, account_id)
-        except KeyError:  # removed behind moto's reset: create it moto's way
+        except KeyError:  # removed by moto's reset: create it moto's way
             pass
     backend = _original_backend_of_account(self, account_id)
     _created.add((self._id, account_id))
     return backend
 
 
-def _reset(cls: type[BackendDict[Any]]) -> None:
-    """moto's reset of every backend, forgetting which accounts exist (before and after: a
-    lookup racing the reset goes moto's way)."""
-    _created.clear()
-    _original_reset(cls)
-    _created.clear()
-
-
 def _log_request(self: MotoRequestHandler, code: int | str = "-", size: int | str = "-") -> None:
     """werkzeug's access log line, for failed requests only."""
-    status = int(code) if isinstance(code, (int, HTTPStatus)) or str(code).isdigit() else None
-    if status is not None and status < FIRST_LOGGED_STATUS:
+    if isinstance(code, int) and code < FIRST_LOGGED_STATUS:  # werkzeug passes the status
         return
     _original_log_request(self, code, size)
 
 
+PATCHES: Final[tuple[tuple[type, str, Any], ...]] = (
+    (DomainDispatcherApplication, "get_backend_for_host", _get_backend_for_host),
+    (BackendDict, "__getitem__", _backend_of_account),
+    (MotoRequestHandler, "log_request", _log_request),
+)
+"""(class, attribute, replacement) of every patch `apply` installs."""
+
+
 def apply() -> None:
-    """Patch moto's dispatcher and request handler in this process."""
-    DomainDispatcherApplication.get_backend_for_host = _get_backend_for_host  # type: ignore[method-assign]
-    MotoRequestHandler.log_request = _log_request  # type: ignore[method-assign,assignment]
-    BackendDict.__getitem__ = _backend_of_account  # type: ignore[method-assign]
-    BackendDict.reset = classmethod(_reset)  # type: ignore[method-assign,assignment]
+    """Patch moto's dispatcher, backend lookup and request handler in this process."""
+    for owner, name, replacement in PATCHES:
+        setattr(owner, name, replacement)

@@ -8,7 +8,8 @@ events (`_send_to_targets`), event-source mappings that moto records but does no
 - DynamoDB's Query (`moto_dynamodb_query`): sorted once per item, an index read back in O(page)
   per page;
 - every request (`moto_requests`): the service found once per host, not by listing moto's
-  package; only failed requests in the access log.
+  package; an account's backend without the global lock once it exists; only failed
+  requests in the access log.
 Each is checked against stock moto in tests/integration/test_moto_server.py.
 
 Run as `python -m localcloud.emulators.moto_server -H HOST -p PORT` (the arguments of

@@ -590,20 +590,18 @@ def test_a_read_back_reads_each_index_item_once_per_page() -> None:
 
 @contextlib.contextmanager
 def _requests_patched() -> Iterator[None]:
-    """moto's dispatcher and backend lookup as the local cloud's moto server patches them."""
-    saved = {
-        (DomainDispatcherApplication, "get_backend_for_host"): (
-            DomainDispatcherApplication.__dict__["get_backend_for_host"]
-        ),
-        (BackendDict, "__getitem__"): BackendDict.__dict__["__getitem__"],
-        (BackendDict, "reset"): BackendDict.__dict__["reset"],
-    }
+    """moto's dispatcher, backend lookup and request handler as the local cloud's moto server
+    patches them; stock moto's again afterwards."""
+    saved = [(owner, name, owner.__dict__.get(name)) for owner, name, _ in moto_requests.PATCHES]
     moto_requests.apply()
     try:
         yield
     finally:
-        for (owner, name), value in saved.items():
-            setattr(owner, name, value)
+        for owner, name, value in saved:
+            if value is None:  # inherited (MotoRequestHandler.log_request)
+                delattr(owner, name)
+            else:
+                setattr(owner, name, value)
         moto_requests._created.clear()
 
 
